@@ -1,0 +1,26 @@
+"""The event engine: :class:`Engine`, :class:`State`, :class:`Events` and step factories."""
+
+from distengine.engine.engine import Engine
+from distengine.engine.events import EventEnum, Events, EventsList, FilteredEvent
+from distengine.engine.handlers import RemovableEventHandle
+from distengine.engine.state import State
+from distengine.engine.supervised import (
+    create_supervised_evaluator,
+    create_supervised_trainer,
+    supervised_evaluation_step,
+    supervised_training_step,
+)
+
+__all__ = [
+    "Engine",
+    "EventEnum",
+    "Events",
+    "EventsList",
+    "FilteredEvent",
+    "RemovableEventHandle",
+    "State",
+    "create_supervised_evaluator",
+    "create_supervised_trainer",
+    "supervised_evaluation_step",
+    "supervised_training_step",
+]

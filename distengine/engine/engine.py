@@ -1,0 +1,374 @@
+"""The event-driven engine: runs a process function over data and fires events."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from distengine.engine import rng
+from distengine.engine.dataflow import DataFlow, data_length
+from distengine.engine.events import AnyEvent, EventEnum, Events, EventsList, FilteredEvent
+from distengine.engine.handlers import (
+    EVENT_ARGS,
+    HandlerRecord,
+    RemovableEventHandle,
+    takes_engine,
+)
+from distengine.engine.state import State
+
+ProcessFunction = Callable[["Engine", Any], Any]
+
+_STATE_DICT_KEYS = ("iteration", "epoch", "epoch_length", "max_epochs", "max_iters", "seed")
+
+
+class Engine:
+    """Runs ``process_function(engine, batch)`` over data, firing :class:`Events`.
+
+    Only events that have handlers cost anything. ``run`` resumes where a
+    terminated or restored run stopped, batch for batch (see :meth:`state_dict`).
+
+    Example::
+
+        def train_step(engine, batch):
+            x, y = batch
+            ...
+            return loss.item()
+
+        trainer = Engine(train_step)
+
+        @trainer.on(Events.EPOCH_COMPLETED(every=2))
+        def validate():
+            evaluator.run(val_loader)
+
+        trainer.run(train_loader, max_epochs=10)
+    """
+
+    def __init__(self, process_function: ProcessFunction) -> None:
+        if not callable(process_function):
+            raise TypeError(f"process_function must be callable, got {process_function!r}")
+        self._process_function = process_function
+        self._handlers: dict[EventEnum, list[HandlerRecord]] = {e: [] for e in Events}
+        self._fire_counts: dict[EventEnum, int] = {}
+        self.state = State()
+        self.last_event_name: EventEnum | None = None
+        self.should_terminate = False
+        self.should_terminate_single_epoch = False
+        self._skip_completed = False
+        self._in_epoch = False
+        self._epoch_start_iteration = 0
+        self._flow: DataFlow | None = None
+        self._restored_position: dict[str, Any] | None = None
+        self._empty_restart_at: int | None = None
+
+    # ----------------------------------------------------------------- handlers
+    def add_event_handler(
+        self, event: AnyEvent, handler: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> RemovableEventHandle:
+        """Call ``handler`` on ``event`` (filtered or a ``|`` list); returns a removable handle.
+
+        ``handler`` is called as ``handler(engine, *args, **kwargs)`` or, if it
+        takes no engine, ``handler(*args, **kwargs)``.
+        """
+        events = list(event) if isinstance(event, EventsList) else [event]
+        entries = []
+        for one in events:
+            base = one.event if isinstance(one, FilteredEvent) else one
+            if base not in self._handlers:
+                raise ValueError(
+                    f"unknown event {base!r}: register custom events first with "
+                    "engine.register_events(...)"
+                )
+            with_engine = takes_engine(handler, EVENT_ARGS.get(base, 0), args, kwargs)
+            record = HandlerRecord(handler, args, kwargs, with_engine, one.filter)
+            self._handlers[base].append(record)
+            entries.append((base, record))
+        return RemovableEventHandle(self, entries)
+
+    def on(self, event: AnyEvent, *args: Any, **kwargs: Any) -> Callable[[Callable], Callable]:
+        """Decorator form of :meth:`add_event_handler`: ``@engine.on(Events.STARTED)``."""
+
+        def decorator(handler: Callable[..., Any]) -> Callable[..., Any]:
+            self.add_event_handler(event, handler, *args, **kwargs)
+            return handler
+
+        return decorator
+
+    def has_event_handler(self, handler: Callable[..., Any], event: AnyEvent | None = None) -> bool:
+        """Whether ``handler`` is registered (for ``event``, or for any event)."""
+        if event is None:
+            return any(r.fn is handler for rs in self._handlers.values() for r in rs)
+        base = event.event if isinstance(event, FilteredEvent) else event
+        return any(r.fn is handler for r in self._handlers.get(base, []))
+
+    def remove_event_handler(self, handler: Callable[..., Any], event: AnyEvent) -> None:
+        """Remove every registration of ``handler`` for ``event``; error if there is none."""
+        base = event.event if isinstance(event, FilteredEvent) else event
+        records = self._handlers.get(base, [])
+        kept = [r for r in records if r.fn is not handler]
+        if len(kept) == len(records):
+            raise ValueError(f"{handler!r} is not registered for {base!r}")
+        records[:] = kept
+
+    def register_events(self, *events: EventEnum) -> None:
+        """Allow handlers on custom events (members of an :class:`EventEnum` subclass)."""
+        for event in events:
+            if not isinstance(event, EventEnum):
+                raise TypeError(f"custom events must be EventEnum members, got {event!r}")
+            self._handlers.setdefault(event, [])
+
+    def fire_event(self, event: EventEnum) -> None:
+        """Fire a registered custom event; its filters count how often it has fired."""
+        if event not in self._handlers:
+            raise ValueError(f"unknown event {event!r}: register it with engine.register_events")
+        self._fire_counts[event] = self._fire_counts.get(event, 0) + 1
+        self._fire(event)
+
+    def _fire(self, event: EventEnum, *event_args: Any) -> None:
+        self.last_event_name = event
+        for record in tuple(self._handlers[event]):
+            if record.filter is not None and not record.filter(self, self._count(event)):
+                continue
+            if record.with_engine:
+                record.fn(self, *event_args, *record.args, **record.kwargs)
+            else:
+                record.fn(*event_args, *record.args, **record.kwargs)
+
+    def _count(self, event: EventEnum) -> int:
+        attr = self.state.counter_for(event)
+        return getattr(self.state, attr) if attr else self._fire_counts.get(event, 0)
+
+    # ----------------------------------------------------------------- control
+    def terminate(self, skip_completed: bool = False) -> None:
+        """End the run after the current iteration (or after the current handler).
+
+        Fires ``TERMINATE`` then, unless ``skip_completed``, ``COMPLETED``.
+        ``EPOCH_COMPLETED`` is not fired for an epoch cut short. A later
+        ``run()`` resumes from the next iteration.
+        """
+        self.should_terminate = True
+        self._skip_completed = skip_completed
+
+    def terminate_epoch(self) -> None:
+        """End the current epoch after the current iteration.
+
+        Fires ``TERMINATE_SINGLE_EPOCH`` then ``EPOCH_COMPLETED``; the next
+        epoch starts on a new pass over the data.
+        """
+        self.should_terminate_single_epoch = True
+
+    # --------------------------------------------------------------------- run
+    def run(
+        self,
+        data: Iterable[Any] | None = None,
+        max_epochs: int | None = None,
+        epoch_length: int | None = None,
+        max_iters: int | None = None,
+    ) -> State:
+        """Run over ``data`` until ``max_epochs`` (default 1) or ``max_iters``.
+
+        ``epoch_length`` defaults to ``len(data)``; data without ``len`` learns
+        it at the end of its first pass. A one-shot iterator must hold enough
+        batches for the whole run: when a new pass yields nothing, the run
+        fails with a RuntimeError. A state that has not finished (after
+        ``terminate()`` or ``load_state_dict``) is resumed, not restarted.
+        """
+        data = self.state.dataloader if data is None else data
+        if data is None:
+            raise ValueError("run() needs data: pass an iterable such as a DataLoader or a list")
+        _check_run_args(max_epochs, epoch_length, max_iters)
+        if self._is_resumable():
+            self._prepare_resume(data, max_epochs, epoch_length, max_iters)
+        else:
+            self._prepare_fresh(data, max_epochs, epoch_length, max_iters)
+        self.should_terminate = self.should_terminate_single_epoch = False
+        try:
+            self._run_epochs()
+        except Exception as error:
+            if not self._handlers[Events.EXCEPTION_RAISED]:
+                raise
+            self._fire(Events.EXCEPTION_RAISED, error)
+        return self.state
+
+    def _is_resumable(self) -> bool:
+        s = self.state
+        if s.max_epochs is None and s.max_iters is None:
+            return False
+        return not self._is_done()
+
+    def _is_done(self) -> bool:
+        s = self.state
+        if self._in_epoch:
+            return False
+        if s.max_iters is not None:
+            return s.iteration >= s.max_iters
+        return s.max_epochs is not None and s.epoch >= s.max_epochs
+
+    def _prepare_fresh(self, data: Iterable[Any], max_epochs, epoch_length, max_iters) -> None:
+        s = self.state
+        s.iteration = s.epoch = 0
+        s.max_iters = max_iters
+        s.max_epochs = None if max_iters is not None else (max_epochs or 1)
+        s.epoch_length = epoch_length or data_length(data)
+        if s.epoch_length == 0:
+            raise ValueError("data is empty (len 0): an engine needs at least one batch per epoch")
+        s.dataloader, s.output, s.batch = data, None, None
+        self._in_epoch = False
+        self._flow = DataFlow(data)
+
+    def _prepare_resume(self, data: Iterable[Any], max_epochs, epoch_length, max_iters) -> None:
+        s = self.state
+        if max_epochs is not None:
+            if max_epochs < s.epoch:
+                raise ValueError(
+                    f"max_epochs={max_epochs} is below the epoch already reached ({s.epoch})"
+                )
+            s.max_epochs = max_epochs
+        if max_iters is not None:
+            s.max_iters = max_iters
+        if epoch_length is not None and s.epoch_length not in (None, epoch_length):
+            raise ValueError(
+                f"epoch_length={epoch_length} differs from the resumed run's {s.epoch_length}"
+            )
+        s.epoch_length = s.epoch_length or epoch_length or data_length(data)
+        if self._flow is None or self._flow.data is not data:
+            position = self._flow.position() if self._flow else self._restored_position
+            s.dataloader = data
+            self._flow = DataFlow(data)
+            self._flow.restore(position, s.iteration)
+        self._restored_position = None
+
+    def _run_epochs(self) -> None:
+        s = self.state
+        run_start = time.perf_counter()
+        self._fire(Events.STARTED)
+        while not self._is_done() and not self.should_terminate:
+            if not self._in_epoch:
+                s.epoch += 1
+                self._epoch_start_iteration = s.iteration
+                self._in_epoch = True
+            epoch_start = time.perf_counter()
+            self._fire(Events.EPOCH_STARTED)
+            self._run_iterations()
+            if self.should_terminate:
+                break
+            if self.should_terminate_single_epoch:
+                self._fire(Events.TERMINATE_SINGLE_EPOCH)
+                self.should_terminate_single_epoch = False
+                self._flow.close()  # type: ignore[union-attr]
+            self._in_epoch = False
+            s.times["EPOCH_COMPLETED"] = time.perf_counter() - epoch_start
+            self._fire(Events.EPOCH_COMPLETED)
+        if self.should_terminate:
+            self._fire(Events.TERMINATE)
+            if self._skip_completed:
+                return
+        s.times["COMPLETED"] = time.perf_counter() - run_start
+        self._fire(Events.COMPLETED)
+
+    def _run_iterations(self) -> None:
+        s, flow, process = self.state, self._flow, self._process_function
+        handlers = self._handlers
+        get_started, get_completed = (
+            handlers[Events.GET_BATCH_STARTED],
+            handlers[Events.GET_BATCH_COMPLETED],
+        )
+        started, completed = (
+            handlers[Events.ITERATION_STARTED],
+            handlers[Events.ITERATION_COMPLETED],
+        )
+        max_iters = s.max_iters if s.max_iters is not None else float("inf")
+        while s.epoch_length is None or s.iteration - self._epoch_start_iteration < s.epoch_length:
+            if s.iteration >= max_iters:
+                return
+            if get_started:
+                self._fire(Events.GET_BATCH_STARTED)
+            try:
+                batch = flow.next_batch(s.epoch, s.iteration)  # type: ignore[union-attr]
+            except StopIteration:
+                if not self._restart_data():
+                    return
+                continue
+            if get_completed:
+                self._fire(Events.GET_BATCH_COMPLETED)
+            s.batch = batch
+            s.iteration += 1
+            if started:
+                self._fire(Events.ITERATION_STARTED)
+            s.output = process(self, batch)
+            if completed:
+                self._fire(Events.ITERATION_COMPLETED)
+            if self.should_terminate or self.should_terminate_single_epoch:
+                return
+
+    def _restart_data(self) -> bool:
+        """The data ran out: learn the epoch length, or start a new pass. False ends the epoch."""
+        s = self.state
+        done_in_epoch = s.iteration - self._epoch_start_iteration
+        self._fire(Events.DATALOADER_STOP_ITERATION)
+        if s.epoch_length is None:
+            if done_in_epoch == 0:
+                raise RuntimeError(
+                    f"the data yielded no batch in epoch {s.epoch}: it is empty, or a one-shot "
+                    "iterator already used up; pass a re-iterable (a list, a DataLoader) or "
+                    "set epoch_length and give enough batches for the whole run"
+                )
+            s.epoch_length = done_in_epoch
+            return False
+        if self._empty_restart_at == s.iteration:
+            raise RuntimeError(
+                f"the data ran out at iteration {s.iteration} (epoch {s.epoch}) and a new pass "
+                "over it yielded nothing: a one-shot iterator cannot be restarted; give it "
+                f"enough batches for max_epochs * epoch_length ({s.epoch_length}) iterations"
+            )
+        self._empty_restart_at = s.iteration
+        return True
+
+    # ------------------------------------------------------------ state dicts
+    def state_dict(self) -> dict[str, Any]:
+        """What an exact resume needs: counters, data position and generator states.
+
+        Save it (e.g. with :class:`~distengine.handlers.Checkpoint`) at any
+        iteration; ``load_state_dict`` then ``run(data)`` continues with exactly
+        the batches, in the same order, that the uninterrupted run would see.
+        It holds only tensors and plain values (loads with ``weights_only=True``).
+        """
+        data = self.state.dataloader
+        state = {k: getattr(self.state, k) for k in _STATE_DICT_KEYS}
+        state.update(
+            in_epoch=self._in_epoch,
+            epoch_start_iteration=self._epoch_start_iteration,
+            data_position=self._flow.position() if self._flow is not None else None,
+            rng=rng.snapshot(data),
+        )
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the next ``run(data)`` resumes from it."""
+        missing = [k for k in ("iteration", "epoch") if k not in state_dict]
+        if missing:
+            raise ValueError(f"engine state dict lacks {missing}; it has {sorted(state_dict)}")
+        if state_dict.get("max_epochs") is None and state_dict.get("max_iters") is None:
+            raise ValueError("engine state dict needs max_epochs or max_iters")
+        for key in _STATE_DICT_KEYS:
+            setattr(self.state, key, state_dict.get(key))
+        self._in_epoch = bool(state_dict.get("in_epoch", False))
+        self._epoch_start_iteration = int(state_dict.get("epoch_start_iteration", 0))
+        self._restored_position = state_dict.get("data_position")
+        self._flow = None
+        if state_dict.get("rng") is not None:
+            rng.restore(state_dict["rng"], self.state.dataloader)
+
+
+def _check_run_args(max_epochs, epoch_length, max_iters) -> None:
+    for name, value in (
+        ("max_epochs", max_epochs),
+        ("epoch_length", epoch_length),
+        ("max_iters", max_iters),
+    ):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+    if max_epochs is not None and max_iters is not None:
+        raise ValueError(f"give max_epochs ({max_epochs}) or max_iters ({max_iters}), not both")

@@ -1,0 +1,226 @@
+"""Events an :class:`~distengine.engine.Engine` fires, and filters on them.
+
+Every event is a member of an :class:`EventEnum`. Calling a member returns the
+same event with a filter, and ``|`` joins events into an :class:`EventsList`::
+
+    @trainer.on(Events.ITERATION_COMPLETED(every=100))
+    def log(engine): ...
+
+    @trainer.on(Events.STARTED | Events.EPOCH_COMPLETED(once=[2, 5]))
+    def save(): ...
+
+Custom events are members of a user's ``EventEnum`` subclass, registered with
+``engine.register_events`` and fired with ``engine.fire_event``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Union
+
+if TYPE_CHECKING:
+    from distengine.engine.engine import Engine
+
+EventFilter = Callable[["Engine", int], bool]
+
+
+class EventEnum(Enum):
+    """Base class of event enumerations; subclass it for custom events.
+
+    Example::
+
+        class BackpropEvents(EventEnum):
+            BACKWARD_STARTED = "backward_started"
+
+        engine.register_events(*BackpropEvents)
+        engine.fire_event(BackpropEvents.BACKWARD_STARTED)
+    """
+
+    def __call__(
+        self,
+        event_filter: EventFilter | None = None,
+        every: int | None = None,
+        once: int | Sequence[int] | None = None,
+        before: int | None = None,
+        after: int | None = None,
+    ) -> FilteredEvent:
+        """This event, fired only when the filter passes (see :func:`make_filter`)."""
+        return FilteredEvent(self, make_filter(event_filter, every, once, before, after))
+
+    def __or__(self, other: AnyEvent) -> EventsList:
+        return EventsList([self]) | other
+
+    @property
+    def event(self) -> EventEnum:
+        """The unfiltered event (itself); mirrors :attr:`FilteredEvent.event`."""
+        return self
+
+    @property
+    def filter(self) -> None:
+        """No filter: every firing passes."""
+        return None
+
+
+class Events(EventEnum):
+    """The events every engine fires, in the order of one run.
+
+    ``STARTED``, then per epoch ``EPOCH_STARTED``, per iteration
+    ``GET_BATCH_STARTED``, ``GET_BATCH_COMPLETED``, ``ITERATION_STARTED``,
+    ``ITERATION_COMPLETED``; ``EPOCH_COMPLETED``; finally ``COMPLETED``.
+    ``DATALOADER_STOP_ITERATION`` fires when the data ends and is restarted,
+    ``TERMINATE_SINGLE_EPOCH`` / ``TERMINATE`` after ``terminate_epoch()`` /
+    ``terminate()``, and ``EXCEPTION_RAISED`` (with the exception) on an error.
+    """
+
+    STARTED = "started"
+    EPOCH_STARTED = "epoch_started"
+    GET_BATCH_STARTED = "get_batch_started"
+    GET_BATCH_COMPLETED = "get_batch_completed"
+    ITERATION_STARTED = "iteration_started"
+    ITERATION_COMPLETED = "iteration_completed"
+    DATALOADER_STOP_ITERATION = "dataloader_stop_iteration"
+    EXCEPTION_RAISED = "exception_raised"
+    TERMINATE_SINGLE_EPOCH = "terminate_single_epoch"
+    TERMINATE = "terminate"
+    EPOCH_COMPLETED = "epoch_completed"
+    COMPLETED = "completed"
+
+
+class FilteredEvent:
+    """An event with a filter ``(engine, count) -> bool``; made by calling an event.
+
+    ``count`` is the engine's counter for the event: ``state.iteration`` for
+    iteration events, ``state.epoch`` for epoch and run events, and the number
+    of firings so far for custom events.
+    """
+
+    __slots__ = ("event", "filter")
+
+    def __init__(self, event: EventEnum, event_filter: EventFilter) -> None:
+        self.event = event
+        self.filter = event_filter
+
+    def __call__(self, *args: Any, **kwargs: Any) -> FilteredEvent:
+        raise ValueError(f"{self!r} already has a filter; an event takes one filter call")
+
+    def __or__(self, other: AnyEvent) -> EventsList:
+        return EventsList([self]) | other
+
+    def __repr__(self) -> str:
+        return f"{self.event!r} with filter {self.filter!r}"
+
+
+AnyEvent = Union[EventEnum, FilteredEvent, "EventsList"]
+
+
+class EventsList:
+    """Several events that trigger the same handler: ``Events.STARTED | Events.COMPLETED``."""
+
+    def __init__(self, events: Sequence[EventEnum | FilteredEvent] = ()) -> None:
+        self._events: list[EventEnum | FilteredEvent] = []
+        for event in events:
+            self._append(event)
+
+    def _append(self, event: AnyEvent) -> None:
+        if isinstance(event, EventsList):
+            self._events.extend(event)
+        elif isinstance(event, (EventEnum, FilteredEvent)):
+            self._events.append(event)
+        else:
+            raise TypeError(f"cannot combine {event!r} with events: expected an event or events")
+
+    def __or__(self, other: AnyEvent) -> EventsList:
+        joined = EventsList(self._events)
+        joined._append(other)
+        return joined
+
+    def __iter__(self) -> Iterator[EventEnum | FilteredEvent]:
+        return iter(self._events)
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __repr__(self) -> str:
+        return " | ".join(map(repr, self._events))
+
+
+def make_filter(
+    event_filter: EventFilter | None = None,
+    every: int | None = None,
+    once: int | Sequence[int] | None = None,
+    before: int | None = None,
+    after: int | None = None,
+) -> EventFilter:
+    """Build the filter for ``Events.X(...)``.
+
+    Accepted: ``event_filter`` alone; ``once`` (an int or a list) alone;
+    ``every`` and/or ``before``/``after`` (exclusive bounds) together.
+    Every number must be a positive int (``after`` may be 0).
+    """
+    given = {
+        k: v
+        for k, v in dict(
+            event_filter=event_filter, every=every, once=once, before=before, after=after
+        ).items()
+        if v is not None
+    }
+    if not given:
+        raise ValueError("an event filter needs one of: event_filter, every, once, before, after")
+    if event_filter is not None or once is not None:
+        if len(given) > 1:
+            raise ValueError(
+                f"event_filter and once cannot be combined with other filters, got {sorted(given)}"
+            )
+        if event_filter is not None:
+            if not callable(event_filter):
+                raise TypeError(
+                    f"event_filter must be callable (engine, count), got {event_filter!r}"
+                )
+            return event_filter
+        return _once_filter(once)
+    for name in ("every", "before"):
+        _check_int(name, given.get(name), minimum=1)
+    _check_int("after", after, minimum=0)
+    return _range_filter(every, before, after)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if value is not None and (
+        not isinstance(value, int) or isinstance(value, bool) or value < minimum
+    ):
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _once_filter(once: int | Sequence[int]) -> EventFilter:
+    values = [once] if isinstance(once, int) else list(once)
+    for value in values:
+        _check_int("once", value, minimum=1)
+    if not values:
+        raise ValueError("once must be an int >= 1 or a non-empty list of them, got []")
+    wanted = frozenset(values)
+
+    def once_filter(engine: Engine, count: int) -> bool:
+        return count in wanted
+
+    once_filter.__qualname__ = f"once={sorted(wanted)}"
+    return once_filter
+
+
+def _range_filter(every: int | None, before: int | None, after: int | None) -> EventFilter:
+    lo = after if after is not None else 0
+    hi = before if before is not None else float("inf")
+    step = every or 1
+    if every is not None and before is None and after is None:
+
+        def every_filter(engine: Engine, count: int) -> bool:
+            return count % step == 0
+
+        every_filter.__qualname__ = f"every={every}"
+        return every_filter
+
+    def range_filter(engine: Engine, count: int) -> bool:
+        return lo < count < hi and count % step == 0
+
+    range_filter.__qualname__ = f"every={every}, after={after}, before={before}"
+    return range_filter

@@ -1,0 +1,90 @@
+"""How an engine stores and calls event handlers."""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from distengine.engine.events import EventEnum, EventFilter, Events
+
+if TYPE_CHECKING:
+    from distengine.engine.engine import Engine
+
+#: Arguments an event passes to its handlers before the user's own.
+EVENT_ARGS: dict[EventEnum, int] = {Events.EXCEPTION_RAISED: 1}
+
+
+class HandlerRecord:
+    """A handler as registered: the callable, its extra arguments and its filter."""
+
+    __slots__ = ("fn", "args", "kwargs", "with_engine", "filter")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        with_engine: bool,
+        event_filter: EventFilter | None,
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.with_engine = with_engine
+        self.filter = event_filter
+
+
+def takes_engine(fn: Callable[..., Any], n_event_args: int, args: tuple, kwargs: dict) -> bool:
+    """Whether ``fn`` wants the engine first; raise if it fits neither signature.
+
+    A handler is called as ``fn(engine, *event_args, *args, **kwargs)`` or,
+    when it takes no engine, ``fn(*event_args, *args, **kwargs)``.
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have no signature: assume the engine
+        return True
+    event_args = (None,) * n_event_args
+    for with_engine in (True, False):
+        try:
+            signature.bind(*((None,) if with_engine else ()), *event_args, *args, **kwargs)
+            return with_engine
+        except TypeError:
+            continue
+    raise ValueError(
+        f"handler {getattr(fn, '__qualname__', fn)!r} has signature {signature}, which accepts "
+        f"neither (engine, {n_event_args} event arg(s), *{args!r}, **{kwargs!r}) nor the same "
+        "without the engine"
+    )
+
+
+class RemovableEventHandle:
+    """What ``add_event_handler`` returns: removes the handler, also as a context manager.
+
+    Example::
+
+        with trainer.add_event_handler(Events.ITERATION_COMPLETED, log):
+            trainer.run(data)          # ``log`` is removed afterwards
+    """
+
+    def __init__(self, engine: Engine, entries: list[tuple[EventEnum, HandlerRecord]]) -> None:
+        self._engine = weakref.ref(engine)
+        self._entries = entries
+
+    def remove(self) -> None:
+        """Remove the handler from every event it was added to (no-op if already gone)."""
+        engine = self._engine()
+        if engine is None:
+            return
+        for event, record in self._entries:
+            records = engine._handlers.get(event, [])
+            if record in records:
+                records.remove(record)
+
+    def __enter__(self) -> RemovableEventHandle:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
