@@ -1,0 +1,85 @@
+"""Creating and destroying the default process group from the launcher's environment."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from distengine.distributed.env import (
+    env_value,
+    get_local_rank,
+    get_world_size,
+    is_distributed,
+    under_slurm,
+)
+
+BACKENDS = ("auto", "gloo", "nccl")
+
+
+def resolve_backend(name: str) -> str:
+    """``auto`` is ``nccl`` where this rank has a GPU, else ``gloo``; others are checked."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if name == "auto":
+        return "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
+    if name == "nccl" and not torch.cuda.is_available():
+        raise ValueError("backend 'nccl' needs CUDA GPUs and none is available; use 'gloo'")
+    return name
+
+
+def _first_slurm_host(nodelist: str) -> str:
+    """The first host of a SLURM node list such as ``node[03-05,9],gpu1``."""
+    match = re.match(r"([^,\[]+)(\[([^\]]+)\])?", nodelist)
+    if match is None:
+        raise ValueError(f"cannot read the SLURM node list {nodelist!r}")
+    prefix, _, ranges = match.groups()
+    if not ranges:
+        return prefix
+    return prefix + ranges.split(",")[0].split("-")[0]
+
+
+def _export_slurm_env() -> None:
+    """Give torch's ``env://`` rendezvous the variables that SLURM names differently."""
+    for key, name in (("rank", "RANK"), ("local_rank", "LOCAL_RANK"), ("world_size", "WORLD_SIZE")):
+        os.environ.setdefault(name, str(env_value(key)))
+    if "MASTER_ADDR" not in os.environ:
+        os.environ["MASTER_ADDR"] = _first_slurm_host(os.environ.get("SLURM_JOB_NODELIST", ""))
+    os.environ.setdefault(
+        "MASTER_PORT", str(15000 + int(os.environ.get("SLURM_JOB_ID", 0)) % 20000)
+    )
+
+
+def initialize(backend: str = "auto", timeout: float | timedelta | None = None, **kwargs) -> None:
+    """Make the default process group from the launcher's environment; safe everywhere.
+
+    A no-op when a process group already exists (a user's own is respected)
+    or when the environment names no other ranks (world size 1). ``timeout``
+    (seconds) bounds every collective. With ``nccl`` the CUDA device is set
+    from ``LOCAL_RANK`` first.
+
+    Example::
+
+        import distengine.distributed as idist
+        idist.initialize()        # the one line a DDP script needs
+    """
+    if is_distributed() or get_world_size() <= 1:
+        return
+    if under_slurm():
+        _export_slurm_env()
+    name = resolve_backend(backend)
+    if isinstance(timeout, (int, float)):
+        timeout = timedelta(seconds=timeout)
+    if name == "nccl":
+        torch.cuda.set_device(get_local_rank() % torch.cuda.device_count())
+        kwargs.setdefault("device_id", torch.device("cuda", torch.cuda.current_device()))
+    dist.init_process_group(name, timeout=timeout, **kwargs)
+
+
+def finalize() -> None:
+    """Destroy the default process group if there is one."""
+    if is_distributed():
+        dist.destroy_process_group()
