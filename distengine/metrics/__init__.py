@@ -1,0 +1,53 @@
+"""Metrics that accumulate on the device and reduce across ranks in one collective.
+
+Example::
+
+    from distengine.metrics import Accuracy, Loss
+
+    Accuracy().attach(evaluator, "accuracy")
+    Loss(nn.CrossEntropyLoss()).attach(evaluator, "loss")
+    evaluator.run(val_loader)
+    evaluator.state.metrics     # {"accuracy": 0.97, "loss": 0.11}, the same on every rank
+"""
+
+from distengine.metrics.accuracy import Accuracy
+from distengine.metrics.average import Average
+from distengine.metrics.confusion_matrix import ConfusionMatrix, DiceCoefficient, IoU, mIoU
+from distengine.metrics.epoch_metric import EpochMetric
+from distengine.metrics.loss import Loss
+from distengine.metrics.metric import Metric
+from distengine.metrics.metrics_lambda import MetricsLambda
+from distengine.metrics.precision_recall import Fbeta, FbetaScore, Precision, Recall
+from distengine.metrics.regression import (
+    MeanAbsoluteError,
+    MeanSquaredError,
+    RootMeanSquaredError,
+)
+from distengine.metrics.roc_auc import ROC_AUC
+from distengine.metrics.running_average import RunningAverage
+from distengine.metrics.state import NotComputableError
+from distengine.metrics.top_k import TopKCategoricalAccuracy
+
+__all__ = [
+    "ROC_AUC",
+    "Accuracy",
+    "Average",
+    "ConfusionMatrix",
+    "DiceCoefficient",
+    "EpochMetric",
+    "Fbeta",
+    "FbetaScore",
+    "IoU",
+    "Loss",
+    "MeanAbsoluteError",
+    "MeanSquaredError",
+    "Metric",
+    "MetricsLambda",
+    "NotComputableError",
+    "Precision",
+    "Recall",
+    "RootMeanSquaredError",
+    "RunningAverage",
+    "TopKCategoricalAccuracy",
+    "mIoU",
+]

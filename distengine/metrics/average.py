@@ -1,0 +1,46 @@
+"""The mean of an engine's outputs over the examples seen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from distengine.metrics.metric import Metric
+from distengine.metrics.state import NotComputableError
+
+
+class Average(Metric):
+    """Mean of the outputs: numbers and 0-d tensors count once, (N, ...) tensors N times.
+
+    Example::
+
+        Average(output_transform=lambda out: out["grad_norm"]).attach(trainer, "grad_norm")
+    """
+
+    def __init__(
+        self,
+        output_transform: Callable[[Any], Any] = lambda output: output,
+        device: str | torch.device | None = None,
+    ) -> None:
+        super().__init__(output_transform, device)
+        self.add_state("total", None)  # shaped by the first output
+        self.add_state("n", torch.tensor(0))
+
+    def update(self, output: Any) -> None:
+        value = output.detach() if isinstance(output, torch.Tensor) else torch.tensor(output)
+        self._follow(value)
+        value = value.double()
+        if value.dim() == 0:
+            total, n = value, 1
+        else:
+            total, n = value.sum(0), value.shape[0]
+        self.total = total if self.total is None else self.total + total
+        self.tally("n", n)
+
+    def compute(self) -> Any:
+        if self.total is None or int(self.n) == 0:
+            raise NotComputableError("Average needs at least one output before compute()")
+        mean = self.total / self.n
+        return mean.item() if mean.dim() == 0 else mean

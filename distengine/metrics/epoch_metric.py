@@ -1,0 +1,57 @@
+"""A user's function over all predictions and targets of an epoch, from every rank."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from distengine.metrics.inputs import pair
+from distengine.metrics.metric import Metric
+from distengine.metrics.state import NotComputableError
+
+
+class EpochMetric(Metric):
+    """``compute_fn(y_pred, y)`` on the concatenation of every batch of every rank.
+
+    ``y_pred`` and ``y`` are (N,) or (N, C) tensors. Ranks may hold
+    different numbers of examples, none included; every rank gets the same
+    value.
+
+    Example::
+
+        def spearman(y_pred, y): ...
+        EpochMetric(spearman).attach(evaluator, "spearman")
+    """
+
+    def __init__(
+        self,
+        compute_fn: Callable[[torch.Tensor, torch.Tensor], Any],
+        output_transform: Callable[[Any], Any] = lambda output: output,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if not callable(compute_fn):
+            raise TypeError(f"compute_fn must be callable, got {compute_fn!r}")
+        super().__init__(output_transform, device)
+        self.compute_fn = compute_fn
+        self.add_state("predictions", reduce="cat")
+        self.add_state("targets", reduce="cat")
+
+    def update(self, output: Any) -> None:
+        y_pred, y = pair(output, type(self).__name__)
+        for name, t in (("y_pred", y_pred), ("y", y)):
+            if t.dim() not in (1, 2):
+                raise ValueError(
+                    f"{type(self).__name__} expects {name} of shape (N,) or (N, C), "
+                    f"got {tuple(t.shape)}"
+                )
+        if y_pred.shape[0] != y.shape[0]:
+            raise ValueError(f"y_pred has {y_pred.shape[0]} rows, y has {y.shape[0]}")
+        self.predictions.append(y_pred.clone())
+        self.targets.append(y.clone())
+
+    def compute(self) -> Any:
+        if self.predictions is None or len(self.predictions) == 0:
+            raise NotComputableError(f"{type(self).__name__} needs at least one example")
+        return self.compute_fn(self.predictions, self.targets)
