@@ -1,0 +1,47 @@
+"""Handlers that attach to an engine: checkpoints, progress, TensorBoard, stopping, schedules.
+
+Every rank computes; only rank 0 writes files, bars and event files.
+
+Example::
+
+    from distengine.handlers import Checkpoint, ProgressBar
+
+    ProgressBar().attach(trainer)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, Checkpoint(to_save, "checkpoints"))
+"""
+
+from distengine.handlers.checkpoint import Checkpoint, find_latest_checkpoint
+from distengine.handlers.disk_saver import DiskSaver
+from distengine.handlers.early_stopping import EarlyStopping
+from distengine.handlers.logging import setup_logger
+from distengine.handlers.param_scheduler import (
+    CosineAnnealingScheduler,
+    LRScheduler,
+    ParamScheduler,
+    PiecewiseLinear,
+    create_lr_scheduler_with_warmup,
+)
+from distengine.handlers.progress_bar import ProgressBar
+from distengine.handlers.tensorboard_logger import TensorboardLogger, global_step_from_engine
+from distengine.handlers.terminate_on_nan import TerminateOnNan
+from distengine.handlers.time_limit import TimeLimit
+from distengine.handlers.timer import Timer
+
+__all__ = [
+    "Checkpoint",
+    "CosineAnnealingScheduler",
+    "DiskSaver",
+    "EarlyStopping",
+    "LRScheduler",
+    "ParamScheduler",
+    "PiecewiseLinear",
+    "ProgressBar",
+    "TensorboardLogger",
+    "TerminateOnNan",
+    "TimeLimit",
+    "Timer",
+    "create_lr_scheduler_with_warmup",
+    "find_latest_checkpoint",
+    "global_step_from_engine",
+    "setup_logger",
+]

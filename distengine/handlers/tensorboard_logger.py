@@ -1,0 +1,194 @@
+"""TensorBoard logging on rank 0 through torch's own SummaryWriter."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from distengine.distributed import get_rank
+from distengine.engine import Engine, Events
+
+
+def global_step_from_engine(engine: Engine) -> Callable[[Engine, Any], int]:
+    """A ``global_step_transform`` giving ``engine``'s iteration (e.g. the trainer's).
+
+    Validation metrics logged with it sit on the same x axis as training
+    losses logged per iteration.
+
+    Example::
+
+        tb.attach_output_handler(evaluator, Events.COMPLETED, "validation", metric_names="all",
+                                 global_step_transform=global_step_from_engine(trainer))
+    """
+
+    def transform(_: Engine, __: Any = None) -> int:
+        return engine.state.iteration
+
+    return transform
+
+
+class _NoWriter:
+    """What ranks other than 0 hold: every call does nothing, no file is created."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+class TensorboardLogger:
+    """Writes scalars, histograms and hparams to ``log_dir``; a no-op on ranks other than 0.
+
+    View with ``tensorboard --logdir <log_dir>``.
+
+    Example::
+
+        tb = TensorboardLogger("runs/exp1/tb")
+        tb.attach_output_handler(trainer, Events.ITERATION_COMPLETED(every=50), "train",
+                                 output_transform=lambda loss: {"loss": loss})
+        tb.attach_opt_params_handler(trainer, Events.ITERATION_STARTED, optimizer)
+    """
+
+    def __init__(self, log_dir: str | os.PathLike, **writer_kwargs: Any) -> None:
+        self.log_dir = str(log_dir)
+        if get_rank() == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer: Any = SummaryWriter(log_dir=self.log_dir, **writer_kwargs)
+        else:
+            self.writer = _NoWriter()
+
+    def attach(
+        self, engine: Engine, log_handler: Callable[[Engine, Any, Any], None], event_name: Any
+    ) -> Any:
+        """Call ``log_handler(engine, writer, event_name)`` on ``event_name`` (rank 0 only)."""
+        if get_rank() != 0:
+            return None
+        return engine.add_event_handler(
+            event_name, lambda e: log_handler(e, self.writer, e.last_event_name)
+        )
+
+    def attach_output_handler(
+        self,
+        engine: Engine,
+        event_name: Any,
+        tag: str,
+        metric_names: str | Sequence[str] | None = None,
+        output_transform: Callable[[Any], Any] | None = None,
+        global_step_transform: Callable[[Engine, Any], int] | None = None,
+    ) -> Any:
+        """Log ``tag/<metric>`` for the chosen metrics and the transformed output."""
+        step_of = global_step_transform or (lambda e, _: e.state.iteration)
+
+        def log(engine: Engine, writer: Any, event: Any) -> None:
+            values: dict[str, Any] = {}
+            metrics = engine.state.metrics
+            names = metrics if metric_names == "all" else (metric_names or [])
+            values.update({n: metrics[n] for n in names if n in metrics})
+            if output_transform is not None:
+                out = output_transform(engine.state.output)
+                values.update(out if isinstance(out, dict) else {"output": out})
+            step = step_of(engine, event)
+            for name, value in values.items():
+                _add_value(writer, f"{tag}/{name}", value, step)
+
+        return self.attach(engine, log, event_name)
+
+    def attach_opt_params_handler(
+        self,
+        engine: Engine,
+        event_name: Any,
+        optimizer: torch.optim.Optimizer,
+        param_name: str = "lr",
+        tag: str | None = None,
+    ) -> Any:
+        """Log each param group's ``param_name`` (e.g. the learning rate)."""
+        prefix = f"{tag}/" if tag else ""
+
+        def log(engine: Engine, writer: Any, event: Any) -> None:
+            for i, group in enumerate(optimizer.param_groups):
+                writer.add_scalar(
+                    f"{prefix}{param_name}/group_{i}", group[param_name], engine.state.iteration
+                )
+
+        return self.attach(engine, log, event_name)
+
+    def attach_weights_handler(
+        self,
+        engine: Engine,
+        event_name: Any,
+        model: torch.nn.Module,
+        kind: str = "scalar",
+        grads: bool = False,
+        tag: str | None = None,
+    ) -> Any:
+        """Log each parameter's norm (``kind="scalar"``) or histogram, or those of its gradients."""
+        if kind not in ("scalar", "histogram"):
+            raise ValueError(f"kind must be 'scalar' or 'histogram', got {kind!r}")
+        what = "grads" if grads else "weights"
+        prefix = f"{tag}/" if tag else ""
+        module = getattr(model, "module", model)
+
+        def log(engine: Engine, writer: Any, event: Any) -> None:
+            for name, param in module.named_parameters():
+                value = param.grad if grads else param
+                if value is None:
+                    continue
+                suffix = "norm" if kind == "scalar" else "hist"
+                key = f"{prefix}{what}_{suffix}/{name.replace('.', '/')}"
+                if kind == "scalar":
+                    writer.add_scalar(key, value.detach().norm().item(), engine.state.iteration)
+                else:
+                    writer.add_histogram(key, value.detach().cpu(), engine.state.iteration)
+
+        return self.attach(engine, log, event_name)
+
+    def attach_hparams(
+        self, engine: Engine, hparams: dict[str, Any], metric_names: Sequence[str] | str = "all"
+    ) -> Any:
+        """At the end of the run, log ``hparams`` with the final metrics (the HPARAMS tab)."""
+
+        def log(engine: Engine, writer: Any, event: Any) -> None:
+            metrics = engine.state.metrics
+            names = metrics if metric_names == "all" else metric_names
+            final = {
+                f"hparam/{n}": float(_scalar(metrics[n]))
+                for n in names
+                if n in metrics and _scalar(metrics[n]) is not None
+            }
+            clean = {
+                k: v if isinstance(v, (bool, str, numbers.Number)) else str(v)
+                for k, v in hparams.items()
+            }
+            writer.add_hparams(clean, final, run_name=".")
+
+        return self.attach(engine, log, Events.COMPLETED)
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self.writer.close()
+
+    def __enter__(self) -> TensorboardLogger:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _scalar(value: Any) -> float | None:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, numbers.Number):
+        return float(value)
+    return None
+
+
+def _add_value(writer: Any, tag: str, value: Any, step: int) -> None:
+    scalar = _scalar(value)
+    if scalar is not None:
+        writer.add_scalar(tag, scalar, step)
+    elif isinstance(value, torch.Tensor) and value.dim() == 1:
+        for i, v in enumerate(value.tolist()):
+            writer.add_scalar(f"{tag}/{i}", v, step)
