@@ -196,6 +196,15 @@ class Engine:
             return False
         return not self._is_done()
 
+    def is_done(self, max_epochs: int | None = None) -> bool:
+        """Whether the run (or a restored one) has reached its end: ``run()`` would start anew.
+
+        ``max_epochs`` asks about a longer run instead of the stored one.
+        """
+        if max_epochs is None:
+            return self.state.max_epochs is not None and self._is_done()
+        return not self._in_epoch and self.state.epoch >= max_epochs
+
     def _is_done(self) -> bool:
         s = self.state
         if self._in_epoch:

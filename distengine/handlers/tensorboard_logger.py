@@ -146,12 +146,21 @@ class TensorboardLogger:
         return self.attach(engine, log, event_name)
 
     def attach_hparams(
-        self, engine: Engine, hparams: dict[str, Any], metric_names: Sequence[str] | str = "all"
+        self,
+        engine: Engine,
+        hparams: dict[str, Any],
+        metric_names: Sequence[str] | str = "all",
+        metrics_from: Engine | None = None,
     ) -> Any:
-        """At the end of the run, log ``hparams`` with the final metrics (the HPARAMS tab)."""
+        """When ``engine`` completes, log ``hparams`` with final metrics (the HPARAMS tab).
+
+        ``metrics_from`` names another engine to read the metrics from, e.g.
+        the evaluator's when attached to the trainer.
+        """
+        source = metrics_from or engine
 
         def log(engine: Engine, writer: Any, event: Any) -> None:
-            metrics = engine.state.metrics
+            metrics = source.state.metrics
             names = metrics if metric_names == "all" else metric_names
             final = {
                 f"hparam/{n}": float(_scalar(metrics[n]))

@@ -1,0 +1,28 @@
+"""scikit-learn's digits as train/validation datasets (shipped with the package, no download)."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import TensorDataset
+
+
+def digits(
+    val_fraction: float = 0.2, split_seed: int = 0, image: bool = False, batch_size: int = 64
+) -> tuple[TensorDataset, TensorDataset]:
+    """(train, validation) with a fixed split; pixels scaled to [0, 1].
+
+    ``batch_size`` is read by the recipe (the global batch), not used here.
+    """
+    from sklearn.datasets import load_digits
+
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"data.val_fraction={val_fraction!r}: expected a number in (0, 1)")
+    bunch = load_digits()
+    x = torch.tensor(bunch.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(bunch.target, dtype=torch.int64)
+    if image:
+        x = x.view(-1, 1, 8, 8)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(split_seed))
+    n_val = int(len(y) * val_fraction)
+    val, train = order[:n_val], order[n_val:]
+    return TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val])

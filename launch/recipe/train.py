@@ -1,0 +1,126 @@
+"""The default recipe: train, validate, checkpoint and log, on every rank."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from torch import nn
+
+import distengine.distributed as idist
+from distengine.engine import Events, create_supervised_evaluator, create_supervised_trainer
+from distengine.handlers import (
+    Checkpoint,
+    DiskSaver,
+    ProgressBar,
+    TensorboardLogger,
+    find_latest_checkpoint,
+    global_step_from_engine,
+)
+from distengine.metrics import Accuracy, Fbeta, Loss, RunningAverage
+
+
+def _loaders(cfg: Any):
+    train_set, val_set = instantiate(cfg.data)
+    batch = int(cfg.data.batch_size)
+    train = idist.auto_dataloader(train_set, batch_size=batch, shuffle=True, drop_last=True)
+    val = idist.auto_dataloader(val_set, batch_size=batch, shuffle=False)
+    return train, val
+
+
+def _resume(cfg: Any, to_load: dict, folder: Path) -> None:
+    if cfg.checkpoint.resume != "auto":
+        return
+    found = find_latest_checkpoint(folder)
+    if found is not None:
+        Checkpoint.load_objects(to_load, found[1])
+        if idist.get_rank() == 0:
+            print(f"resumed from {found[0]}", flush=True)
+
+
+def _write_summary(run_dir: Path, trainer: Any, evaluator: Any) -> None:
+    if idist.get_rank() != 0:
+        return
+    summary = {
+        "epoch": trainer.state.epoch,
+        "iteration": trainer.state.iteration,
+        "world_size": idist.get_world_size(),
+        "validation": {k: float(v) for k, v in evaluator.state.metrics.items()},
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+
+
+def train(cfg: Any) -> dict[str, float]:
+    """Train ``cfg.model`` on ``cfg.data`` with ``cfg.optim``; return the validation metrics."""
+    run_dir = Path(cfg.run_dir)
+    device = idist.device()
+    model = idist.auto_model(instantiate(cfg.model))
+    optimizer = idist.auto_optim(instantiate(cfg.optim)(model.parameters()))
+    train_loader, val_loader = _loaders(cfg)
+    loss_fn = nn.CrossEntropyLoss()
+    amp = "amp" if cfg.trainer.amp else None
+    trainer = create_supervised_trainer(model, optimizer, loss_fn, device=device, amp_mode=amp)
+    metrics = {"accuracy": Accuracy(), "loss": Loss(loss_fn), "f1": Fbeta(num_classes=10)}
+    evaluator = create_supervised_evaluator(model, metrics, device=device, amp_mode=amp)
+    RunningAverage(output_transform=lambda loss: loss, alpha=0.9).attach(trainer, "loss")
+    if cfg.trainer.progress_bar:
+        ProgressBar(persist=True, file=sys.stdout).attach(trainer, metric_names=["loss"])
+
+    every = int(cfg.trainer.validate_every)
+    last = int(cfg.trainer.max_epochs)
+
+    @trainer.on(Events.EPOCH_COMPLETED(event_filter=lambda _, ep: ep % every == 0 or ep == last))
+    def validate(engine: Any) -> None:
+        evaluator.run(val_loader)
+        if idist.get_rank() == 0:
+            shown = "  ".join(f"{k}={v:.4f}" for k, v in evaluator.state.metrics.items())
+            print(f"epoch {engine.state.epoch}  validation  {shown}", flush=True)
+
+    tb = TensorboardLogger(run_dir / "tb")
+    tb.attach_output_handler(
+        trainer,
+        Events.ITERATION_COMPLETED(every=int(cfg.trainer.log_every)),
+        "train",
+        metric_names=["loss"],
+    )
+    tb.attach_output_handler(
+        evaluator,
+        Events.COMPLETED,
+        "validation",
+        metric_names="all",
+        global_step_transform=global_step_from_engine(trainer),
+    )
+    tb.attach_opt_params_handler(trainer, Events.EPOCH_STARTED, optimizer)
+    hparams = {
+        "lr": float(cfg.optim.lr),
+        "batch_size": int(cfg.data.batch_size),
+        "world_size": idist.get_world_size(),
+    }
+    tb.attach_hparams(trainer, hparams, metrics_from=evaluator)
+
+    to_save = {"model": model, "optimizer": optimizer, "trainer": trainer}
+    folder = run_dir / "checkpoints"
+    checkpoint = Checkpoint(
+        to_save,
+        DiskSaver(folder, require_empty=False),
+        n_saved=int(cfg.checkpoint.n_saved),
+        global_step_transform=lambda engine, _: engine.state.iteration,
+    )
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
+    if cfg.checkpoint.every_iters > 0:
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED(every=int(cfg.checkpoint.every_iters)), checkpoint
+        )
+    _resume(cfg, to_save, folder)
+    if trainer.is_done(max_epochs=last):
+        if idist.get_rank() == 0:
+            print(f"the run in {run_dir} already finished {last} epochs", flush=True)
+        validate(trainer)
+    else:
+        trainer.run(train_loader, max_epochs=last)
+    tb.close()
+    _write_summary(run_dir, trainer, evaluator)
+    return dict(evaluator.state.metrics)

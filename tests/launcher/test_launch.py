@@ -1,0 +1,230 @@
+"""``python -m launch`` end to end, in subprocesses, on 2 gloo ranks."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.launcher.launching import ROOT, alive, clean_env, kill_group, launch
+
+
+def test_default_job_trains_to_95_percent_and_writes_from_rank_0_only(tmp_path):
+    run = launch(f"hydra.run.dir={tmp_path}", check=True)
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["world_size"] == 2 and summary["epoch"] == 8
+    assert summary["validation"]["accuracy"] >= 0.95
+    assert (
+        "validation  accuracy=" in run.stdout
+        and f"tensorboard --logdir {tmp_path / 'tb'}" in run.stdout
+    )
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == [
+        "checkpoint_154.pt",
+        "checkpoint_176.pt",
+    ]
+    event_files = [f for _, _, files in os.walk(tmp_path / "tb") for f in files]
+    assert len([f for f in event_files if "tfevents" in f]) == 2  # scalars + hparams, rank 0 only
+    assert (tmp_path / "config.yaml").exists()
+    logs = list((tmp_path / "logs").glob("*/attempt_0/*/stdout.log"))
+    assert len(logs) == 2  # one log per rank
+
+
+def test_entrypoint_runs_on_every_rank_with_the_composed_config(tmp_path):
+    launch(
+        f"hydra.run.dir={tmp_path}",
+        "task.entrypoint=tests.launcher.entry_points:report",
+        "optim.lr=0.5",
+        "trainer.seed=7",
+        check=True,
+    )
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for r, seen in enumerate(ranks):
+        assert seen == {
+            "rank": r,
+            "world": 2,
+            "sum": 3.0,
+            "backend": "gloo",
+            "node_rank": 0,
+            "seed": 7,
+            "lr": 0.5,
+            "threads": 1,
+        }
+
+
+def test_script_runs_as_under_torchrun_and_under_plain_torchrun(tmp_path):
+    script = ROOT / "tests/launcher/script.py"
+    launch(
+        f"hydra.run.dir={tmp_path}",
+        f"task.script={script}",
+        f"task.args=[{tmp_path},--flag,3]",
+        check=True,
+    )
+    for r in range(2):
+        assert json.loads((tmp_path / f"script{r}.json").read_text()) == {
+            "rank": r,
+            "world": 2,
+            "sum": 3.0,
+            "args": ["--flag", "3"],
+        }
+    plain = tmp_path / "torchrun"
+    plain.mkdir()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--standalone",
+            str(script),
+            str(plain),
+        ],
+        cwd=ROOT,
+        env=clean_env(),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert json.loads((plain / "script1.json").read_text())["sum"] == 3.0
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_nodes_on_loopback_form_one_job(tmp_path):
+    port = free_port()
+    common = [
+        "task.entrypoint=tests.launcher.entry_points:report",
+        "dist.nnodes=2",
+        "dist.nproc_per_node=1",
+        f"dist.master_port={port}",
+    ]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "launch",
+                f"hydra.run.dir={tmp_path / f'node{n}'}",
+                f"dist.node_rank={n}",
+                *common,
+            ],
+            cwd=ROOT,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        for n in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            kill_group(p)
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    seen = [
+        json.loads(next((tmp_path / f"node{n}").glob("rank*.json")).read_text()) for n in range(2)
+    ]
+    assert sorted((s["rank"], s["node_rank"], s["world"], s["sum"]) for s in seen) == [
+        (0, 0, 2, 3.0),
+        (1, 1, 2, 3.0),
+    ]
+
+
+def test_multirun_runs_one_job_per_point_in_its_own_folder(tmp_path):
+    launch(
+        "-m",
+        f"hydra.sweep.dir={tmp_path}",
+        "optim.lr=0.1,0.01",
+        "task.entrypoint=tests.launcher.entry_points:report",
+        check=True,
+    )
+    lrs = sorted(json.loads((tmp_path / str(i) / "rank1.json").read_text())["lr"] for i in range(2))
+    assert lrs == [0.01, 0.1]
+
+
+def test_a_failing_rank_stops_the_job_with_a_short_summary(tmp_path):
+    start = time.monotonic()
+    run = launch(
+        f"hydra.run.dir={tmp_path}", "task.entrypoint=tests.launcher.entry_points:fail_on_rank_1"
+    )
+    assert run.returncode != 0
+    assert time.monotonic() - start < 60
+    assert "rank 1 (local rank 1) raised ValueError" in run.stderr
+    assert "ValueError: rank 1 cannot go on: bad shard" in run.stderr
+    assert "log: " in run.stderr and "attempt_0/1/" in run.stderr
+
+
+def test_sigterm_to_the_launcher_stops_every_rank(tmp_path):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "launch",
+            f"hydra.run.dir={tmp_path}",
+            "task.entrypoint=tests.launcher.entry_points:sleep_forever",
+        ],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("pid*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids = [int(p.read_text()) for p in tmp_path.glob("pid*")]
+        assert len(pids) == 2
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in pids)
+        assert proc.returncode != 0
+    finally:
+        kill_group(proc)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["dist.nproc_per_node=0"], "dist.nproc_per_node=0: expected a positive int or 'auto'"),
+        (["dist.backend=mpi"], "dist.backend='mpi': expected one of auto, gloo, nccl"),
+        (["dist.node_rank=3"], "dist.node_rank=3: expected 0 to 0"),
+        (["dist.nnodes=2"], "dist.master_port is required"),
+        (["task.script=missing.py"], "task.script='missing.py': no such file"),
+        (["task.entrypoint=tests.launcher.entry_points:nope"], "has no function 'nope'"),
+        (["task.entrypoint=notamodule"], "expected 'package.module:function'"),
+        (
+            ["checkpoint.resume=sometimes"],
+            "checkpoint.resume='sometimes': expected one of auto, never",
+        ),
+        (["dist.nproc=2"], "unknown key 'dist.nproc': dist accepts nproc_per_node, nnodes,"),
+        (["trainer.epochs=2"], "unknown key 'trainer.epochs': trainer accepts max_epochs,"),
+        (["dist.nnodes=two"], "Value 'two' of type 'str' could not be converted to Integer"),
+    ],
+)
+def test_bad_input_fails_fast_with_the_key_and_nothing_starts(tmp_path, overrides, message):
+    run = launch(f"hydra.run.dir={tmp_path}", *overrides, timeout=60)
+    assert run.returncode != 0
+    assert message in run.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+def test_busy_master_port_is_reported(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        run = launch(f"hydra.run.dir={tmp_path}", f"dist.master_port={port}", timeout=60)
+    assert run.returncode != 0 and f"dist.master_port={port} is busy" in run.stderr
