@@ -82,9 +82,12 @@ def run_job(cfg: Any, run_dir: Path, config_path: Path) -> None:
     """Start every local rank and wait; raise JobFailed with a summary if a rank fails."""
     config = launch_config(cfg, run_dir)
     _threads_per_rank(config.nproc_per_node)
-    if cfg.task.script:
-        entrypoint: Any = sys.executable
-        args = ["-u", str(cfg.task.script), *map(str, cfg.task.args)]
+    script_args = [str(cfg.task.script), *map(str, cfg.task.args)] if cfg.task.script else []
+    if cfg.task.script and config.start_method == "fork":
+        entrypoint: Any = worker.run_script  # no second `import torch` per rank
+        args = script_args
+    elif cfg.task.script:
+        entrypoint, args = sys.executable, ["-u", *script_args]
     else:
         entrypoint, args = worker.main, [str(config_path)]
     # the agent's own failure tables repeat every traceback; the summary below replaces them

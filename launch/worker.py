@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import runpy
 import signal
 import sys
 from pathlib import Path
@@ -49,6 +50,19 @@ def run_task(cfg: Any) -> Any:
         return train(cfg)
     finally:
         idist.finalize()
+
+
+def run_script(script: str, *args: str) -> None:
+    """Run a user's script as its ``__main__``, as ``python script.py args`` would.
+
+    Used with forked ranks, which share the launcher's already imported torch;
+    the script sees torchrun's environment and makes its own process group.
+    """
+    die_with_parent()
+    set_threads()
+    sys.argv = [script, *args]
+    sys.path.insert(0, str(Path(script).resolve().parent))
+    runpy.run_path(script, run_name="__main__")
 
 
 def main(config_path: str) -> Any:
