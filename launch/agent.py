@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import uuid
@@ -11,12 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from torch.distributed.run import determine_local_world_size
 
+from distengine.handlers.preemption import EXIT_PREEMPTED
 from launch import worker
 from launch.failures import summarize
+
+PREEMPTED_MESSAGE = (
+    f"The ranks stopped at an iteration boundary and saved a checkpoint (exit code "
+    f"{EXIT_PREEMPTED}); run the same command again to resume."
+)
 
 
 class JobFailed(RuntimeError):
@@ -44,6 +52,15 @@ def start_method(cfg: Any) -> str:
     import torch
 
     return "spawn" if torch.cuda.is_available() else "fork"
+
+
+def _restart_safe_store() -> None:
+    """Give each attempt's ranks a store of their own (not the agent's shared one).
+
+    With the agent's TCPStore shared across restarts, a restarted rank can read
+    keys of the previous attempt and connect to a dead peer (pytorch#135712).
+    """
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
 
 
 def _threads_per_rank(nproc: int) -> None:
@@ -82,19 +99,30 @@ def run_job(cfg: Any, run_dir: Path, config_path: Path) -> None:
     """Start every local rank and wait; raise JobFailed with a summary if a rank fails."""
     config = launch_config(cfg, run_dir)
     _threads_per_rank(config.nproc_per_node)
+    _restart_safe_store()
     script_args = [str(cfg.task.script), *map(str, cfg.task.args)] if cfg.task.script else []
     if cfg.task.script and config.start_method == "fork":
         entrypoint: Any = worker.run_script  # no second `import torch` per rank
         args = script_args
     elif cfg.task.script:
-        entrypoint, args = sys.executable, ["-u", *script_args]
+        entrypoint, args = sys.executable, ["-u", "-m", "launch.run_script", *script_args]
     else:
         entrypoint, args = worker.main, [str(config_path)]
     # the agent's own failure tables repeat every traceback; the summary below replaces them
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    offset = cfg.dist.node_rank * config.nproc_per_node
     try:
         elastic_launch(config, entrypoint)(*args)
     except ChildFailedError as error:
-        offset = cfg.dist.node_rank * config.nproc_per_node
-        summary = summarize(error, run_dir / "logs", global_offset=offset)
-        raise JobFailed(summary, 1) from None
+        codes = {f.exitcode for f in error.failures.values()}
+        if codes == {EXIT_PREEMPTED}:
+            raise JobFailed(PREEMPTED_MESSAGE, EXIT_PREEMPTED) from None
+        raise JobFailed(summarize(error, run_dir / "logs", global_offset=offset), 1) from None
+    except SignalException as signal_error:
+        # the agent stopped the ranks with the same signal; they saved a checkpoint if they could
+        code = (
+            EXIT_PREEMPTED if signal_error.sigval == signal.SIGTERM else 128 + signal_error.sigval
+        )
+        raise JobFailed(
+            f"stopped by {signal_error.sigval.name}. {PREEMPTED_MESSAGE}", code
+        ) from None

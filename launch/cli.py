@@ -11,6 +11,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from distengine.handlers.preemption import EXIT_PREEMPTED
 from launch.checks import ConfigError, check_config, check_override_keys, check_port_free
 from launch.schema import register
 
@@ -52,7 +53,8 @@ def run(cfg: DictConfig) -> None:
     try:
         run_job(cfg, run_dir, config_path)
     except JobFailed as failure:
-        print(f"\nJob failed in {run_dir}:\n{failure}", file=sys.stderr)
+        how = "stopped" if failure.exitcode == EXIT_PREEMPTED else "failed"
+        print(f"\nJob {how} in {run_dir}:\n{failure}", file=sys.stderr)
         sys.exit(failure.exitcode)
     if cfg.dist.node_rank == 0:
         _report(cfg, run_dir)

@@ -26,6 +26,13 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def reset_signals() -> None:
+    """Forked ranks inherit the agent's signal handlers; a rank starts with the defaults."""
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def set_threads() -> None:
     """Apply OMP_NUM_THREADS to torch (a forked rank inherits the launcher's thread pool)."""
     import torch
@@ -40,7 +47,8 @@ def run_task(cfg: Any) -> Any:
     import distengine.distributed as idist
     from launch.checks import load_entrypoint
 
-    idist.initialize(backend=cfg.dist.backend, timeout=float(cfg.dist.timeout_s))
+    # collectives time out after the hang watchdog (dist.timeout_s) has had its say
+    idist.initialize(backend=cfg.dist.backend, timeout=float(cfg.dist.timeout_s) + 30.0)
     try:
         idist.manual_seed(int(cfg.trainer.seed))
         if cfg.task.entrypoint:
@@ -59,6 +67,7 @@ def run_script(script: str, *args: str) -> None:
     the script sees torchrun's environment and makes its own process group.
     """
     die_with_parent()
+    reset_signals()
     set_threads()
     sys.argv = [script, *args]
     sys.path.insert(0, str(Path(script).resolve().parent))
@@ -68,6 +77,7 @@ def run_script(script: str, *args: str) -> None:
 def main(config_path: str) -> Any:
     """A rank's entry point (a function, so forked ranks need not import torch again)."""
     die_with_parent()
+    reset_signals()
     set_threads()
     cfg = OmegaConf.load(config_path)
     sys.path.insert(0, str(Path.cwd()))  # entrypoints in the user's project import as usual

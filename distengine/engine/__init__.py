@@ -2,7 +2,7 @@
 
 from distengine.engine.engine import Engine
 from distengine.engine.events import EventEnum, Events, EventsList, FilteredEvent
-from distengine.engine.handlers import RemovableEventHandle
+from distengine.engine.handlers import RemovableEventHandle, observer
 from distengine.engine.state import State
 from distengine.engine.supervised import (
     create_supervised_evaluator,
@@ -21,6 +21,7 @@ __all__ = [
     "State",
     "create_supervised_evaluator",
     "create_supervised_trainer",
+    "observer",
     "supervised_evaluation_step",
     "supervised_training_step",
 ]

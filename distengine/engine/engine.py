@@ -13,6 +13,7 @@ from distengine.engine.handlers import (
     EVENT_ARGS,
     HandlerRecord,
     RemovableEventHandle,
+    is_observer,
     takes_engine,
 )
 from distengine.engine.state import State
@@ -172,12 +173,15 @@ class Engine:
         batches for the whole run: when a new pass yields nothing, the run
         fails with a RuntimeError. A state that has not finished (after
         ``terminate()`` or ``load_state_dict``) is resumed, not restarted.
+
+        An exception fires ``EXCEPTION_RAISED(engine, error)``; it is re-raised
+        unless a handler (other than an :func:`observer`) is registered for it.
         """
         data = self.state.dataloader if data is None else data
         if data is None:
             raise ValueError("run() needs data: pass an iterable such as a DataLoader or a list")
         _check_run_args(max_epochs, epoch_length, max_iters)
-        if self._is_resumable():
+        if self._is_resumable(max_epochs, max_iters):
             self._prepare_resume(data, max_epochs, epoch_length, max_iters)
         else:
             self._prepare_fresh(data, max_epochs, epoch_length, max_iters)
@@ -185,15 +189,21 @@ class Engine:
         try:
             self._run_epochs()
         except Exception as error:
-            if not self._handlers[Events.EXCEPTION_RAISED]:
-                raise
+            handlers = list(self._handlers[Events.EXCEPTION_RAISED])
             self._fire(Events.EXCEPTION_RAISED, error)
+            if all(is_observer(record.fn) for record in handlers):
+                raise
         return self.state
 
-    def _is_resumable(self) -> bool:
+    def _is_resumable(self, max_epochs: int | None, max_iters: int | None) -> bool:
+        """Unfinished (terminated or restored) state, judged against the limit now asked for."""
         s = self.state
         if s.max_epochs is None and s.max_iters is None:
             return False
+        if max_epochs is not None:
+            return self._in_epoch or s.epoch < max_epochs
+        if max_iters is not None:
+            return s.iteration < max_iters
         return not self._is_done()
 
     def is_done(self, max_epochs: int | None = None) -> bool:

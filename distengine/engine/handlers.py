@@ -16,6 +16,26 @@ if TYPE_CHECKING:
 EVENT_ARGS: dict[EventEnum, int] = {Events.EXCEPTION_RAISED: 1}
 
 
+def observer(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an EXCEPTION_RAISED handler as one that only observes (e.g. cleans up).
+
+    An exception is swallowed when an EXCEPTION_RAISED handler is registered
+    (the handler decides, as in PyTorch-Ignite), unless every such handler is
+    an observer: then it is re-raised after them.
+
+    Example::
+
+        @observer
+        def close_files(engine, error): ...
+    """
+    fn.__distengine_observer__ = True
+    return fn
+
+
+def is_observer(fn: Callable[..., Any]) -> bool:
+    return bool(getattr(fn, "__distengine_observer__", False))
+
+
 class HandlerRecord:
     """A handler as registered: the callable, its extra arguments and its filter."""
 

@@ -21,13 +21,18 @@ from distengine.handlers.param_scheduler import (
     PiecewiseLinear,
     create_lr_scheduler_with_warmup,
 )
+from distengine.handlers.preemption import EXIT_PREEMPTED, Preemption
 from distengine.handlers.progress_bar import ProgressBar
 from distengine.handlers.tensorboard_logger import TensorboardLogger, global_step_from_engine
 from distengine.handlers.terminate_on_nan import TerminateOnNan
 from distengine.handlers.time_limit import TimeLimit
 from distengine.handlers.timer import Timer
+from distengine.handlers.watchdog import HangWatchdog
 
 __all__ = [
+    "EXIT_PREEMPTED",
+    "HangWatchdog",
+    "Preemption",
     "Checkpoint",
     "CosineAnnealingScheduler",
     "DiskSaver",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
 import warnings
@@ -12,7 +14,7 @@ from typing import Any
 import torch
 
 from distengine.engine import Engine
-from distengine.handlers.disk_saver import SUFFIX, DiskSaver
+from distengine.handlers.disk_saver import SUFFIX, DiskSaver, checksum_path
 
 
 def _unwrap(obj: Any) -> Any:
@@ -190,11 +192,18 @@ class Checkpoint:
 
 
 def load_checkpoint_file(path: Path, map_location: str | torch.device | None = "cpu") -> dict:
-    """``torch.load(path, weights_only=True)`` with an error that names the file."""
+    """``torch.load(path, weights_only=True)``, checked against its SHA-256 where one was kept.
+
+    A truncated or corrupt file raises ValueError naming the file.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    data = path.read_bytes()
+    expected = checksum_path(path)
+    if expected.is_file() and hashlib.sha256(data).hexdigest() != expected.read_text().strip():
+        raise ValueError(f"checkpoint {path} is corrupt: its SHA-256 differs from {expected.name}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as error:
         raise ValueError(f"checkpoint {path} is corrupt or truncated ({error})") from error
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -14,11 +15,32 @@ from distengine.distributed import barrier, get_rank
 SUFFIX = ".pt"
 
 
+def checksum_path(path: Path) -> Path:
+    """Where the SHA-256 of a checkpoint file is kept (a hidden file beside it)."""
+    return path.with_name(f".{path.name}.sha256")
+
+
+class _HashingWriter:
+    """A file wrapper that hashes every byte written through it."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.sha = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 class DiskSaver:
     """Saves objects to ``dirname`` on rank 0; a crash mid-write never leaves a bad file.
 
     Each save goes to a temporary file in the same folder, is flushed and
-    fsynced, then renamed over the final name. Every rank calls it (it ends
+    fsynced, then renamed over the final name; its SHA-256 goes to a hidden
+    ``.<name>.sha256`` file, so later corruption is caught at load. Every rank calls it (it ends
     with a barrier, so no rank reads a file not yet written); only rank 0
     touches the disk.
 
@@ -61,25 +83,45 @@ class DiskSaver:
 
     def _write(self, checkpoint: dict[str, Any], path: Path) -> None:
         if not self.atomic:
-            torch.save(checkpoint, path)
+            with open(path, "wb") as handle:
+                writer = _HashingWriter(handle)
+                torch.save(checkpoint, writer)
+            _write_small(checksum_path(path), writer.sha.hexdigest())
             return
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.dirname)
         try:
             with os.fdopen(fd, "wb") as handle:
-                torch.save(checkpoint, handle)
+                writer = _HashingWriter(handle)
+                torch.save(checkpoint, writer)
                 handle.flush()
                 os.fsync(handle.fileno())
+            # the checkpoint first: a crash before the checksum leaves a good, unverified file
             os.replace(tmp, path)
+            _write_small(checksum_path(path), writer.sha.hexdigest())
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        dir_fd = os.open(self.dirname, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_dir(self.dirname)
 
     def remove(self, filename: str) -> None:
         """Delete a file this saver wrote (rank 0 only)."""
         if get_rank() == 0:
             (self.dirname / filename).unlink(missing_ok=True)
+            checksum_path(self.dirname / filename).unlink(missing_ok=True)
+
+
+def _write_small(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(dirname: Path) -> None:
+    dir_fd = os.open(dirname, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

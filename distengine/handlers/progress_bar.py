@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from distengine.distributed import get_rank
-from distengine.engine import Engine, Events
+from distengine.engine import Engine, Events, observer
 
 
 def _as_number(value: Any) -> Any:
@@ -107,6 +107,7 @@ class ProgressBar:
             self._bar.close()
         self._bar, self._pending = None, 0
 
+    @observer
     def _finish(self, engine: Engine, *error: Any) -> None:
         self._close(engine)
 

@@ -15,12 +15,16 @@ from distengine.engine import Events, create_supervised_evaluator, create_superv
 from distengine.handlers import (
     Checkpoint,
     DiskSaver,
+    HangWatchdog,
+    Preemption,
     ProgressBar,
     TensorboardLogger,
     find_latest_checkpoint,
     global_step_from_engine,
 )
+from distengine.handlers.preemption import EXIT_PREEMPTED
 from distengine.metrics import Accuracy, Fbeta, Loss, RunningAverage
+from launch.recipe.run_info import RunInfo
 
 
 def _loaders(cfg: Any):
@@ -32,13 +36,16 @@ def _loaders(cfg: Any):
 
 
 def _resume(cfg: Any, to_load: dict, folder: Path) -> None:
+    """Load the folder's latest valid checkpoint on every rank (a corrupt one is skipped)."""
     if cfg.checkpoint.resume != "auto":
         return
     found = find_latest_checkpoint(folder)
     if found is not None:
-        Checkpoint.load_objects(to_load, found[1])
+        path, state = found
+        Checkpoint.load_objects({"run": to_load["run"]}, state)  # refuses a mismatched run first
+        Checkpoint.load_objects(to_load, state)
         if idist.get_rank() == 0:
-            print(f"resumed from {found[0]}", flush=True)
+            print(f"resumed from {path} (iteration {state['trainer']['iteration']})", flush=True)
 
 
 def _write_summary(run_dir: Path, trainer: Any, evaluator: Any) -> None:
@@ -51,6 +58,14 @@ def _write_summary(run_dir: Path, trainer: Any, evaluator: Any) -> None:
         "validation": {k: float(v) for k, v in evaluator.state.metrics.items()},
     }
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+
+
+def _guard(cfg: Any, trainer: Any, evaluator: Any, checkpoint: Checkpoint) -> None:
+    """Hang detection on both engines, and a checkpoint then a clean stop on SIGTERM."""
+    watchdog = HangWatchdog(float(cfg.dist.timeout_s))
+    watchdog.attach(trainer)
+    watchdog.attach(evaluator, final=False)
+    Preemption(on_stop=checkpoint).attach(trainer)
 
 
 def train(cfg: Any) -> dict[str, float]:
@@ -101,7 +116,7 @@ def train(cfg: Any) -> dict[str, float]:
     }
     tb.attach_hparams(trainer, hparams, metrics_from=evaluator)
 
-    to_save = {"model": model, "optimizer": optimizer, "trainer": trainer}
+    to_save = {"model": model, "optimizer": optimizer, "trainer": trainer, "run": RunInfo(cfg)}
     folder = run_dir / "checkpoints"
     checkpoint = Checkpoint(
         to_save,
@@ -114,6 +129,7 @@ def train(cfg: Any) -> dict[str, float]:
         trainer.add_event_handler(
             Events.ITERATION_COMPLETED(every=int(cfg.checkpoint.every_iters)), checkpoint
         )
+    _guard(cfg, trainer, evaluator, checkpoint)
     _resume(cfg, to_save, folder)
     if trainer.is_done(max_epochs=last):
         if idist.get_rank() == 0:
@@ -122,5 +138,13 @@ def train(cfg: Any) -> dict[str, float]:
     else:
         trainer.run(train_loader, max_epochs=last)
     tb.close()
+    if trainer.state.preempted:
+        if idist.get_rank() == 0:
+            print(
+                f"preempted at iteration {trainer.state.iteration}: checkpoint saved in "
+                f"{folder}; run the same command again to resume",
+                flush=True,
+            )
+        raise SystemExit(EXIT_PREEMPTED)
     _write_summary(run_dir, trainer, evaluator)
     return dict(evaluator.state.metrics)

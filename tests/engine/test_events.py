@@ -220,3 +220,17 @@ def test_custom_events_register_fire_and_filter():
     engine.add_event_handler(Backprop.BACKWARD_COMPLETED(every=2), lambda e: seen.append("c"))
     engine.run(range(4))
     assert seen == ["s", "s", "c", "s", "s", "c"]
+
+
+def test_observer_handlers_do_not_swallow_the_exception():
+    from distengine.engine import observer
+
+    def step(engine, batch):
+        raise OSError("disk gone")
+
+    engine = Engine(step)
+    seen = []
+    engine.add_event_handler(Events.EXCEPTION_RAISED, observer(lambda e, err: seen.append(err)))
+    with pytest.raises(OSError, match="disk gone"):
+        engine.run([1])
+    assert len(seen) == 1

@@ -212,3 +212,17 @@ def test_resume_does_not_load_skipped_batches():
 def test_load_state_dict_rejects_incomplete_state():
     with pytest.raises(ValueError, match="lacks"):
         Engine(lambda e, b: b).load_state_dict({"epoch": 1})
+
+
+def test_a_finished_run_asked_for_more_epochs_continues():
+    engine = Engine(lambda e, b: b)
+    seen = collect(engine)
+    engine.run([1, 2], max_epochs=2)
+    restored = Engine(lambda e, b: b)
+    seen_after = collect(restored)
+    restored.load_state_dict(engine.state_dict())
+    state = restored.run([1, 2], max_epochs=3)
+    assert (state.epoch, state.iteration, seen_after) == (3, 6, [1, 2])
+    again = restored.run([1, 2], max_epochs=3)  # finished: a new run starts from scratch
+    assert again.iteration == 6 and seen_after == [1, 2, 1, 2, 1, 2, 1, 2]
+    assert seen == [1, 2, 1, 2]

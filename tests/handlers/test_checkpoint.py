@@ -14,6 +14,11 @@ from distengine.engine import Engine, Events, create_supervised_trainer
 from distengine.handlers import Checkpoint, DiskSaver, find_latest_checkpoint
 
 
+def visible(folder):
+    """The checkpoint files a user sees (checksums are hidden files beside them)."""
+    return sorted(name for name in os.listdir(folder) if not name.startswith("."))
+
+
 def fake_engine(epoch=0, iteration=0):
     engine = Engine(lambda e, b: b)
     engine.state.epoch, engine.state.iteration = epoch, iteration
@@ -26,7 +31,11 @@ def test_keeps_the_latest_n_by_step(tmp_path):
     checkpoint = Checkpoint({"model": model}, tmp_path, n_saved=2)
     for epoch in range(1, 5):
         checkpoint(fake_engine(epoch=epoch))
-    assert sorted(os.listdir(tmp_path)) == ["model_3.pt", "model_4.pt"]
+    assert visible(tmp_path) == ["model_3.pt", "model_4.pt"]
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".")) == [
+        ".model_3.pt.sha256",
+        ".model_4.pt.sha256",
+    ]  # removed together with their files
     assert checkpoint.last_checkpoint == "model_4.pt"
 
 
@@ -43,7 +52,7 @@ def test_keeps_the_best_n_by_score_and_never_touches_other_files(tmp_path):
     )
     for epoch in range(1, 6):
         checkpoint(fake_engine(epoch=epoch))
-    assert sorted(os.listdir(tmp_path)) == [
+    assert visible(tmp_path) == [
         "best_checkpoint_2_acc=0.9000.pt",
         "best_checkpoint_5_acc=0.9500.pt",
         "user_notes.pt",
@@ -89,7 +98,7 @@ def test_find_latest_skips_a_truncated_file(tmp_path):
     checkpoint(fake_engine(epoch=2))
     data = (tmp_path / "model_2.pt").read_bytes()
     (tmp_path / "model_2.pt").write_bytes(data[: len(data) // 2])
-    with pytest.warns(RuntimeWarning, match="model_2.pt is corrupt or truncated"):
+    with pytest.warns(RuntimeWarning, match="model_2.pt is corrupt"):
         path, state = find_latest_checkpoint(tmp_path)
     assert path.name == "model_1.pt" and torch.equal(state["model"]["weight"], model.weight)
     assert find_latest_checkpoint(tmp_path / "missing") is None
@@ -119,7 +128,17 @@ def test_a_save_killed_mid_write_leaves_the_previous_checkpoint_loadable(tmp_pat
         proc.kill()
     state = torch.load(tmp_path / "model.pt", weights_only=True)  # never a partial file
     assert state["w"].numel() in (10, 4_000_000)
-    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["model.pt"]
+    assert visible(tmp_path) == ["model.pt"]
+
+
+def test_a_flipped_bit_is_caught_by_the_checksum(tmp_path):
+    Checkpoint({"model": nn.Linear(64, 64)}, tmp_path)(fake_engine(epoch=1))
+    path = tmp_path / "model_1.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # torch.load alone would not notice this
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="model_1.pt is corrupt: its SHA-256 differs"):
+        Checkpoint.load_objects({"model": nn.Linear(64, 64)}, path)
 
 
 def make_run():

@@ -68,7 +68,8 @@ def test_only_rank_zero_writes_checkpoints_event_files_and_bars(ranks2, tmp_path
     (bar0, last0), (bar1, last1) = results
     assert "Epoch [3/3]" in bar0 and "acc=" in bar0 and bar1 == ""
     assert last0 == last1 == "checkpoint_3.pt"
-    assert sorted(os.listdir(tmp_path / "ckpt")) == ["checkpoint_2.pt", "checkpoint_3.pt"]
+    kept = sorted(n for n in os.listdir(tmp_path / "ckpt") if not n.startswith("."))
+    assert kept == ["checkpoint_2.pt", "checkpoint_3.pt"]
     event_files = [f for _, _, files in os.walk(tmp_path / "tb") for f in files]
     assert event_files and all("events.out.tfevents" in f for f in event_files)
     assert "[rank 0]" in (tmp_path / "rank0.log").read_text()

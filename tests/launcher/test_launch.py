@@ -22,7 +22,8 @@ def test_default_job_trains_to_95_percent_and_writes_from_rank_0_only(tmp_path):
         "validation  accuracy=" in run.stdout
         and f"tensorboard --logdir {tmp_path / 'tb'}" in run.stdout
     )
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == [
+    kept = sorted(n for n in os.listdir(tmp_path / "checkpoints") if not n.startswith("."))
+    assert kept == [
         "checkpoint_154.pt",
         "checkpoint_176.pt",
     ]

@@ -1,0 +1,59 @@
+"""Detect a rank that stops making progress, and dump every thread's stack when it does."""
+
+from __future__ import annotations
+
+import faulthandler
+import signal
+import sys
+from typing import Any, TextIO
+
+from distengine.engine import Engine, Events, observer
+
+#: What a stack dump starts with (the launcher looks for it in rank logs).
+DUMP_MARKER = "Timeout ("
+
+
+class HangWatchdog:
+    """If no watched event fires for ``timeout_s`` seconds, dump all stacks and exit(1).
+
+    Every watched event re-arms Python's ``faulthandler`` timer, so the check
+    costs one C call per event and needs no thread of ours. A rank stuck in
+    a collective that a peer never entered, or in a deadlock in user code,
+    prints where it is to its log and exits, so the launcher stops the job
+    instead of waiting for a 30-minute collective timeout.
+
+    Example::
+
+        watchdog = HangWatchdog(timeout_s=300)
+        watchdog.attach(trainer)
+        watchdog.attach(evaluator, final=False)   # progress while validating counts too
+    """
+
+    def __init__(self, timeout_s: float, file: TextIO | None = None) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive seconds, got {timeout_s!r}")
+        self.timeout_s = float(timeout_s)
+        self.file = file
+
+    @observer
+    def arm(self, *args: Any) -> None:
+        """(Re)start the countdown."""
+        faulthandler.dump_traceback_later(self.timeout_s, exit=True, file=self.file or sys.stderr)
+
+    @observer
+    def cancel(self, *args: Any) -> None:
+        """Stop watching (the run ended)."""
+        faulthandler.cancel_dump_traceback_later()
+
+    def attach(self, engine: Engine, final: bool = True) -> None:
+        """Watch ``engine``'s iterations; ``final`` engines stop the watch when they end.
+
+        Also dumps the stacks when the rank gets SIGTERM (as the launcher sends
+        to the other ranks once one has failed), then lets the signal act.
+        """
+        faulthandler.register(signal.SIGTERM, file=self.file or sys.stderr, chain=True)
+        engine.add_event_handler(
+            Events.STARTED | Events.ITERATION_COMPLETED | Events.EPOCH_COMPLETED, self.arm
+        )
+        end = Events.COMPLETED | Events.EXCEPTION_RAISED | Events.TERMINATE
+        engine.add_event_handler(end, self.cancel if final else self.arm)
