@@ -3,6 +3,7 @@
 Each test prints how long detection and recovery took (run pytest with -s).
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -174,3 +175,48 @@ def test_ranks_die_when_the_launcher_is_killed_with_sigkill(tmp_path):
         assert not any(alive(pid) for pid in pids)
     finally:
         kill_group(proc)
+
+
+def test_a_changed_world_size_is_refused_at_resume(tmp_path):
+    launch(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=1", *SHORT[1:], check=True)
+    run = launch(f"hydra.run.dir={tmp_path}", *SHORT, "dist.nproc_per_node=1")
+    assert run.returncode == 1
+    assert "world size 2 in the checkpoint, 1 now" in run.stderr
+
+
+def test_sigterm_to_the_ranks_checkpoints_and_exits_75(tmp_path):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "launch",
+            f"hydra.run.dir={tmp_path}",
+            "trainer.max_epochs=500",
+            "checkpoint.every_iters=50",
+            "trainer.progress_bar=false",
+        ],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "checkpoints").glob("checkpoint_*.pt")):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        ranks = children(proc.pid)
+        assert len(ranks) == 2
+        start = time.monotonic()
+        for pid in ranks:  # as a scheduler does: every rank gets the signal
+            os.kill(pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        print(f"\nranks stopped {time.monotonic() - start:.1f}s after SIGTERM")
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 75, err
+    assert "preempted at iteration" in out and "Job stopped" in err
+    iteration = int(out.split("preempted at iteration ")[1].split(":")[0])
+    assert (tmp_path / "checkpoints" / f"checkpoint_{iteration}.pt").exists()
