@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import re
 import warnings
@@ -14,7 +12,7 @@ from typing import Any
 import torch
 
 from distengine.engine import Engine
-from distengine.handlers.disk_saver import SUFFIX, DiskSaver, checksum_path
+from distengine.handlers.disk_saver import SUFFIX, DiskSaver, checksum_path, file_checksum
 
 
 def _unwrap(obj: Any) -> Any:
@@ -192,18 +190,17 @@ class Checkpoint:
 
 
 def load_checkpoint_file(path: Path, map_location: str | torch.device | None = "cpu") -> dict:
-    """``torch.load(path, weights_only=True)``, checked against its SHA-256 where one was kept.
+    """``torch.load(path, weights_only=True)``, checked against its CRC-32 where one was kept.
 
     A truncated or corrupt file raises ValueError naming the file.
     """
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    data = path.read_bytes()
     expected = checksum_path(path)
-    if expected.is_file() and hashlib.sha256(data).hexdigest() != expected.read_text().strip():
-        raise ValueError(f"checkpoint {path} is corrupt: its SHA-256 differs from {expected.name}")
+    if expected.is_file() and file_checksum(path) != expected.read_text().strip():
+        raise ValueError(f"checkpoint {path} is corrupt: its CRC-32 differs from {expected.name}")
     try:
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
         raise ValueError(f"checkpoint {path} is corrupt or truncated ({error})") from error
 

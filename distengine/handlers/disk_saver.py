@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -16,19 +16,31 @@ SUFFIX = ".pt"
 
 
 def checksum_path(path: Path) -> Path:
-    """Where the SHA-256 of a checkpoint file is kept (a hidden file beside it)."""
-    return path.with_name(f".{path.name}.sha256")
+    """Where the CRC-32 of a checkpoint file is kept (a hidden file beside it)."""
+    return path.with_name(f".{path.name}.crc32")
+
+
+def file_checksum(path: Path, chunk: int = 1 << 24) -> str:
+    """CRC-32 of a file, read in chunks (fast, and enough to catch corruption)."""
+    crc = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            crc = zlib.crc32(block, crc)
+    return f"{crc:08x}"
 
 
 class _HashingWriter:
-    """A file wrapper that hashes every byte written through it."""
+    """A file wrapper that checksums every byte written through it."""
 
     def __init__(self, handle: BinaryIO) -> None:
         self.handle = handle
-        self.sha = hashlib.sha256()
+        self.crc = 0
+
+    def hexdigest(self) -> str:
+        return f"{self.crc:08x}"
 
     def write(self, data: bytes) -> int:
-        self.sha.update(data)
+        self.crc = zlib.crc32(data, self.crc)
         return self.handle.write(data)
 
     def flush(self) -> None:
@@ -39,8 +51,8 @@ class DiskSaver:
     """Saves objects to ``dirname`` on rank 0; a crash mid-write never leaves a bad file.
 
     Each save goes to a temporary file in the same folder, is flushed and
-    fsynced, then renamed over the final name; its SHA-256 goes to a hidden
-    ``.<name>.sha256`` file, so later corruption is caught at load. Every rank calls it (it ends
+    fsynced, then renamed over the final name; its CRC-32 goes to a hidden
+    ``.<name>.crc32`` file, so later corruption is caught at load. Every rank calls it (it ends
     with a barrier, so no rank reads a file not yet written); only rank 0
     touches the disk.
 
@@ -86,7 +98,7 @@ class DiskSaver:
             with open(path, "wb") as handle:
                 writer = _HashingWriter(handle)
                 torch.save(checkpoint, writer)
-            _write_small(checksum_path(path), writer.sha.hexdigest())
+            _write_small(checksum_path(path), writer.hexdigest())
             return
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.dirname)
         try:
@@ -97,7 +109,7 @@ class DiskSaver:
                 os.fsync(handle.fileno())
             # the checkpoint first: a crash before the checksum leaves a good, unverified file
             os.replace(tmp, path)
-            _write_small(checksum_path(path), writer.sha.hexdigest())
+            _write_small(checksum_path(path), writer.hexdigest())
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -26,7 +26,7 @@ class Average(Metric):
     ) -> None:
         super().__init__(output_transform, device)
         self.add_state("total", None)  # shaped by the first output
-        self.add_state("n", torch.tensor(0))
+        self.add_state("n", torch.tensor(0.0, dtype=torch.float64))  # beside total: one collective
 
     def update(self, output: Any) -> None:
         value = output.detach() if isinstance(output, torch.Tensor) else torch.tensor(output)

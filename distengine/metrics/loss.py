@@ -34,7 +34,7 @@ class Loss(Metric):
         self.loss_fn = loss_fn
         self.batch_size = batch_size
         self.add_state("total", torch.tensor(0.0, dtype=torch.float64))
-        self.add_state("n", torch.tensor(0))
+        self.add_state("n", torch.tensor(0.0, dtype=torch.float64))  # beside total: one collective
 
     def update(self, output: Any) -> None:
         y_pred, y = pair(output, "Loss")

@@ -25,7 +25,7 @@ class _ErrorMean(Metric):
     ) -> None:
         super().__init__(output_transform, device)
         self.add_state("total", torch.tensor(0.0, dtype=torch.float64))
-        self.add_state("n", torch.tensor(0))
+        self.add_state("n", torch.tensor(0.0, dtype=torch.float64))  # beside total: one collective
 
     @abstractmethod
     def error(self, diff: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,9 @@ class RunningAverage(Metric):
         self.value: Any = None
         if src is None:
             self.add_state("total", torch.tensor(0.0, dtype=torch.float64))
-            self.add_state("n", torch.tensor(0))
+            self.add_state(
+                "n", torch.tensor(0.0, dtype=torch.float64)
+            )  # beside total: one collective
 
     def dependencies(self) -> list[Metric]:
         return [self.src] if self.src is not None else []

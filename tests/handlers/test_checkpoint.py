@@ -33,8 +33,8 @@ def test_keeps_the_latest_n_by_step(tmp_path):
         checkpoint(fake_engine(epoch=epoch))
     assert visible(tmp_path) == ["model_3.pt", "model_4.pt"]
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".")) == [
-        ".model_3.pt.sha256",
-        ".model_4.pt.sha256",
+        ".model_3.pt.crc32",
+        ".model_4.pt.crc32",
     ]  # removed together with their files
     assert checkpoint.last_checkpoint == "model_4.pt"
 
@@ -137,7 +137,7 @@ def test_a_flipped_bit_is_caught_by_the_checksum(tmp_path):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01  # torch.load alone would not notice this
     path.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="model_1.pt is corrupt: its SHA-256 differs"):
+    with pytest.raises(ValueError, match="model_1.pt is corrupt: its CRC-32 differs"):
         Checkpoint.load_objects({"model": nn.Linear(64, 64)}, path)
 
 

@@ -1,0 +1,63 @@
+"""Run every benchmark and write one markdown report, ``benchmarks/REPORT.md``.
+
+Run: ``make bench`` (installs PyTorch-Ignite, the peer, from the ``bench`` extra).
+"""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = [
+    "engine_overhead.py",
+    "metrics_update.py",
+    "training_throughput.py",
+    "launch_latency.py",
+    "checkpoint_io.py",
+    "import_time.py",
+]
+
+
+NOTES = """## Where distengine is slower
+
+- Checkpoint save and load cost more than a bare `torch.save`/`torch.load`: the
+  save is fsynced and renamed atomically and both compute a CRC-32 (see the table).
+- Metric updates cost about 1.5x a hand-written accumulation loop that shares
+  work across metrics by hand; PyTorch-Ignite's cost about 3x.
+- With a RunningAverage of the loss, every iteration all-reduces one number
+  (as PyTorch-Ignite's does); on 2 CPU cores that costs about a fifth of the
+  throughput against the bare loop. Leave it out, or use it on the evaluator.
+"""
+
+
+def main() -> None:
+    sys.path.insert(0, str(HERE))
+    from common import machine
+
+    sections = []
+    for script in SCRIPTS:
+        print(f"running {script} ...", flush=True)
+        done = subprocess.run(
+            [sys.executable, str(HERE / script)], capture_output=True, text=True, cwd=HERE.parent
+        )
+        body = (
+            done.stdout.strip()
+            if done.returncode == 0
+            else (f"# {script} failed\n\n```\n{done.stderr[-2000:]}\n```")
+        )
+        sections.append(body.replace("# ", "## ", 1))
+        print(body, flush=True)
+    today = datetime.date.today().isoformat()
+    header = (
+        f"# distengine benchmarks\n\n{today}; {machine()}; backend gloo on CPU.\n"
+        "Medians of several interleaved runs; this machine is shared and noisy.\n"
+    )
+    (HERE / "REPORT.md").write_text(header + "\n" + "\n\n".join(sections) + "\n\n" + NOTES)
+    print(f"\nwrote {HERE / 'REPORT.md'}")
+
+
+if __name__ == "__main__":
+    main()
