@@ -10,16 +10,14 @@ Run: ``python benchmarks/metrics_update.py``
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, median_time, try_import  # noqa: E402
+from common import machine, median_time, on_gloo_ranks, try_import  # noqa: E402
 
 C, B, BATCHES = 10, 64, 2000
 
@@ -108,16 +106,8 @@ def updating(make_metrics, batches):
     return run
 
 
-def _count_on_rank(rank, port, which, results):
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE="2",
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")
+def _count_collectives(which: str) -> int:
+    """On each rank: collectives made by one evaluation's completion (after a warm-up)."""
     from distengine.engine import Engine
 
     if which == "ignite":
@@ -128,20 +118,14 @@ def _count_on_rank(rank, port, which, results):
         engine, metrics = Engine(lambda e, b: b), ours(C if which == "ours" else None)
     for i, metric in enumerate(metrics):
         metric.attach(engine, f"m{i}")
-    batches = make_batches(rank)[:3]
+    batches = make_batches(dist.get_rank())[:3]
     engine.run(batches)
     count = [0]
-    originals = {}
-    for name in (
-        "all_reduce",
-        "all_gather",
-        "broadcast",
-        "all_gather_object",
-        "broadcast_object_list",
-    ):
-        originals[name] = getattr(dist, name)
+    names = ("all_reduce", "all_gather", "broadcast", "all_gather_object", "broadcast_object_list")
+    originals = {name: getattr(dist, name) for name in names}
+    for name, fn in originals.items():
 
-        def wrapper(*args, _fn=originals[name], **kwargs):
+        def wrapper(*args, _fn=fn, **kwargs):
             count[0] += 1
             return _fn(*args, **kwargs)
 
@@ -149,26 +133,11 @@ def _count_on_rank(rank, port, which, results):
     engine.run(batches)
     for name, fn in originals.items():
         setattr(dist, name, fn)
-    if rank == 0:
-        results.put(count[0])
-    dist.destroy_process_group()
+    return count[0]
 
 
 def collectives(which: str) -> int:
-    from socket import socket
-
-    with socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_count_on_rank, args=(r, port, which, results)) for r in range(2)]
-    for p in procs:
-        p.start()
-    count = results.get(timeout=120)
-    for p in procs:
-        p.join(timeout=60)
-    return count
+    return on_gloo_ranks(_count_collectives, which)
 
 
 def main() -> None:

@@ -12,20 +12,17 @@ Run: ``python benchmarks/training_throughput.py``
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from common import machine, try_import  # noqa: E402
+from common import machine, on_gloo_ranks, try_import  # noqa: E402
 
 EPOCHS, REPEATS, BATCH = 5, 8, 64
 
@@ -126,17 +123,7 @@ def ignite_loop():
     return time.perf_counter() - start, epoch_losses, len(loader) * EPOCHS
 
 
-def _rank(rank: int, port: int, cases: list[str], results) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE="2",
-        LOCAL_RANK=str(rank),
-        LOCAL_WORLD_SIZE="2",
-    )
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")
+def _run_loops(cases: list[str]) -> dict:
     loops = {
         "raw": raw_loop,
         "distengine (bare trainer)": distengine_bare_loop,
@@ -148,27 +135,13 @@ def _rank(rank: int, port: int, cases: list[str], results) -> None:
         # interleaved and rotated, so machine noise and warm-up hit every case alike
         for name in cases[repeat % len(cases) :] + cases[: repeat % len(cases)]:
             found[name].append(loops[name]())
-    if rank == 0:
-        results.put(found)
-    dist.destroy_process_group()
+    return found
 
 
 def main() -> None:
-    from socket import socket
-
     cases = ["raw", "distengine (bare trainer)", "distengine (+ handlers)"]
     cases += ["ignite (+ handlers)"] if try_import("ignite") else []
-    with socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_rank, args=(r, port, cases, results)) for r in range(2)]
-    for p in procs:
-        p.start()
-    found = results.get(timeout=600)
-    for p in procs:
-        p.join(timeout=60)
+    found = on_gloo_ranks(_run_loops, cases)
     print(
         f"# Training throughput ({machine()}; default job's MLP on digits, 2 gloo ranks, "
         f"global batch {BATCH}, {EPOCHS} epochs, median of {REPEATS})"

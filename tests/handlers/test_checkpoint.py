@@ -175,3 +175,25 @@ def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_weights(tmp_path,
     trainer.run(loader)
     for got, want in zip(model.parameters(), expected):
         assert torch.equal(got, want)
+
+
+def test_filename_pattern_include_self_and_greater_or_equal(tmp_path):
+    scores = iter([0.5, 0.5, 0.4])
+    checkpoint = Checkpoint(
+        {"model": nn.Linear(2, 2)},
+        tmp_path,
+        score_function=lambda e: next(scores),
+        score_name="acc",
+        n_saved=1,
+        include_self=True,
+        greater_or_equal=True,
+        filename_pattern="{name}-e{global_step}-{score_name}{score:.2f}.{ext}",
+    )
+    for epoch in (1, 2, 3):
+        checkpoint(fake_engine(epoch=epoch))
+    assert visible(tmp_path) == ["model-e2-acc0.50.pt"]  # equal score replaced; lower kept out
+    saved = torch.load(tmp_path / "model-e2-acc0.50.pt", weights_only=True)
+    assert saved["checkpointer"]["saved"] == [[0.5, "model-e2-acc0.50.pt"]]
+    restored = Checkpoint({"model": nn.Linear(2, 2)}, tmp_path, n_saved=1)
+    restored.load_state_dict(saved["checkpointer"])
+    assert restored.saved == [(0.5, "model-e2-acc0.50.pt")]

@@ -63,3 +63,37 @@ def alive(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def start_sleeping_job(run_dir: Path, ranks: int = 2) -> tuple[subprocess.Popen, list[int]]:
+    """Start a job whose ranks write their pids into ``run_dir`` and sleep; wait for them."""
+    import time
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "launch",
+            f"hydra.run.dir={run_dir}",
+            "task.entrypoint=tests.launcher.entry_points:sleep_forever",
+        ],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(list(run_dir.glob("pid*"))) < ranks and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return proc, [int(p.read_text()) for p in run_dir.glob("pid*")]
+
+
+def wait_gone(pids: list[int], seconds: float) -> float:
+    """Seconds until none of ``pids`` is alive (or ``seconds`` if some still are)."""
+    import time
+
+    start = time.monotonic()
+    while any(alive(pid) for pid in pids) and time.monotonic() - start < seconds:
+        time.sleep(0.05)
+    return time.monotonic() - start

@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.launcher.launching import ROOT, alive, clean_env, kill_group, launch
+from tests.launcher.launching import (
+    ROOT,
+    alive,
+    clean_env,
+    kill_group,
+    launch,
+    start_sleeping_job,
+    wait_gone,
+)
 
 SHORT = ["trainer.max_epochs=4", "checkpoint.every_iters=5", "trainer.progress_bar=false"]
 
@@ -147,31 +155,11 @@ def test_a_planted_hang_is_detected_with_stacks_within_the_timeout(tmp_path):
 
 
 def test_ranks_die_when_the_launcher_is_killed_with_sigkill(tmp_path):
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "launch",
-            f"hydra.run.dir={tmp_path}",
-            "task.entrypoint=tests.launcher.entry_points:sleep_forever",
-        ],
-        cwd=ROOT,
-        env=clean_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc, pids = start_sleeping_job(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while len(list(tmp_path.glob("pid*"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        pids = [int(p.read_text()) for p in tmp_path.glob("pid*")]
         assert len(pids) == 2 and set(pids) <= set(children(proc.pid))
         proc.send_signal(signal.SIGKILL)
-        start = time.monotonic()
-        while any(alive(pid) for pid in pids) and time.monotonic() - start < 10:
-            time.sleep(0.05)
-        print(f"\nranks gone {time.monotonic() - start:.2f}s after the launcher's SIGKILL")
+        print(f"\nranks gone {wait_gone(pids, 10):.2f}s after the launcher's SIGKILL")
         assert not any(alive(pid) for pid in pids)
     finally:
         kill_group(proc)

@@ -10,7 +10,15 @@ import time
 
 import pytest
 
-from tests.launcher.launching import ROOT, alive, clean_env, kill_group, launch
+from tests.launcher.launching import (
+    ROOT,
+    alive,
+    clean_env,
+    kill_group,
+    launch,
+    start_sleeping_job,
+    wait_gone,
+)
 
 
 def test_default_job_trains_to_95_percent_and_writes_from_rank_0_only(tmp_path):
@@ -165,31 +173,12 @@ def test_a_failing_rank_stops_the_job_with_a_short_summary(tmp_path):
 
 
 def test_sigterm_to_the_launcher_stops_every_rank(tmp_path):
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "launch",
-            f"hydra.run.dir={tmp_path}",
-            "task.entrypoint=tests.launcher.entry_points:sleep_forever",
-        ],
-        cwd=ROOT,
-        env=clean_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc, pids = start_sleeping_job(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while len(list(tmp_path.glob("pid*"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        pids = [int(p.read_text()) for p in tmp_path.glob("pid*")]
         assert len(pids) == 2
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-        deadline = time.monotonic() + 10
-        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_gone(pids, 10)
         assert not any(alive(pid) for pid in pids)
         assert proc.returncode != 0
     finally:
@@ -229,3 +218,29 @@ def test_busy_master_port_is_reported(tmp_path):
         port = sock.getsockname()[1]
         run = launch(f"hydra.run.dir={tmp_path}", f"dist.master_port={port}", timeout=60)
     assert run.returncode != 0 and f"dist.master_port={port} is busy" in run.stderr
+
+
+def test_under_torchrun_each_rank_runs_the_task_in_place(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "launch",
+            f"hydra.run.dir={tmp_path}",
+            "task.entrypoint=tests.launcher.entry_points:report",
+        ],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    for r in range(2):
+        seen = json.loads((tmp_path / f"rank{r}.json").read_text())
+        assert (seen["rank"], seen["world"], seen["sum"]) == (r, 2, 3.0)
+    assert not (tmp_path / "logs").exists()  # no agent of ours was started
