@@ -68,39 +68,11 @@ def _guard(cfg: Any, trainer: Any, evaluator: Any, checkpoint: Checkpoint) -> No
     Preemption(on_stop=checkpoint).attach(trainer)
 
 
-def train(cfg: Any) -> dict[str, float]:
-    """Train ``cfg.model`` on ``cfg.data`` with ``cfg.optim``; return the validation metrics."""
-    run_dir = Path(cfg.run_dir)
-    device = idist.device()
-    model = idist.auto_model(instantiate(cfg.model))
-    optimizer = idist.auto_optim(instantiate(cfg.optim)(model.parameters()))
-    train_loader, val_loader = _loaders(cfg)
-    loss_fn = nn.CrossEntropyLoss()
-    amp = "amp" if cfg.trainer.amp else None
-    trainer = create_supervised_trainer(model, optimizer, loss_fn, device=device, amp_mode=amp)
-    metrics = {"accuracy": Accuracy(), "loss": Loss(loss_fn), "f1": Fbeta(num_classes=10)}
-    evaluator = create_supervised_evaluator(model, metrics, device=device, amp_mode=amp)
-    RunningAverage(output_transform=lambda loss: loss, alpha=0.9).attach(trainer, "loss")
-    if cfg.trainer.progress_bar:
-        ProgressBar(persist=True, file=sys.stdout).attach(trainer, metric_names=["loss"])
-
-    every = int(cfg.trainer.validate_every)
-    last = int(cfg.trainer.max_epochs)
-
-    @trainer.on(Events.EPOCH_COMPLETED(event_filter=lambda _, ep: ep % every == 0 or ep == last))
-    def validate(engine: Any) -> None:
-        evaluator.run(val_loader)
-        if idist.get_rank() == 0:
-            shown = "  ".join(f"{k}={v:.4f}" for k, v in evaluator.state.metrics.items())
-            print(f"epoch {engine.state.epoch}  validation  {shown}", flush=True)
-
-    tb = TensorboardLogger(run_dir / "tb")
-    tb.attach_output_handler(
-        trainer,
-        Events.ITERATION_COMPLETED(every=int(cfg.trainer.log_every)),
-        "train",
-        metric_names=["loss"],
-    )
+def _log_to_tensorboard(cfg: Any, trainer: Any, evaluator: Any, optimizer: Any) -> Any:
+    """Training loss, validation metrics (on the trainer's steps), lr and hparams."""
+    tb = TensorboardLogger(Path(cfg.run_dir) / "tb")
+    every = Events.ITERATION_COMPLETED(every=int(cfg.trainer.log_every))
+    tb.attach_output_handler(trainer, every, "train", metric_names=["loss"])
     tb.attach_output_handler(
         evaluator,
         Events.COMPLETED,
@@ -115,9 +87,12 @@ def train(cfg: Any) -> dict[str, float]:
         "world_size": idist.get_world_size(),
     }
     tb.attach_hparams(trainer, hparams, metrics_from=evaluator)
+    return tb
 
-    to_save = {"model": model, "optimizer": optimizer, "trainer": trainer, "run": RunInfo(cfg)}
-    folder = run_dir / "checkpoints"
+
+def _checkpointing(cfg: Any, trainer: Any, to_save: dict) -> Checkpoint:
+    """Keep the newest ``n_saved`` checkpoints, named by iteration, at epoch ends (and every N)."""
+    folder = Path(cfg.run_dir) / "checkpoints"
     checkpoint = Checkpoint(
         to_save,
         DiskSaver(folder, require_empty=False),
@@ -126,25 +101,69 @@ def train(cfg: Any) -> dict[str, float]:
     )
     trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
     if cfg.checkpoint.every_iters > 0:
-        trainer.add_event_handler(
-            Events.ITERATION_COMPLETED(every=int(cfg.checkpoint.every_iters)), checkpoint
+        every = Events.ITERATION_COMPLETED(every=int(cfg.checkpoint.every_iters))
+        trainer.add_event_handler(every, checkpoint)
+    return checkpoint
+
+
+def _validation(cfg: Any, trainer: Any, evaluator: Any, val_loader: Any) -> Any:
+    """Validate every ``validate_every`` epochs and after the last; rank 0 prints the metrics."""
+    every, last = int(cfg.trainer.validate_every), int(cfg.trainer.max_epochs)
+
+    @trainer.on(Events.EPOCH_COMPLETED(event_filter=lambda _, ep: ep % every == 0 or ep == last))
+    def validate(engine: Any) -> None:
+        evaluator.run(val_loader)
+        if idist.get_rank() == 0:
+            shown = "  ".join(f"{k}={v:.4f}" for k, v in evaluator.state.metrics.items())
+            print(f"epoch {engine.state.epoch}  validation  {shown}", flush=True)
+
+    return validate
+
+
+def _engines(cfg: Any, model: Any, optimizer: Any) -> tuple[Any, Any]:
+    """The trainer (with a running loss and a progress bar) and the evaluator with metrics."""
+    loss_fn, device = nn.CrossEntropyLoss(), idist.device()
+    amp = "amp" if cfg.trainer.amp else None
+    trainer = create_supervised_trainer(model, optimizer, loss_fn, device=device, amp_mode=amp)
+    metrics = {"accuracy": Accuracy(), "loss": Loss(loss_fn), "f1": Fbeta(num_classes=10)}
+    evaluator = create_supervised_evaluator(model, metrics, device=device, amp_mode=amp)
+    RunningAverage(output_transform=lambda loss: loss, alpha=0.9).attach(trainer, "loss")
+    if cfg.trainer.progress_bar:
+        ProgressBar(persist=True, file=sys.stdout).attach(trainer, metric_names=["loss"])
+    return trainer, evaluator
+
+
+def _stop_preempted(cfg: Any, trainer: Any) -> None:
+    if idist.get_rank() == 0:
+        print(
+            f"preempted at iteration {trainer.state.iteration}: checkpoint saved in "
+            f"{Path(cfg.run_dir) / 'checkpoints'}; run the same command again to resume",
+            flush=True,
         )
+    raise SystemExit(EXIT_PREEMPTED)
+
+
+def train(cfg: Any) -> dict[str, float]:
+    """Train ``cfg.model`` on ``cfg.data`` with ``cfg.optim``; return the validation metrics."""
+    model = idist.auto_model(instantiate(cfg.model))
+    optimizer = idist.auto_optim(instantiate(cfg.optim)(model.parameters()))
+    train_loader, val_loader = _loaders(cfg)
+    trainer, evaluator = _engines(cfg, model, optimizer)
+    validate = _validation(cfg, trainer, evaluator, val_loader)
+    tb = _log_to_tensorboard(cfg, trainer, evaluator, optimizer)
+    to_save = {"model": model, "optimizer": optimizer, "trainer": trainer, "run": RunInfo(cfg)}
+    checkpoint = _checkpointing(cfg, trainer, to_save)
     _guard(cfg, trainer, evaluator, checkpoint)
-    _resume(cfg, to_save, folder)
+    _resume(cfg, to_save, Path(cfg.run_dir) / "checkpoints")
+    last = int(cfg.trainer.max_epochs)
     if trainer.is_done(max_epochs=last):
         if idist.get_rank() == 0:
-            print(f"the run in {run_dir} already finished {last} epochs", flush=True)
+            print(f"the run in {cfg.run_dir} already finished {last} epochs", flush=True)
         validate(trainer)
     else:
         trainer.run(train_loader, max_epochs=last)
     tb.close()
     if trainer.state.preempted:
-        if idist.get_rank() == 0:
-            print(
-                f"preempted at iteration {trainer.state.iteration}: checkpoint saved in "
-                f"{folder}; run the same command again to resume",
-                flush=True,
-            )
-        raise SystemExit(EXIT_PREEMPTED)
-    _write_summary(run_dir, trainer, evaluator)
+        _stop_preempted(cfg, trainer)
+    _write_summary(Path(cfg.run_dir), trainer, evaluator)
     return dict(evaluator.state.metrics)
