@@ -13,6 +13,7 @@ import torch
 
 from distengine.engine import Engine
 from distengine.handlers.disk_saver import SUFFIX, DiskSaver, checksum_path, file_checksum
+from distengine.handlers.rank_states import for_this_rank, with_every_rank
 
 
 def _unwrap(obj: Any) -> Any:
@@ -143,6 +144,9 @@ class Checkpoint:
 
     def _gather(self) -> dict[str, Any]:
         checkpoint = {name: _unwrap(obj).state_dict() for name, obj in self.to_save.items()}
+        for name, obj in self.to_save.items():
+            if isinstance(obj, Engine):
+                checkpoint[name] = with_every_rank(checkpoint[name])
         if self.include_self:
             checkpoint["checkpointer"] = self.state_dict()
         return checkpoint
@@ -185,6 +189,8 @@ class Checkpoint:
             target = _unwrap(obj)
             if isinstance(target, torch.nn.Module):
                 target.load_state_dict(checkpoint[name], strict=strict)
+            elif isinstance(target, Engine):
+                target.load_state_dict(for_this_rank(checkpoint[name]))
             else:
                 target.load_state_dict(checkpoint[name])
 

@@ -136,3 +136,45 @@ def time_limit_run():
 def test_time_limit_stops_all_ranks_together(ranks2):
     first, second = ranks2.run(time_limit_run)
     assert first == second < 1000
+
+
+def train_with_rank_seeds(folder, stop_at):
+    """DDP with dropout and per-rank seeds; stop at ``stop_at`` and resume if asked."""
+    from torch.utils.data import TensorDataset
+
+    def build():
+        torch.manual_seed(0)
+        model = idist.auto_model(nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.5), nn.Linear(16, 2)))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        g = torch.Generator().manual_seed(1)
+        data = TensorDataset(
+            torch.randn(64, 4, generator=g), torch.randint(0, 2, (64,), generator=g)
+        )
+        loader = idist.auto_dataloader(data, batch_size=16, shuffle=True)
+        trainer = create_supervised_trainer(model, optimizer, nn.CrossEntropyLoss())
+        idist.manual_seed(100, rank_offset=True)  # each rank its own dropout masks
+        return model, optimizer, trainer, loader
+
+    model, optimizer, trainer, loader = build()
+    if stop_at is None:
+        trainer.run(loader, max_epochs=3)
+        return [p.detach().clone() for p in model.parameters()]
+    to_save = {"model": model, "optimizer": optimizer, "trainer": trainer}
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, Checkpoint(to_save, folder))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=stop_at), lambda e: e.terminate())
+    trainer.run(loader, max_epochs=3)
+    idist.manual_seed(999 + idist.get_rank())  # a fresh process: other random states
+    model, optimizer, trainer, loader = build()
+    _, state = find_latest_checkpoint(folder)
+    Checkpoint.load_objects({"model": model, "optimizer": optimizer, "trainer": trainer}, state)
+    trainer.run(loader)
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_resume_is_exact_when_ranks_draw_different_random_numbers(ranks2, tmp_path):
+    expected = ranks2.run(train_with_rank_seeds, None, None)
+    resumed = ranks2.run(train_with_rank_seeds, str(tmp_path), 5)  # mid-epoch 2
+    for got, want in zip(resumed[1], expected[1]):
+        assert torch.equal(got, want)
+    for got, want in zip(resumed[0], expected[0]):
+        assert torch.equal(got, want)
