@@ -126,6 +126,32 @@ def check_override_keys(overrides: list[str], schema: dict[str, Any]) -> None:
         fields = schema.get(group)
         if fields is None:
             continue
-        accepted = [f.name for f in dataclasses.fields(fields)]
-        if name.split(".")[0] not in accepted:
-            raise ConfigError(f"unknown key {key!r}: {group} accepts {', '.join(accepted)}")
+        types = {f.name: str(f.type) for f in dataclasses.fields(fields)}
+        if name.split(".")[0] not in types:
+            raise ConfigError(f"unknown key {key!r}: {group} accepts {', '.join(types)}")
+        _check_type(key, override.split("=", 1)[1], types[name])
+
+
+_PARSERS = {"int": int, "float": float}
+
+
+def _check_type(key: str, value: str, type_name: str) -> None:
+    """A one-line error for a value that cannot have the key's type (Hydra's is longer)."""
+    optional = type_name.startswith("Optional[")
+    base = type_name.removeprefix("Optional[").removesuffix("]")
+    if optional and value in ("null", "None"):
+        return
+    if base == "bool":
+        if value.lower() not in ("true", "false"):
+            raise ConfigError(f"{key}={value!r}: expected true or false")
+        return
+    parse = _PARSERS.get(base)
+    if parse is None:
+        return
+    try:
+        parse(value)
+    except ValueError:
+        what = "an int" if base == "int" else "a number"
+        raise ConfigError(
+            f"{key}={value!r}: expected {what}{' or null' if optional else ''}"
+        ) from None

@@ -201,7 +201,7 @@ def test_sigterm_to_the_launcher_stops_every_rank(tmp_path):
         ),
         (["dist.nproc=2"], "unknown key 'dist.nproc': dist accepts nproc_per_node, nnodes,"),
         (["trainer.epochs=2"], "unknown key 'trainer.epochs': trainer accepts max_epochs,"),
-        (["dist.nnodes=two"], "Value 'two' of type 'str' could not be converted to Integer"),
+        (["dist.nnodes=two"], "dist.nnodes='two': expected an int"),
     ],
 )
 def test_bad_input_fails_fast_with_the_key_and_nothing_starts(tmp_path, overrides, message):
@@ -244,3 +244,18 @@ def test_under_torchrun_each_rank_runs_the_task_in_place(tmp_path):
         seen = json.loads((tmp_path / f"rank{r}.json").read_text())
         assert (seen["rank"], seen["world"], seen["sum"]) == (r, 2, 3.0)
     assert not (tmp_path / "logs").exists()  # no agent of ours was started
+
+
+def test_type_errors_are_one_line_and_name_the_key():
+    from launch.checks import ConfigError, check_override_keys
+    from launch.schema import GROUPS
+
+    cases = {
+        "trainer.amp=maybe": "trainer.amp='maybe': expected true or false",
+        "dist.master_port=http": "dist.master_port='http': expected an int or null",
+        "dist.timeout_s=soon": "dist.timeout_s='soon': expected a number",
+    }
+    for override, message in cases.items():
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+            check_override_keys([override], GROUPS)
+    check_override_keys(["dist.master_port=null", "trainer.amp=True", "optim.lr=0.1"], GROUPS)
