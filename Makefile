@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup train test lint bench clean
+.PHONY: setup train test lint bench docs clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,9 @@ lint: setup
 bench: setup
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) benchmarks/run_all.py
+
+docs: setup
+	$(PY) tools/api_reference.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
