@@ -1,0 +1,38 @@
+"""HangWatchdog in a subprocess: a stalled loop is dumped and killed, a steady one is not."""
+
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    from distengine.engine import Engine
+    from distengine.handlers import HangWatchdog
+
+    stall = float(sys.argv[1])
+
+    def step(engine, batch):
+        time.sleep(stall if engine.state.iteration == 20 else 0.01)
+
+    engine = Engine(step)
+    HangWatchdog(timeout_s=1.0).attach(engine)
+    engine.run(range(150))
+    print("finished")
+""")
+
+
+def run(stall: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(stall)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_stalled_iteration_dumps_the_stack_and_exits():
+    done = run(stall=30)
+    assert done.returncode != 0 and "finished" not in done.stdout
+    assert "Timeout (0:00:01)!" in done.stderr and "in step" in done.stderr
+
+
+def test_steady_progress_longer_than_the_timeout_is_not_a_hang():
+    done = run(stall=0.01)  # 150 x 10 ms outlasts the 1 s timeout: only re-arming saves it
+    assert done.returncode == 0 and "finished" in done.stdout
