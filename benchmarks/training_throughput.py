@@ -71,18 +71,34 @@ def with_handlers(engine, events, running_average, timer_cls, epoch_losses):
         losses.clear()
 
 
-def distengine_loop():
-    from distengine.engine import Events, create_supervised_trainer
-    from distengine.handlers import Timer
-    from distengine.metrics import RunningAverage
+def _loop_with_handlers(engine_module: str, handlers_module: str, metrics_module: str):
+    """create_supervised_trainer + the typical handlers, from distengine or Ignite."""
+    import importlib
 
+    engine = importlib.import_module(engine_module)
+    timer = importlib.import_module(handlers_module).Timer
+    running_average = importlib.import_module(metrics_module).RunningAverage
     model, optimizer, loader = setup()
-    trainer = create_supervised_trainer(model, optimizer, nn.CrossEntropyLoss())
+    trainer = engine.create_supervised_trainer(model, optimizer, nn.CrossEntropyLoss())
+    if engine_module.startswith("ignite"):
+        # Ignite's Engine does not call the sampler's set_epoch; without this line every
+        # epoch would see the first epoch's order
+        trainer.add_event_handler(
+            engine.Events.EPOCH_STARTED, lambda e: loader.sampler.set_epoch(e.state.epoch - 1)
+        )
     epoch_losses = []
-    with_handlers(trainer, Events, RunningAverage, Timer, epoch_losses)
+    with_handlers(trainer, engine.Events, running_average, timer, epoch_losses)
     start = time.perf_counter()
     trainer.run(loader, max_epochs=EPOCHS)
     return time.perf_counter() - start, epoch_losses, len(loader) * EPOCHS
+
+
+def distengine_loop():
+    return _loop_with_handlers("distengine.engine", "distengine.handlers", "distengine.metrics")
+
+
+def ignite_loop():
+    return _loop_with_handlers("ignite.engine", "ignite.handlers", "ignite.metrics")
 
 
 def distengine_bare_loop():
@@ -99,25 +115,6 @@ def distengine_bare_loop():
         epoch_losses.append(torch.stack(losses).mean().item())
         losses.clear()
 
-    start = time.perf_counter()
-    trainer.run(loader, max_epochs=EPOCHS)
-    return time.perf_counter() - start, epoch_losses, len(loader) * EPOCHS
-
-
-def ignite_loop():
-    from ignite.engine import Events, create_supervised_trainer
-    from ignite.handlers import Timer
-    from ignite.metrics import RunningAverage
-
-    model, optimizer, loader = setup()
-    trainer = create_supervised_trainer(model, optimizer, nn.CrossEntropyLoss())
-    # Ignite's Engine does not call the sampler's set_epoch; without this line every
-    # epoch would see the first epoch's order
-    trainer.add_event_handler(
-        Events.EPOCH_STARTED, lambda e: loader.sampler.set_epoch(e.state.epoch - 1)
-    )
-    epoch_losses = []
-    with_handlers(trainer, Events, RunningAverage, Timer, epoch_losses)
     start = time.perf_counter()
     trainer.run(loader, max_epochs=EPOCHS)
     return time.perf_counter() - start, epoch_losses, len(loader) * EPOCHS

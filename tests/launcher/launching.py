@@ -11,19 +11,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def launch(
-    *overrides: str, timeout: float = 120, check: bool = False
-) -> subprocess.CompletedProcess:
-    """Run ``python -m launch`` with Hydra overrides from the repo root; kill its group on exit."""
-    proc = subprocess.Popen(
+def start_launch(*overrides: str, pipe: bool = True) -> subprocess.Popen:
+    """Start ``python -m launch`` with Hydra overrides from the repo root, in its own session.
+
+    Output is captured as text with ``pipe``, else discarded. Stop it with :func:`kill_group`.
+    """
+    out = subprocess.PIPE if pipe else subprocess.DEVNULL
+    return subprocess.Popen(
         [sys.executable, "-m", "launch", *overrides],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=out,
+        stderr=out,
         text=True,
         start_new_session=True,
         env=clean_env(),
     )
+
+
+def launch(
+    *overrides: str, timeout: float = 120, check: bool = False
+) -> subprocess.CompletedProcess:
+    """Run ``python -m launch`` to the end; its whole process group is killed afterwards."""
+    proc = start_launch(*overrides)
     try:
         out, err = proc.communicate(timeout=timeout)
     finally:
@@ -69,19 +78,10 @@ def start_sleeping_job(run_dir: Path, ranks: int = 2) -> tuple[subprocess.Popen,
     """Start a job whose ranks write their pids into ``run_dir`` and sleep; wait for them."""
     import time
 
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "launch",
-            f"hydra.run.dir={run_dir}",
-            "task.entrypoint=tests.launcher.entry_points:sleep_forever",
-        ],
-        cwd=ROOT,
-        env=clean_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    proc = start_launch(
+        f"hydra.run.dir={run_dir}",
+        "task.entrypoint=tests.launcher.entry_points:sleep_forever",
+        pipe=False,
     )
     deadline = time.monotonic() + 60
     while len(list(run_dir.glob("pid*"))) < ranks and time.monotonic() < deadline:
@@ -97,3 +97,16 @@ def wait_gone(pids: list[int], seconds: float) -> float:
     while any(alive(pid) for pid in pids) and time.monotonic() - start < seconds:
         time.sleep(0.05)
     return time.monotonic() - start
+
+
+def children(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (forked ranks are the launcher's children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found

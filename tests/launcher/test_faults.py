@@ -5,8 +5,6 @@ Each test prints how long detection and recovery took (run pytest with -s).
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,11 +12,11 @@ import pytest
 import torch
 
 from tests.launcher.launching import (
-    ROOT,
     alive,
-    clean_env,
+    children,
     kill_group,
     launch,
+    start_launch,
     start_sleeping_job,
     wait_gone,
 )
@@ -46,18 +44,6 @@ def uninterrupted(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("uninterrupted")
     launch(f"hydra.run.dir={run_dir}", *SHORT, check=True)
     return final_weights(run_dir)
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return found
 
 
 @pytest.mark.parametrize("attempt", [1, 2])  # restarts are tested repeatedly, not once
@@ -175,22 +161,11 @@ def test_a_changed_world_size_is_refused_at_resume(tmp_path):
 
 
 def test_sigterm_to_the_ranks_checkpoints_and_exits_75(tmp_path):
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "launch",
-            f"hydra.run.dir={tmp_path}",
-            "trainer.max_epochs=500",
-            "checkpoint.every_iters=50",
-            "trainer.progress_bar=false",
-        ],
-        cwd=ROOT,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    proc = start_launch(
+        f"hydra.run.dir={tmp_path}",
+        "trainer.max_epochs=500",
+        "checkpoint.every_iters=50",
+        "trainer.progress_bar=false",
     )
     try:
         deadline = time.monotonic() + 60

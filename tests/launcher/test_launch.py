@@ -16,6 +16,7 @@ from tests.launcher.launching import (
     clean_env,
     kill_group,
     launch,
+    start_launch,
     start_sleeping_job,
     wait_gone,
 )
@@ -115,26 +116,11 @@ def test_two_nodes_on_loopback_form_one_job(tmp_path):
         f"dist.master_port={port}",
     ]
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "launch",
-                f"hydra.run.dir={tmp_path / f'node{n}'}",
-                f"dist.node_rank={n}",
-                *common,
-            ],
-            cwd=ROOT,
-            env=clean_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+        start_launch(f"hydra.run.dir={tmp_path / f'node{n}'}", f"dist.node_rank={n}", *common)
         for n in range(2)
     ]
     try:
-        outputs = [p.communicate(timeout=120)[0] for p in procs]
+        outputs = ["\n".join(p.communicate(timeout=120)) for p in procs]
     finally:
         for p in procs:
             kill_group(p)
