@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from distengine.engine import Engine, Events, observer
 
 #: What a stack dump starts with (the launcher looks for it in rank logs).
 DUMP_MARKER = "Timeout ("
+
+#: faulthandler has one timer per process: the watchdog that armed it last, and how many
+#: ``suspended()`` blocks are open (a suspended watchdog does not re-arm).
+_armed: HangWatchdog | None = None
+_suspensions = 0
+
+
+@contextlib.contextmanager
+def suspended() -> Iterator[None]:
+    """Pause this process's hang watchdog for a block that may legitimately take long.
+
+    A checkpoint write, a consolidation or a first compile is progress the
+    watchdog cannot see; inside the block its timer is off, and on leaving it
+    the countdown starts afresh. Without an armed watchdog it does nothing.
+
+    Example::
+
+        with suspended():
+            torch.save(state, path)      # however long the disk takes
+    """
+    global _suspensions
+    _suspensions += 1
+    if _armed is not None and _suspensions == 1:
+        faulthandler.cancel_dump_traceback_later()
+    try:
+        yield
+    finally:
+        _suspensions -= 1
+        if _armed is not None and _suspensions == 0:
+            _armed._rearm(time.monotonic())
 
 
 class HangWatchdog:
@@ -43,15 +75,23 @@ class HangWatchdog:
     def arm(self, *args: Any) -> None:
         """(Re)start the countdown, unless it was restarted within the last tenth of it."""
         now = time.monotonic()
-        if now - self._armed_at < self.timeout_s / 10:
+        if now - self._armed_at < self.timeout_s / 10 or _suspensions:
             return
+        self._rearm(now)
+
+    def _rearm(self, now: float) -> None:
+        global _armed
+        _armed = self
         self._armed_at = now
         faulthandler.dump_traceback_later(self.timeout_s, exit=True, file=self.file or sys.stderr)
 
     @observer
     def cancel(self, *args: Any) -> None:
         """Stop watching (the run ended)."""
+        global _armed
         self._armed_at = float("-inf")
+        if _armed is self:
+            _armed = None
         faulthandler.cancel_dump_traceback_later()
 
     def attach(self, engine: Engine, final: bool = True) -> None:

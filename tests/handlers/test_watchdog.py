@@ -36,3 +36,29 @@ def test_a_stalled_iteration_dumps_the_stack_and_exits():
 def test_steady_progress_longer_than_the_timeout_is_not_a_hang():
     done = run(stall=0.01)  # 150 x 10 ms outlasts the 1 s timeout: only re-arming saves it
     assert done.returncode == 0 and "finished" in done.stdout
+
+
+SUSPENDED = textwrap.dedent("""
+    import time
+    from distengine.engine import Engine
+    from distengine.handlers import HangWatchdog
+    from distengine.handlers.watchdog import suspended
+
+    def step(engine, batch):
+        if engine.state.iteration == 5:
+            with suspended():      # a long checkpoint write: 2.5 timeouts
+                time.sleep(2.5)
+        time.sleep(0.01)
+
+    engine = Engine(step)
+    HangWatchdog(timeout_s=1.0).attach(engine)
+    engine.run(range(20))
+    print("finished")
+""")
+
+
+def test_a_suspended_block_longer_than_the_timeout_is_not_a_hang():
+    done = subprocess.run(
+        [sys.executable, "-c", SUSPENDED], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and "finished" in done.stdout, done.stderr
