@@ -69,8 +69,9 @@ class MetricsLambda(Metric):
             or sorted(kwargs) != metric_kwargs
         ):
             raise ValueError(
-                f"MetricsLambda state dict does not fit: expected 'args' with {len(self.args)} "
-                f"entries and 'kwargs' with keys {metric_kwargs}, got keys {sorted(state_dict)}"
+                "MetricsLambda state dict does not fit: expected 'args' of length "
+                f"{len(self.args)} and 'kwargs' with keys {metric_kwargs}, "
+                f"got keys {sorted(state_dict)}"
             )
         for arg, state in zip(self.args, args):
             if isinstance(arg, Metric):
