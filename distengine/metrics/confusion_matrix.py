@@ -47,7 +47,8 @@ class ConfusionMatrix(Metric):
             raise ValueError(f"average must be one of {NORMALISATIONS}, got {average!r}")
         self.num_classes = num_classes
         self.average = average
-        self.add_state("matrix", torch.zeros(num_classes * num_classes, dtype=torch.int64))
+        # the c * c cells, row-major, between two bins for skipped labels (below 0, c and up)
+        self.add_state("matrix", torch.zeros(num_classes * num_classes + 2, dtype=torch.int64))
         self.add_state("n", torch.tensor(0))  # examples (rows of y_pred), counted on the host
 
     def update(self, output: Any) -> None:
@@ -63,18 +64,18 @@ class ConfusionMatrix(Metric):
                 f"ConfusionMatrix(num_classes={c}) expects y_pred (N, {c}, ...) and y (N, ...), "
                 f"got {tuple(y_pred.shape)} and {tuple(y.shape)}"
             )
-        pred, target = predicted_classes(y_pred).reshape(-1), y.reshape(-1)
-        valid = (target >= 0) & (target < c)  # others (255, -100) are skipped
-        cells = torch.where(valid, target * c + pred, 0).to(torch.int64)
-        self.matrix.index_add_(0, cells, valid.to(torch.int64))
+        # cell target * c + pred, shifted by one; a label outside [0, c) lands in a bin
+        cells = predicted_classes(y_pred).reshape(-1).add(y.reshape(-1), alpha=c)
+        cells = cells.add_(1).clamp_(0, c * c + 1)
+        self.matrix.index_add_(0, cells, torch.ones_like(cells))
         self.tally("n", y_pred.shape[0])
 
     def compute(self) -> torch.Tensor:
         if int(self.n) == 0:
             raise NotComputableError("ConfusionMatrix needs at least one example")
-        matrix = self.matrix.view(self.num_classes, self.num_classes)
+        matrix = self.matrix[1:-1].view(self.num_classes, self.num_classes)
         if self.average is None:
-            return matrix
+            return matrix.clone()  # not a view of the state that later updates change
         m = matrix.double()
         if self.average == "samples":
             return m / self.n

@@ -12,6 +12,7 @@ from distengine.metrics.inputs import (
     class_last,
     classified,
     derived,
+    hits,
     non_binary,
     predicted_classes,
 )
@@ -156,17 +157,19 @@ def _count_index(
     Labels outside the classes add nothing; binary predictions other than 0/1
     are clamped here (so indices stay in range) and reported by ``invalid``.
     """
+    target = y.reshape(-1)
     if kind == "multiclass":
         n_classes, pred = y_pred.shape[1], predicted_classes(y_pred).reshape(-1)
-        target = y.reshape(-1)
-        valid = (target >= 0) & (target < n_classes)
+        hit = hits(y_pred, y).reshape(-1)  # shared with Accuracy; never true for a skipped label
     else:
         n_classes, pred = 2, y_pred.reshape(-1).to(torch.int64).clamp(0, 1)
-        target = y.reshape(-1)
-        valid = (target == 0) | (target == 1)
-    target = torch.where(valid, target, 0).to(torch.int64)
-    hit = (pred == target) & valid
-    index = torch.cat((target, pred + n_classes, target + 2 * n_classes))
+        hit = pred == target
+    safe = target.clamp(0, n_classes - 1)
+    valid = safe == target  # labels outside the classes count nowhere
+    if kind == "binary":
+        hit = hit & valid
+    safe = safe.to(torch.int64)
+    index = torch.cat((safe, pred + n_classes, safe + 2 * n_classes))
     return index, torch.cat((hit, valid, valid)).to(torch.int64)
 
 
