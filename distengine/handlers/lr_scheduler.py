@@ -216,9 +216,9 @@ def create_lr_scheduler_with_warmup(
     (default: each param group's initial learning rate). When that differs
     from the initial learning rate, one more call sets the initial rate
     before ``lr_scheduler`` takes over, so the wrapped schedule is never
-    skipped: lr 1.0, warm-up 0.1 -> 0.5 over 3 calls, then ``StepLR(gamma
-    =0.5)`` gives 0.1, 0.3, 0.5, 1.0, 0.5, 0.25, ... ``output_simulated_values``
-    (a list) is filled with ``[event_index, lr]`` pairs.
+    skipped: with lr 1.0, a warm-up from 0.1 to 0.5 over 3 calls, then
+    ``StepLR(optimizer, 1, gamma=0.5)`` gives 0.1, 0.3, 0.5, 1.0, 0.5, 0.25.
+    ``output_simulated_values`` (a list) is filled with ``[event_index, lr]``.
 
     Example::
 

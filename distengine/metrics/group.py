@@ -143,11 +143,13 @@ class MetricGroup:
         """Precompute who is reset, updated and completed when (not per iteration)."""
         members = self._members
 
-        def leaves(selected: list[_Member]) -> list[Metric]:
-            return _unique([leaf for member in selected for leaf in _leaves(member.metric)])
+        def leaves(selected: list[_Member], fed: bool = True) -> list[Metric]:
+            found = _unique([leaf for member in selected for leaf in _leaves(member.metric)])
+            # a metric computed from others (RunningAverage(src)) is not fed: they are
+            return [leaf for leaf in found if not leaf.dependencies()] if fed else found
 
         self._to_reset = {
-            event: leaves([m for m in members if m.usage.STARTED is event])
+            event: leaves([m for m in members if m.usage.STARTED is event], fed=False)
             for event in RESET_EVENTS
         }
         plain = [m for m in members if m.usage.ITERATION_COMPLETED is Events.ITERATION_COMPLETED]

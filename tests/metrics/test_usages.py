@@ -184,3 +184,15 @@ def test_mapping_values_are_published_by_key_and_name():
     Everything().attach(clash, "first")
     with pytest.raises(ValueError, match="clashes with a key"):
         clash.run([0])
+
+
+def test_running_average_of_a_metric_with_a_mapping_output():
+    from distengine.metrics import RunningAverage
+
+    logits, labels = batch(1)
+    engine = Engine(lambda e, b: {"logits": logits, "labels": labels, "loss": torch.tensor(2.0)})
+    accuracy = Accuracy(output_transform=lambda out: (out["logits"], out["labels"]))
+    RunningAverage(accuracy, alpha=0.5).attach(engine, "acc")  # itself fed nothing
+    RunningAverage(output_transform=lambda out: out["loss"]).attach(engine, "loss")
+    engine.run([0, 1])
+    assert engine.state.metrics["acc"] == 0.5 and float(engine.state.metrics["loss"]) == 2.0
