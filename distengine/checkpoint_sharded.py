@@ -17,12 +17,14 @@ Layout of a committed checkpoint::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import uuid
+import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -208,7 +210,8 @@ class ShardedStorage:
     def _run_dcp(call: Callable[[], Any]) -> Future:
         """The future of ``call()``: its own future (async), or one holding its result or error."""
         try:
-            result = call()
+            with _single_process_is_intended():
+                result = call()
         except (Exception, CheckpointException) as exc:
             future: Future = Future()
             future.set_exception(exc)
@@ -279,7 +282,8 @@ class ShardedStorage:
         what = f"sharded checkpoint {folder} was not loaded"
         plain = _agree(what, lambda: self._read_plain(folder, verify))
         try:
-            dcp.load(sharded, checkpoint_id=folder)
+            with _single_process_is_intended():
+                dcp.load(sharded, checkpoint_id=folder)
         except CheckpointException as exc:
             raise RuntimeError(f"{what}: {one_line(exc)}") from None
         return plain
@@ -339,7 +343,8 @@ def consolidate(folder: str | os.PathLike, out_file: str | os.PathLike) -> Path:
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:12]}")
     merged = tmp.with_name(tmp.name + "-merged")
     try:
-        dcp_to_torch_save(folder, tmp)
+        with _single_process_is_intended():
+            dcp_to_torch_save(folder, tmp)
         if PLAIN in manifest["files"]:
             state = torch.load(tmp, weights_only=True, mmap=True)
             state.update(torch.load(folder / PLAIN, weights_only=True))
@@ -350,6 +355,14 @@ def consolidate(folder: str | os.PathLike, out_file: str | os.PathLike) -> Path:
         tmp.unlink(missing_ok=True)
         merged.unlink(missing_ok=True)
     return out
+
+
+@contextlib.contextmanager
+def _single_process_is_intended() -> Iterator[None]:
+    """Without a process group DCP warns that it assumes one process: here that is intended."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable")
+        yield
 
 
 def _write_json(path: Path, value: dict[str, Any]) -> None:
