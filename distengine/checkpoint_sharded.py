@@ -44,12 +44,14 @@ PLAIN = "plain.pt"
 _RESERVED = ("format", "world_size", "files")
 
 
-def file_crc32(path: Path, chunk: int = 1 << 24) -> str:
-    """CRC-32 of a file as 8 hex digits, read in chunks."""
+def file_crc32(path: Path, chunk: int = 1 << 20) -> str:
+    """CRC-32 of a file as 8 hex digits, read through one small reused buffer."""
     crc = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            crc = zlib.crc32(block, crc)
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while count := handle.readinto(buffer):
+            crc = zlib.crc32(view[:count], crc)
     return f"{crc:08x}"
 
 

@@ -16,12 +16,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
-from distengine.distributed.env import is_distributed
+from distengine.distributed.env import device, get_world_size, is_distributed
 
 _DTYPES = {
     "bf16": torch.bfloat16,
@@ -115,7 +116,8 @@ def shard_model(
     ``wrap(module) -> bool`` or module classes. ``mp_dtype`` (bf16/fp16) runs
     forward and gradient reduction in that dtype, keeping fp32 shards;
     ``cpu_offload`` keeps shards, gradients and optimizer state in host memory
-    (pinned when CUDA is available). Every rank must call it. Without a
+    (pinned when CUDA is available). Shards live on ``idist.device()`` (the
+    CPU under gloo). Every rank must call it. Without a
     process group the model is returned as it is (a mixed-precision request
     then warns: use autocast instead).
 
@@ -135,7 +137,8 @@ def shard_model(
                 stacklevel=2,
             )
         return model
-    options: dict[str, Any] = {}
+    # the mesh on this rank's device (the CPU under gloo even where GPUs exist)
+    options: dict[str, Any] = {"mesh": init_device_mesh(device().type, (get_world_size(),))}
     if dtype is not None:
         options["mp_policy"] = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=dtype)
     if cpu_offload:
