@@ -166,10 +166,12 @@ def fsdp_cases(folder: Path, model, opt, async_save: bool):
         sharded, _ = gather_state(objects)
         restore_state(objects, sharded, storage.load("ckpt", sharded))
 
-    def bare_save():  # DCP alone: no temporary folder, manifest (CRC) or commit
+    bare = iter(range(1_000_000))
+
+    def bare_save():  # DCP alone, into a new folder too: no manifest (CRC), rename or removal
         import torch.distributed.checkpoint as dcp
 
-        dcp.save(gather_state(objects)[0], checkpoint_id=folder / "bare")
+        dcp.save(gather_state(objects)[0], checkpoint_id=folder.parent / f"bare-{next(bare)}")
 
     if not async_save:
         return {"save": save, "load": load, "bare dcp.save, for reference": bare_save}
@@ -210,8 +212,9 @@ def measure(folder: str, strategy: str, width: int, depth: int, repeats: int) ->
                 statistics.median(s for s, _ in runs),
                 max(m for _, m in runs),
             )
-    on_disk = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
-    figures["on disk MB"] = on_disk / 2**20 / (3 if strategy == "fsdp" else 1)  # sync, async, bare
+    one = root / "ckpt.pt" if strategy == "ddp" else root / "sync" / "ckpt"
+    on_disk = sum(f.stat().st_size for f in [one, *one.rglob("*")] if f.is_file())
+    figures["on disk MB"] = on_disk / 2**20
     gathered: list = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, figures)
     return gathered

@@ -316,7 +316,8 @@ class ShardedStorage:
 
     def names(self) -> list[str]:
         """The committed checkpoints in ``dirname`` (folders with a manifest), sorted."""
-        return sorted(p.parent.name for p in self.dirname.glob(f"*/{MANIFEST}"))
+        found = (p.parent.name for p in self.dirname.glob(f"*/{MANIFEST}"))
+        return sorted(name for name in found if not name.startswith("."))
 
     def close(self) -> None:
         """Commit the save in flight and release the asynchronous saves' group (every rank)."""
