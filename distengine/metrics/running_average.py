@@ -1,31 +1,57 @@
-"""An exponential moving average of a metric or of the engine's output."""
+"""An exponential moving average of the engine's output, or of a metric."""
 
 from __future__ import annotations
 
+import copy
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from distengine.distributed import all_reduce, get_world_size
 from distengine.metrics.metric import Metric
+from distengine.metrics.state import NotComputableError
 
 if TYPE_CHECKING:
     from distengine.engine import Engine
 
 
 class RunningAverage(Metric):
-    """``value = alpha * value + (1 - alpha) * current``, updated after every iteration.
+    """``value = alpha * value + (1 - alpha) * current``, after every iteration.
 
-    ``current`` is ``src.compute()`` on the last batch, or the mean over
-    ranks of the (transformed) output. The value is a 0-d tensor when it comes
-    from outputs, so nothing waits for the device each iteration. With
-    ``epoch_bound=True`` it starts afresh every epoch.
+    **Output form** (``output_transform=``, e.g. a running loss): each rank
+    keeps the average of its own outputs where they are (a 0-d tensor on the
+    device for tensor outputs, a float for numbers): no host sync and no
+    collective per iteration. The average is linear, so the mean over ranks
+    of the per-rank averages is the average of the per-rank means: ranks
+    exchange them only when the value is published. With one process
+    ``engine.state.metrics[name]`` is refreshed every iteration. With several
+    it is the mean over ranks, refreshed every ``every`` iterations through
+    the engine's consensus board (one asynchronous collective shared with
+    the consensus checks, launched at iteration ``k`` and published at
+    ``k + 1``), and at the end of every epoch (fresh, synchronously). Every
+    rank holds the same value at every point, and reading it (a progress bar
+    on rank 0, a logger) never triggers a collective. Numbers stay floats;
+    tensors stay 0-d tensors (on the CPU once exchanged).
+
+    **Metric form** (``src=``): the average of ``src``'s value on each global
+    batch, as in PyTorch-Ignite. ``src`` is copied: the copy is updated and
+    reset every iteration, so ``src`` itself is never touched and may also be
+    attached on its own. This form reduces the copy's state across ranks and
+    computes it every iteration (one collective per iteration with several
+    ranks); use the output form for the typical running loss.
+
+    ``epoch_bound=True`` starts afresh every epoch.
 
     Example::
 
         RunningAverage(output_transform=lambda loss: loss).attach(trainer, "loss")
         RunningAverage(Accuracy(output_transform=...)).attach(trainer, "running_acc")
     """
+
+    #: Each rank's own average is saved and restored (the output form's value differs per rank).
+    checkpoint_per_rank = True
 
     def __init__(
         self,
@@ -34,56 +60,132 @@ class RunningAverage(Metric):
         output_transform: Callable[[Any], Any] | None = None,
         epoch_bound: bool = False,
         device: str | torch.device | None = None,
+        every: int = 10,
     ) -> None:
         if (src is None) == (output_transform is None):
             raise ValueError("give exactly one of src (a Metric) or output_transform")
         if src is not None and not isinstance(src, Metric):
             raise TypeError(f"src must be a Metric, got {type(src).__name__}")
-        if not 0.0 < alpha <= 1.0:
+        if not isinstance(alpha, (int, float)) or not 0.0 < alpha <= 1.0:
             raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"every must be a positive int (iterations), got {every!r}")
         super().__init__(output_transform or (lambda output: output), device)
-        self.src, self.alpha, self.epoch_bound = src, alpha, epoch_bound
+        self.src = copy.deepcopy(src) if src is not None else None
+        self.alpha, self.epoch_bound, self.every = float(alpha), epoch_bound, every
         self.value: Any = None
-        if src is None:
-            self.add_state("total", torch.tensor(0.0, dtype=torch.float64))
-            self.add_state(
-                "n", torch.tensor(0.0, dtype=torch.float64)
-            )  # beside total: one collective
+        self._attached: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def dependencies(self) -> list[Metric]:
         return [self.src] if self.src is not None else []
 
+    # ------------------------------------------------------------------ the average
     def update(self, output: Any) -> None:
+        """Fold one (transformed) output into this rank's average (output form)."""
         if self.src is not None:
-            return  # the engine's metric group updates src itself
-        value = output.detach() if isinstance(output, torch.Tensor) else torch.tensor(output)
-        self._follow(value)
-        self.total += value.double().mean()
-        self.tally("n", 1)
-
-    def compute(self) -> Any:
-        current = self.src.compute() if self.src is not None else self.total / self.n
+            return  # the engine's metric group updates the copy of src itself
+        current = _current(output, self._device)
         if self.value is None:
-            self.value = current
+            self.value = current.clone() if isinstance(current, torch.Tensor) else current
+        elif isinstance(current, torch.Tensor) and isinstance(self.value, torch.Tensor):
+            self.value = torch.lerp(self.value, current.to(self.value.dtype), 1.0 - self.alpha)
         else:
             self.value = self.alpha * self.value + (1.0 - self.alpha) * current
-        return self.value
 
+    def compute(self) -> Any:
+        """Metric form: one step of the average with ``src``'s value. Output form: the mean
+        over ranks of the per-rank averages (a collective with several ranks: call it on all)."""
+        if self.src is not None:
+            current = self.src.compute()
+            if self.value is None:
+                self.value = current
+            else:
+                self.value = self.alpha * self.value + (1.0 - self.alpha) * current
+            return self.value
+        if self.value is None:
+            raise NotComputableError("RunningAverage has seen no output yet")
+        if get_world_size() <= 1:
+            return self.value
+        if isinstance(self.value, torch.Tensor):
+            return all_reduce(self.value.detach().clone(), "mean")
+        return all_reduce(float(self.value), "mean")
+
+    # ------------------------------------------------------------------- engine use
     def attach(self, engine: Engine, name: str | None = None, usage: str = "batch_wise") -> None:
-        """Attach with a value after every iteration (``usage`` is always batch-wise)."""
+        """Publish ``engine.state.metrics[name]`` after iterations (``usage`` is ignored)."""
+        from distengine.distributed.consensus import board_of
         from distengine.engine import Events
 
-        super().attach(engine, name, "batch_wise")
+        if self.src is not None:
+            super().attach(engine, name, "batch_wise")
+            handles = []
+        else:
+            if self.is_attached(engine):
+                raise ValueError("RunningAverage is already attached to this engine")
+            handles = [engine.add_event_handler(Events.ITERATION_COMPLETED, self._step, name)]
+            if get_world_size() > 1:
+                board_of(engine).value(
+                    self, self.every, self._local, lambda mean: self._publish(engine, name, mean)
+                )
         if self.epoch_bound:
-            engine.add_event_handler(Events.EPOCH_STARTED, self._restart)
+            handles.append(engine.add_event_handler(Events.EPOCH_STARTED, self._restart))
+        self._attached[engine] = handles
+
+    def _step(self, engine: Engine, name: str | None) -> None:
+        self.update(self._output_transform(engine.state.output))
+        if name is not None and get_world_size() <= 1:
+            engine.state.metrics[name] = self.value
+
+    def _local(self) -> Any:
+        return self.value
+
+    def _publish(self, engine: Engine, name: str | None, mean: float) -> None:
+        if name is None:
+            return
+        if isinstance(self.value, torch.Tensor):
+            engine.state.metrics[name] = torch.tensor(mean, dtype=self.value.dtype)
+        else:
+            engine.state.metrics[name] = mean
 
     def _restart(self) -> None:
         self.value = None
 
+    def detach(self, engine: Engine) -> None:
+        """Stop updating on ``engine`` (every rank at the same point) and drop its value."""
+        from distengine.distributed.consensus import board_of
+
+        for handle in self._attached.pop(engine, []):
+            handle.remove()
+        if self.src is not None:
+            super().detach(engine)
+        else:
+            board_of(engine).remove(self)
+
+    def is_attached(self, engine: Engine) -> bool:
+        """Whether this average is attached to ``engine``."""
+        return engine in self._attached
+
+    # ------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "value": self.value}
+        """This rank's average (and, in the metric form, nothing of ``src``: it is per batch)."""
+        return {"value": self.value}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = dict(state_dict)
-        self.value = state.pop("value", None)
-        super().load_state_dict(state)
+        """Restore :meth:`state_dict` (older states with extra keys load too)."""
+        if "value" not in state_dict:
+            raise ValueError(
+                f"RunningAverage state dict lacks 'value'; it has {sorted(state_dict)}"
+            )
+        self.value = state_dict["value"]
+
+
+def _current(output: Any, device: torch.device | None) -> Any:
+    """This batch's value: a float, or a floating 0-d tensor (the mean of a larger one)."""
+    if not isinstance(output, torch.Tensor):
+        return float(output)
+    value = output.detach()
+    if device is not None:
+        value = value.to(device)
+    if not value.is_floating_point() or value.dtype in (torch.float16, torch.bfloat16):
+        value = value.float()
+    return value.mean() if value.numel() != 1 else value.reshape(())
