@@ -242,7 +242,8 @@ class Board:
     synchronously, so epoch-end readers see fresh values. Only iterations
     every rank reaches are used: at the start of each run the ranks agree
     (one tiny all-reduce) on the last iteration all of them will run, so an
-    evaluator over uneven shards is safe.
+    evaluator over uneven shards is safe (over data without a length the
+    ranks must run the same iterations, as a DDP trainer does).
 
     Example::
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -241,8 +242,16 @@ class Checkpoint:
 
 
 def _check_metadata(extra: Any) -> None:
+    """On every rank, before anything is gathered or written (so no rank waits for another)."""
     if not isinstance(extra, Mapping):
         raise TypeError(f"metadata must be a dict, got {extra!r}")
+    try:
+        json.dumps(dict(extra))
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"checkpoint metadata must be JSON-serialisable (str, numbers, lists, dicts): "
+            f"{dict(extra)!r} is not ({error})"
+        ) from None
     clash = sorted(set(extra) & set(_RESERVED))
     if clash:
         raise ValueError(

@@ -122,8 +122,10 @@ class RunningAverage(Metric):
         else:
             if self.is_attached(engine):
                 raise ValueError("RunningAverage is already attached to this engine")
-            handles = [engine.add_event_handler(Events.ITERATION_COMPLETED, self._step, name)]
-            if get_world_size() > 1:
+            alone = get_world_size() <= 1  # with one process, publish every iteration
+            step = self._step_and_publish if alone and name is not None else self._step
+            handles = [engine.add_event_handler(Events.ITERATION_COMPLETED, step, name)]
+            if not alone:
                 board_of(engine).value(
                     self, self.every, self._local, lambda mean: self._publish(engine, name, mean)
                 )
@@ -133,8 +135,10 @@ class RunningAverage(Metric):
 
     def _step(self, engine: Engine, name: str | None) -> None:
         self.update(self._output_transform(engine.state.output))
-        if name is not None and get_world_size() <= 1:
-            engine.state.metrics[name] = self.value
+
+    def _step_and_publish(self, engine: Engine, name: str) -> None:
+        self.update(self._output_transform(engine.state.output))
+        engine.state.metrics[name] = self.value
 
     def _local(self) -> Any:
         return self.value
