@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from common import machine, on_gloo_ranks, try_import  # noqa: E402
 
-EPOCHS, REPEATS, BATCH = 5, 8, 64
+EPOCHS, REPEATS, BATCH = 5, 12, 64
 
 
 def setup(seed: int = 0):

@@ -11,9 +11,10 @@ rank's view; it asks this module, and every rank gets the same answer:
   iteration (TerminateOnNan, Preemption, TimeLimit) and for values shown
   every so often (RunningAverage). Handlers post flags (device tensors too:
   no host sync) or give a function polled when it is time; every ``every``
-  iterations the board launches ONE packed, asynchronous all-reduce and
-  reads it one iteration later, so every rank acts at the same iteration
-  and no iteration waits on the network or the device.
+  iterations, or about every half second by default, the board launches ONE
+  packed, asynchronous all-reduce and reads it one iteration later, so every
+  rank acts at the same iteration and no iteration waits on the network or
+  the device.
 
 With one process every function answers from the local value, with no
 collective; asking the rank never performs one.
@@ -30,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +42,7 @@ import torch.distributed as dist
 from distengine.distributed.collectives import broadcast
 from distengine.distributed.env import comm_device, get_world_size, is_distributed
 
-__all__ = ["Board", "agree", "all_ranks", "any_rank", "board_of", "decide"]
+__all__ = ["Board", "agree", "all_ranks", "any_rank", "board_of", "check_every", "decide"]
 
 Flag = bool | torch.Tensor
 
@@ -79,7 +81,7 @@ def _sum_flags(flags: Sequence[Any]) -> list[float]:
     return packed.tolist()
 
 
-def any_rank(flag: Flag) -> bool:
+def any_rank(flag: bool | torch.Tensor) -> bool:
     """Whether ``flag`` is true on at least one rank (one tiny all-reduce).
 
     Example::
@@ -90,7 +92,7 @@ def any_rank(flag: Flag) -> bool:
     return _sum_flags([flag])[0] > 0
 
 
-def all_ranks(flag: Flag) -> bool:
+def all_ranks(flag: bool | torch.Tensor) -> bool:
     """Whether ``flag`` is true on every rank (one tiny all-reduce).
 
     Example::
@@ -100,7 +102,7 @@ def all_ranks(flag: Flag) -> bool:
     return _sum_flags([flag])[0] == get_world_size()
 
 
-def agree(flags: dict[str, Flag]) -> dict[str, bool]:
+def agree(flags: dict[str, bool | torch.Tensor]) -> dict[str, bool]:
     """Each flag OR-ed across ranks, all in one collective.
 
     Every rank must pass the same keys in the same order.
@@ -163,7 +165,7 @@ class _Slot:
     """One flag (OR across ranks) or value (mean across ranks) on a board."""
 
     kind: str  # "flag" or "value"
-    every: int
+    every: int | None
     on_agree: Callable[..., Any]
     poll: Callable[[], Any] | None
     posted: Flag = False
@@ -228,35 +230,52 @@ class _Exchange:
         return self.packed.tolist()
 
 
+#: How often (seconds, by rank 0's clock) a board exchanges for slots with ``every=None``.
+INTERVAL_S = 0.5
+_MAX_GROWTH = 8  # an auto gap grows at most this many times per exchange
+
+
 class Board:
     """Periodic agreement: flags OR-ed and values averaged across ranks in ONE async collective.
 
     Handlers register slots (:meth:`flag`, :meth:`value`) on every rank in
     the same order, then post flags (:meth:`post`) as they go. The engine's
-    events drive it (see :func:`board_of`): at iteration ``k`` where a slot's
-    ``every`` divides ``k`` (and at the first iteration of each run) the board
-    packs every slot into one float64 vector and launches one asynchronous
-    all-reduce; at iteration ``k + 1`` it reads the result and calls each
-    raised flag's ``on_agree()`` and each value's ``on_agree(mean)``, the same
-    on every rank. At the end of each epoch it exchanges once more,
-    synchronously, so epoch-end readers see fresh values. Only iterations
-    every rank reaches are used: at the start of each run the ranks agree
-    (one tiny all-reduce) on the last iteration all of them will run, so an
-    evaluator over uneven shards is safe (over data without a length the
-    ranks must run the same iterations, as a DDP trainer does).
+    events drive it (see :func:`board_of`). At the first iteration of each
+    run, at iterations that a slot's ``every`` divides, and, for slots with
+    ``every=None`` (the handlers' default), about every ``interval_s``
+    seconds, the board packs every slot into one float64 vector and launches
+    one asynchronous all-reduce; one iteration later it reads the result and
+    calls each raised flag's ``on_agree()`` and each value's
+    ``on_agree(mean)``, the same on every rank. The timed schedule is
+    agreed, not measured per rank: rank 0 proposes the next exchange's
+    iteration (from its iteration time) inside each exchange. A fast loop
+    thus exchanges a few times a second, whatever its speed, and a slow one
+    every iteration. Only iterations every rank reaches are used: at the
+    start of each run the ranks agree (one tiny all-reduce) on the last
+    iteration all of them will run, so an evaluator over uneven shards is
+    safe (over data without a length the ranks must run the same iterations,
+    as a DDP trainer does). When a run completes the board exchanges once
+    more, so the final values are fresh.
 
     Example::
 
         board = board_of(trainer)
-        board.flag("nan", every=10, on_agree=trainer.terminate)
+        board.flag("nan", every=None, on_agree=trainer.terminate)
         board.post("nan", ~torch.isfinite(loss))     # each iteration, no host sync
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, interval_s: float = INTERVAL_S, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.interval_s, self._clock = interval_s, clock
         self._slots: dict[Hashable, _Slot] = {}
         self._intervals: set[int] = set()
+        self._timed = False
         self._pending: _Exchange | None = None
         self._first: int | None = None
+        self._next: float = math.inf  # the agreed iteration of the next timed exchange
+        self._last: tuple[int, float] | None = None  # rank 0's last exchange: iteration, time
+        self._gap = 1
         self._limit = math.inf
         self.exchanges = 0  # collectives launched, for tests and curious users
 
@@ -264,40 +283,47 @@ class Board:
     def flag(
         self,
         key: Hashable,
-        every: int,
+        every: int | None,
         on_agree: Callable[[], Any],
         poll: Callable[[], Flag] | None = None,
     ) -> None:
-        """A flag checked every ``every`` iterations: ``on_agree()`` when any rank raised it.
+        """A flag checked every ``every`` iterations (None: timed): ``on_agree()`` when any
+        rank raised it.
 
         Raise it with :meth:`post` (OR-ed until the next exchange) or give
         ``poll()``, called at each exchange. Registering a key again does nothing.
         """
-        self._add(key, _Slot("flag", _check_every(every), on_agree, poll))
+        self._add(key, _Slot("flag", check_every(every), on_agree, poll))
 
     def value(
         self,
         key: Hashable,
-        every: int,
+        every: int | None,
         poll: Callable[[], float | torch.Tensor | None],
         on_agree: Callable[[float], Any],
     ) -> None:
-        """A value averaged over ranks every ``every`` iterations: ``on_agree(mean)``.
+        """A value averaged over ranks every ``every`` iterations (None: timed):
+        ``on_agree(mean)``.
 
         ``poll()`` gives this rank's value (a number or a 0-d tensor) at each
         exchange, or None when it has none yet (then nothing is delivered).
         """
-        self._add(key, _Slot("value", _check_every(every), on_agree, poll))
+        self._add(key, _Slot("value", check_every(every), on_agree, poll))
 
     def _add(self, key: Hashable, slot: _Slot) -> None:
         if key not in self._slots:
             self._slots[key] = slot
-            self._intervals.add(slot.every)
+            self._plan()
+
+    def _plan(self) -> None:
+        everies = [slot.every for slot in self._slots.values()]
+        self._intervals = {every for every in everies if every is not None}
+        self._timed = None in everies
 
     def remove(self, key: Hashable) -> None:
         """Take slot ``key`` off the board (on every rank, at the same point)."""
         self._slots.pop(key, None)
-        self._intervals = {slot.every for slot in self._slots.values()}
+        self._plan()
 
     def has(self, key: Hashable) -> bool:
         """Whether a slot is registered under ``key``."""
@@ -314,8 +340,8 @@ class Board:
 
         With several ranks, agrees on the smallest ``last`` (one tiny all-reduce).
         """
-        self._pending = None
-        self._first = first
+        self._pending, self._first = None, first
+        self._next, self._last, self._gap = math.inf, None, 1
         limit = math.inf if last is None else float(last)
         if _active():
             packed = torch.tensor([limit], dtype=torch.float64, device=comm_device())
@@ -331,10 +357,15 @@ class Board:
             self._launch(k)
 
     def _due(self, k: int) -> bool:
-        return k == self._first or any(k % every == 0 for every in self._intervals)
+        return (
+            k == self._first or k >= self._next or any(k % every == 0 for every in self._intervals)
+        )
 
     def flush(self) -> None:
-        """Read the exchange in flight, then exchange every slot now (synchronously)."""
+        """Read the exchange in flight, then exchange every slot now (synchronously).
+
+        Every rank must call it at the same point.
+        """
         if self._pending is not None:
             self._read()
         if self._slots:
@@ -352,23 +383,49 @@ class Board:
 
     def _launch(self, k: int) -> None:
         slots = list(self._slots.values())
-        packed = _pack([slot.take() for slot in slots])
-        self._pending = _Exchange(k, slots, packed)
+        entries = [slot.take() for slot in slots]
+        if self._timed and k < 0:
+            entries.append(math.nan)  # a flush keeps the timed schedule as it is
+        elif self._timed:
+            entries.append(self._propose(k) if _rank() == 0 else 0.0)
+            self._next = math.inf  # until the proposal is read
+        self._pending = _Exchange(k, slots, _pack(entries))
         self.exchanges += 1
+
+    def _propose(self, k: int) -> float:
+        """Rank 0's iteration for the next timed exchange: about ``interval_s`` from now."""
+        now = self._clock()
+        if self._last is not None and k > self._last[0]:
+            per_iteration = (now - self._last[1]) / (k - self._last[0])
+            wanted = self.interval_s / per_iteration if per_iteration > 0 else math.inf
+            self._gap = int(max(1, min(wanted, self._gap * _MAX_GROWTH)))
+        self._last = (k, now)
+        return float(k + self._gap)
 
     def _read(self) -> None:
         exchange, self._pending = self._pending, None
+        results = exchange.result()  # type: ignore[union-attr]
+        if len(results) > len(exchange.slots):  # type: ignore[union-attr]
+            proposal = results.pop()
+            self._next = self._next if math.isnan(proposal) else proposal
         world = get_world_size() if _active() else 1
-        for slot, total in zip(exchange.slots, exchange.result()):  # type: ignore[union-attr]
+        for slot, total in zip(exchange.slots, results):  # type: ignore[union-attr]
             if slot.kind == "flag" and total > 0:
                 slot.on_agree()
             elif slot.kind == "value" and not math.isnan(total):
                 slot.on_agree(total / world)
 
 
-def _check_every(every: Any) -> int:
-    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-        raise ValueError(f"every must be a positive int (iterations), got {every!r}")
+def _rank() -> int:
+    return dist.get_rank() if _active() else 0
+
+
+def check_every(every: Any) -> int | None:
+    """``every`` if it is a positive int or None (timed); else a ValueError naming it."""
+    if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
+        raise ValueError(
+            f"every must be a positive int (iterations) or None (timed), got {every!r}"
+        )
     return every
 
 
@@ -379,10 +436,11 @@ def board_of(engine: Any) -> Board:
     """The engine's board, made and bound to its events on first use.
 
     Binding: ``STARTED`` agrees on the run's last iteration, each
-    ``ITERATION_COMPLETED`` steps the board, ``EPOCH_COMPLETED`` flushes it,
-    ``COMPLETED``/``TERMINATE`` read what is in flight, ``EXCEPTION_RAISED``
-    drops it. A board made during a run assumes every rank runs the same
-    iterations until the next ``STARTED`` (true for a DDP trainer).
+    ``ITERATION_COMPLETED`` steps the board, ``TERMINATE`` reads what is in
+    flight, ``COMPLETED`` also exchanges once more (so final values are
+    fresh), ``EXCEPTION_RAISED`` drops what is in flight. A board made during a
+    run assumes every rank runs the same iterations until the next
+    ``STARTED`` (true for a DDP trainer).
     """
     board = engine.__dict__.get(_ATTR)
     if board is None:
@@ -405,6 +463,6 @@ def _bind(board: Board, engine: Any) -> None:
 
     engine.add_event_handler(Events.STARTED, started)
     engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: board.step(e.state.iteration))
-    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: board.flush())
-    engine.add_event_handler(Events.COMPLETED | Events.TERMINATE, lambda e: board.finish())
+    engine.add_event_handler(Events.TERMINATE, lambda e: board.finish())
+    engine.add_event_handler(Events.COMPLETED, lambda e: board.flush())
     engine.add_event_handler(Events.EXCEPTION_RAISED, observer(lambda e, error: board.drop()))

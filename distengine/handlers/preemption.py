@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from distengine.distributed.consensus import board_of
+from distengine.distributed.consensus import board_of, check_every
 from distengine.engine import Engine, Events, observer
 
 #: Exit code of a rank (and of the launcher) after a stop with a checkpoint saved: "run again".
@@ -35,12 +35,12 @@ def _install(signum: int, handler: Any) -> Any:
 class Preemption:
     """On SIGTERM or SIGINT, every rank stops at the next agreed iteration and runs ``on_stop``.
 
-    The first signal only sets a flag. Every ``every`` iterations (and at each
-    epoch end) the ranks agree on it in the engine's consensus board (one
-    asynchronous collective shared with the other checks, read one iteration
-    later), so every rank stops at the same iteration even when only one got
-    the signal. The engine then terminates; in its ``TERMINATE`` every rank
-    runs ``on_stop(engine)`` (e.g. a :class:`Checkpoint`) and
+    The first signal only sets a flag. The ranks agree on it in the engine's
+    consensus board (one asynchronous collective shared with the other
+    checks, read one iteration later; about every half second by default, or
+    every ``every`` iterations), so every rank stops at the same iteration
+    even when only one got the signal. The engine then terminates; in its
+    ``TERMINATE`` every rank runs ``on_stop(engine)`` (e.g. a :class:`Checkpoint`) and
     ``engine.state.preempted`` is True (``engine.state.stop_signal`` names
     the signal); exit with :data:`EXIT_PREEMPTED` then. A second SIGINT more
     than a second after the first raises KeyboardInterrupt at once. Handlers
@@ -68,18 +68,16 @@ class Preemption:
         self,
         on_stop: Callable[[Engine], Any] | None = None,
         signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT),
-        every: int = 10,
+        every: int | None = None,
     ) -> None:
         if on_stop is not None and not callable(on_stop):
             raise TypeError(f"on_stop must be callable (e.g. a Checkpoint), got {on_stop!r}")
         valid = set(signal.valid_signals())
         if not signals or any(s not in valid for s in signals):
             raise ValueError(f"signals must be signal numbers such as SIGTERM, got {signals!r}")
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"every must be a positive int (iterations), got {every!r}")
         self.on_stop = on_stop
         self.signals = tuple(signals)
-        self.every = every
+        self.every = check_every(every)
         self.received: set[int] = set()  # signals this rank got since the last stop
         self._agreed: set[int] = set()  # signals some rank got, as every rank knows
         self._first_sigint: float | None = None

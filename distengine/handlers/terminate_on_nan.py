@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from distengine.distributed.consensus import any_rank, board_of
+from distengine.distributed.consensus import any_rank, board_of, check_every
 from distengine.engine import Engine, Events
 
 #: Events at which a check is posted to the engine's board instead of agreed on the spot.
@@ -41,14 +41,14 @@ class TerminateOnNan:
 
     On ``ITERATION_COMPLETED`` each call checks the (transformed) output where
     it is (a device tensor stays on the device: no host sync) and posts the
-    result to the engine's consensus board; every ``every`` iterations the
-    ranks agree on it in the board's one asynchronous collective (shared with
-    :class:`Preemption`, :class:`TimeLimit`, running averages) and all
-    terminate one iteration after that exchange, or at the end of the epoch,
-    whichever comes first: at most ``every + 1`` iterations after the bad
-    output (PyTorch-Ignite stops at that very iteration; ``every=1`` comes
-    closest). ``engine.state.terminated_on_nan`` is then True. Attached to
-    another event it agrees on the spot (one tiny all-reduce).
+    result to the engine's consensus board. The ranks agree on it in the
+    board's one asynchronous collective (shared with :class:`Preemption`,
+    :class:`TimeLimit`, running averages): about every half second by default,
+    or every ``every`` iterations; all terminate one iteration after that
+    exchange (PyTorch-Ignite stops at the very iteration of the bad output;
+    ``every=1`` comes closest, one iteration later).
+    ``engine.state.terminated_on_nan`` is then True. Attached to another
+    event it agrees on the spot (one tiny all-reduce).
 
     Example::
 
@@ -56,12 +56,12 @@ class TerminateOnNan:
     """
 
     def __init__(
-        self, output_transform: Callable[[Any], Any] = lambda output: output, every: int = 10
+        self,
+        output_transform: Callable[[Any], Any] = lambda output: output,
+        every: int | None = None,
     ) -> None:
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"every must be a positive int (iterations), got {every!r}")
         self.output_transform = output_transform
-        self.every = every
+        self.every = check_every(every)
 
     def attach(self, engine: Engine) -> None:
         """Check after every iteration of ``engine`` (the same as adding it to

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from distengine.distributed.consensus import any_rank, board_of
+from distengine.distributed.consensus import any_rank, board_of, check_every
 from distengine.engine import Engine
 from distengine.handlers.terminate_on_nan import ITERATION_EVENTS
 
@@ -12,11 +12,11 @@ from distengine.handlers.terminate_on_nan import ITERATION_EVENTS
 class TimeLimit:
     """Terminate once ``limit_sec`` seconds have passed since it was made, on every rank at once.
 
-    On ``ITERATION_COMPLETED`` the clocks are compared every ``every``
-    iterations in the engine's consensus board (one asynchronous collective
-    shared with the other checks): when any rank's clock is past the limit,
-    every rank terminates one iteration after that exchange (or at the end
-    of the epoch). Between exchanges a call costs nothing. Attached to
+    On ``ITERATION_COMPLETED`` the clocks are compared in the engine's
+    consensus board (one asynchronous collective shared with the other
+    checks, about every half second, or every ``every`` iterations): when any
+    rank's clock is past the limit, every rank terminates one iteration after
+    that exchange. Between exchanges a call costs nothing. Attached to
     another event it agrees on the spot (one tiny all-reduce).
 
     Example::
@@ -24,20 +24,18 @@ class TimeLimit:
         trainer.add_event_handler(Events.ITERATION_COMPLETED, TimeLimit(3600))
     """
 
-    def __init__(self, limit_sec: float = 28800, every: int = 10) -> None:
+    def __init__(self, limit_sec: float = 28800, every: int | None = None) -> None:
         if isinstance(limit_sec, bool) or not isinstance(limit_sec, (int, float)) or limit_sec <= 0:
             raise ValueError(f"limit_sec must be a positive number, got {limit_sec!r}")
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"every must be a positive int (iterations), got {every!r}")
         self.limit_sec = limit_sec
-        self.every = every
+        self.every = check_every(every)
         self.start = time.monotonic()
 
     def _over(self) -> bool:
         return time.monotonic() - self.start > self.limit_sec
 
     def attach(self, engine: Engine) -> None:
-        """Check ``engine`` every ``every`` iterations (the board is set up before the run)."""
+        """Check ``engine`` at its board's exchanges (set up before the run)."""
         self._slot(engine)
 
     def _slot(self, engine: Engine) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from distengine.distributed import all_reduce, get_world_size
+from distengine.distributed.consensus import check_every
 from distengine.metrics.metric import Metric
 from distengine.metrics.state import NotComputableError
 
@@ -27,12 +28,13 @@ class RunningAverage(Metric):
     of the per-rank averages is the average of the per-rank means: ranks
     exchange them only when the value is published. With one process
     ``engine.state.metrics[name]`` is refreshed every iteration. With several
-    it is the mean over ranks, refreshed every ``every`` iterations through
-    the engine's consensus board (one asynchronous collective shared with
-    the consensus checks, launched at iteration ``k`` and published at
-    ``k + 1``), and at the end of every epoch (fresh, synchronously). Every
-    rank holds the same value at every point, and reading it (a progress bar
-    on rank 0, a logger) never triggers a collective. Numbers stay floats;
+    it is the mean over ranks, refreshed through the engine's consensus board
+    (one asynchronous collective shared with the consensus checks, launched
+    at iteration ``k`` and published at ``k + 1``): about every half second
+    by default, or every ``every`` iterations, and once more when the run
+    completes (the final value is fresh). Every rank holds the same value at
+    every point, and reading it (a progress bar on rank 0, a
+    logger) never triggers a collective. Numbers stay floats;
     tensors stay 0-d tensors (on the CPU once exchanged).
 
     **Metric form** (``src=``): the average of ``src``'s value on each global
@@ -60,7 +62,7 @@ class RunningAverage(Metric):
         output_transform: Callable[[Any], Any] | None = None,
         epoch_bound: bool = False,
         device: str | torch.device | None = None,
-        every: int = 10,
+        every: int | None = None,
     ) -> None:
         if (src is None) == (output_transform is None):
             raise ValueError("give exactly one of src (a Metric) or output_transform")
@@ -68,11 +70,10 @@ class RunningAverage(Metric):
             raise TypeError(f"src must be a Metric, got {type(src).__name__}")
         if not isinstance(alpha, (int, float)) or not 0.0 < alpha <= 1.0:
             raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"every must be a positive int (iterations), got {every!r}")
         super().__init__(output_transform or (lambda output: output), device)
         self.src = copy.deepcopy(src) if src is not None else None
-        self.alpha, self.epoch_bound, self.every = float(alpha), epoch_bound, every
+        self.alpha, self.epoch_bound = float(alpha), epoch_bound
+        self.every = check_every(every)
         self.value: Any = None
         self._attached: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

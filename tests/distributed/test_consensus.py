@@ -97,12 +97,12 @@ def test_board_exchanges_at_agreed_iterations_and_delivers_one_later():
     assert board.exchanges == 5
 
 
-def test_board_flushes_at_epoch_ends_and_never_exchanges_at_the_last_iteration():
+def test_a_flush_exchanges_at_once_and_no_exchange_starts_at_the_last_iteration():
     board = Board()
     rec = Recorder(board)
     rec.flag("nan", every=5)
     events = rec.run(range(1, 11), posts=[(3, "nan", True)], last=10, epoch_ends=(4, 8))
-    assert events == [(4, "nan")]  # flushed at the end of epoch 1, not waiting for 5
+    assert events == [(4, "nan")]  # flushed at 4, not waiting for 5
     assert board.exchanges == 1 + 2 + 1  # first, two flushes, 5 (not 10: the last)
 
 
@@ -138,3 +138,20 @@ def test_board_uses_only_iterations_every_rank_reaches(ranks):
     for (seen, exchanges), length in zip(results, lengths):
         assert seen == [4, 5][: shortest - 3] + [length]  # exchanged 3, 4 (< shortest); flush
         assert exchanges == shortest - 1 + 1
+
+
+def test_a_timed_board_exchanges_about_every_interval_by_rank_0s_clock():
+    now = [0.0]
+    board = Board(interval_s=0.5, clock=lambda: now[0])
+    Recorder(board).flag("f", every=None)
+    board.start(1, None)
+    launched = []
+    for k in range(1, 261):
+        now[0] += 1 / 64 if k <= 200 else 1.0  # 64 iterations a second, then one
+        exchanges = board.exchanges
+        board.step(k)
+        if board.exchanges > exchanges:
+            launched.append(k)
+    # a gap grows at most 8-fold per exchange, to half a second (32 fast iterations)
+    assert launched[:6] == [1, 2, 10, 42, 74, 106]
+    assert launched[-20:] == list(range(241, 261))  # slow iterations: every one

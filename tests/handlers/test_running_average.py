@@ -89,52 +89,46 @@ def published_on_ranks(every, alpha, epochs, length):
     RunningAverage(output_transform=lambda out: out, alpha=alpha, every=every).attach(
         trainer, "loss"
     )
-    seen, at_epoch_end = [], []
+    seen = []
     trainer.add_event_handler(
         Events.ITERATION_COMPLETED, lambda e: seen.append(e.state.metrics.get("loss"))
     )
-    trainer.add_event_handler(
-        Events.EPOCH_COMPLETED, lambda e: at_epoch_end.append(float(e.state.metrics["loss"]))
-    )
     trainer.run(data, max_epochs=epochs)
+    final = float(trainer.state.metrics["loss"])
     direct = RunningAverage(output_transform=lambda out: out, alpha=alpha)
     for value in data:
         direct.update(value)
     seen = [v if v is None else float(v) for v in seen]
-    return seen, at_epoch_end, board_of(trainer).exchanges, float(direct.compute())
+    return seen, final, board_of(trainer).exchanges, float(direct.compute())
 
 
 def expected_on_ranks(world, every, alpha, epochs, length):
-    """Simulate: per-rank averages, their mean exchanged at k (first iteration of the run and
-    multiples of every), published at k + 1 and, fresh, at the end of each epoch."""
+    """Simulate: per-rank averages, their mean exchanged at k (the run's first iteration and
+    multiples of every, never the last), published at k + 1, and fresh when the run ends."""
     n = epochs * length
     per_rank = [ema(outputs_of(r, length) * epochs, alpha) for r in range(world)]
     mean = [sum(p[i] for p in per_rank) / world for i in range(n)]
-    seen, current, exchanges = [], None, 0
+    launched = [k for k in range(1, n) if k == 1 or k % every == 0]
+    seen, current = [], None
     for k in range(1, n + 1):
-        if k > 1 and ((k - 1) == 1 or (k - 1) % every == 0) and (k - 1) % length:
-            current = mean[k - 2]  # exchanged at k - 1 within the epoch
+        if k - 1 in launched:
+            current = mean[k - 2]  # exchanged at k - 1
         seen.append(current)
-        if k % length == 0:
-            current = mean[k - 1]
-        exchanges += (k == 1 or k % every == 0) and k < n
-    exchanges += epochs  # one flush per epoch
-    ends = [mean[e * length - 1] for e in range(1, epochs + 1)]
-    return seen, ends, exchanges
+    return seen, mean[-1], len(launched) + 1  # + the exchange when the run completes
 
 
 @pytest.mark.parametrize("every", [1, 3, 10])
 def test_every_rank_sees_the_same_mean_of_averages_published_at_agreed_iterations(ranks, every):
     world, alpha, epochs, length = ranks.world_size, 0.8, 2, 7
     results = ranks.run(published_on_ranks, every, alpha, epochs, length)
-    seen, ends, exchanges = expected_on_ranks(world, every, alpha, epochs, length)
-    for got_seen, got_ends, got_exchanges, _ in results:
+    seen, final, exchanges = expected_on_ranks(world, every, alpha, epochs, length)
+    for got_seen, got_final, got_exchanges, _ in results:
         assert got_seen == results[0][0]  # the very same values on every rank
         assert [v is None for v in got_seen] == [v is None for v in seen]
         assert [v for v in got_seen if v is not None] == pytest.approx(
             [v for v in seen if v is not None], rel=1e-6
         )
-        assert got_ends == pytest.approx(ends, rel=1e-6)
+        assert got_final == pytest.approx(final, rel=1e-6)
         assert got_exchanges == exchanges
     direct_means = {round(r[3], 6) for r in results}
     assert len(direct_means) == 1  # compute() called directly agrees on every rank too

@@ -75,11 +75,10 @@ def typical_loop(every, length, epochs, device="cpu"):
 
 def expected_schedule(every, length, epochs):
     """Exchanges launched at the run's first iteration and at multiples of ``every`` (never the
-    last), each read one iteration later unless an epoch's end flushed it first."""
+    last), each read one iteration later."""
     n = length * epochs
     launched = {k for k in range(1, n) if k == 1 or k % every == 0}
-    read = {k + 1 for k in launched if k % length}
-    return launched, read
+    return launched, {k + 1 for k in launched}
 
 
 @pytest.mark.parametrize("every, length, epochs", [(10, 25, 2), (1, 6, 2), (7, 20, 1)])
@@ -94,11 +93,24 @@ def test_no_collective_per_iteration_outside_the_agreed_ones(ranks2, every, leng
         assert per_iteration == {k: 1 for k in launched}  # ONE packed collective each time
         at = collections.Counter(event for (_, event), n in collectives.items() for _ in range(n))
         assert at[Events.STARTED] == 1  # the ranks agree on the run's last iteration
-        assert at[Events.EPOCH_COMPLETED] == epochs  # one synchronous flush per epoch
-        assert set(at) <= {Events.STARTED, Events.ITERATION_COMPLETED, Events.EPOCH_COMPLETED}
+        assert at[Events.COMPLETED] == 1  # and exchange once more when it completes
+        assert set(at) <= {Events.STARTED, Events.ITERATION_COMPLETED, Events.COMPLETED}
         if rank == 1:  # no progress bar here: the library's own host reads only
             host = {k for (k, event), _ in reads.items() if event is Events.ITERATION_COMPLETED}
             assert host == read, f"host reads at {sorted(host - read)} outside the agreed ones"
+
+
+def test_the_default_timed_schedule_is_agreed_and_sparse(ranks2):
+    results = ranks2.run(typical_loop, None, 60, 2, timeout=120)
+    launched = []
+    for collectives, _ in results:
+        per_iteration = {
+            k: n for (k, event), n in collectives.items() if event is Events.ITERATION_COMPLETED
+        }
+        assert set(per_iteration.values()) == {1} and 1 in per_iteration
+        launched.append(sorted(per_iteration))
+    assert launched[0] == launched[1]  # rank 0 proposes, every rank follows
+    assert len(launched[0]) < 60  # a fast loop: far fewer exchanges than iterations
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
