@@ -136,7 +136,7 @@ class Preemption:
             )
         self._final = engine
         self._watch(board, lambda: self._stop_final(engine))
-        engine.state.preempted = False
+        engine.state.preempted, engine.state.stop_signal = False, None
         engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.TERMINATE, self._terminated)
         engine.add_event_handler(Events.COMPLETED, self._ended)
@@ -155,7 +155,7 @@ class Preemption:
     def _started(self, engine: Engine) -> None:
         self.install()
         self._running, self._stopping = True, False
-        engine.state.preempted = False
+        engine.state.preempted, engine.state.stop_signal = False, None
 
     @staticmethod
     def _started_inner(engine: Engine) -> None:
