@@ -335,15 +335,16 @@ class Board:
         slot.posted = _or(slot.posted, _as_flag(flag))
 
     # ------------------------------------------------------------- driving
-    def start(self, first: int, last: int | None) -> None:
+    def start(self, first: int, last: int | None, same_everywhere: bool = False) -> None:
         """A run starts at iteration ``first`` and ends at ``last`` on this rank (None: unknown).
 
-        With several ranks, agrees on the smallest ``last`` (one tiny all-reduce).
+        With several ranks, agrees on the smallest ``last`` (one tiny all-reduce),
+        unless the caller knows ``last`` is ``same_everywhere``.
         """
         self._pending, self._first = None, first
-        self._next, self._last, self._gap = math.inf, None, 1
+        self._next, self._last, self._gap = math.inf, (first - 1, self._clock()), 1
         limit = math.inf if last is None else float(last)
-        if _active():
+        if _active() and not same_everywhere:
             packed = torch.tensor([limit], dtype=torch.float64, device=comm_device())
             dist.all_reduce(packed, dist.ReduceOp.MIN)
             limit = packed.item()
@@ -450,6 +451,15 @@ def board_of(engine: Any) -> Board:
     return board
 
 
+def _same_length_everywhere(data: Any) -> bool:
+    """Whether every rank iterates over ``data`` the same number of times: a DataLoader over
+    torch's own DistributedSampler (it pads or drops to equal shards), as a DDP trainer's."""
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+
+    return isinstance(data, DataLoader) and type(data.sampler) is DistributedSampler
+
+
 def _bind(board: Board, engine: Any) -> None:
     # imported here: distributed/ does not depend on the engine; only this binding does
     from distengine.engine import Events, observer
@@ -459,7 +469,7 @@ def _bind(board: Board, engine: Any) -> None:
         last = s.max_iters
         if last is None and s.max_epochs is not None and s.epoch_length is not None:
             last = s.max_epochs * s.epoch_length
-        board.start(s.iteration + 1, last)
+        board.start(s.iteration + 1, last, _same_length_everywhere(s.dataloader))
 
     engine.add_event_handler(Events.STARTED, started)
     engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: board.step(e.state.iteration))

@@ -45,7 +45,7 @@ def counting(trainer, collectives, reads):
             setattr(owner, name, original)
 
 
-def typical_loop(every, length, epochs, device="cpu"):
+def typical_loop(every, length, epochs, device="cpu", sampler=False):
     """A DDP trainer with a running loss, a progress bar on rank 0 (redrawn every iteration),
     a handler every 100 iterations, and the consensus checks TerminateOnNan and Preemption."""
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -64,6 +64,10 @@ def typical_loop(every, length, epochs, device="cpu"):
         (torch.randn(8, 4, generator=g), torch.randint(0, 2, (8,), generator=g))
         for _ in range(length)
     ]
+    if sampler:  # a DistributedSampler: equal shards, so no agreement on the length is needed
+        x, y = torch.randn(8 * length * 2, 4), torch.randint(0, 2, (8 * length * 2,))
+        dataset = torch.utils.data.TensorDataset(x, y)
+        data = idist.auto_dataloader(dataset, batch_size=16, shuffle=True)
     collectives, reads = collections.Counter(), collections.Counter()
     try:
         with counting(trainer, collectives, reads):
@@ -98,6 +102,12 @@ def test_no_collective_per_iteration_outside_the_agreed_ones(ranks2, every, leng
         if rank == 1:  # no progress bar here: the library's own host reads only
             host = {k for (k, event), _ in reads.items() if event is Events.ITERATION_COMPLETED}
             assert host == read, f"host reads at {sorted(host - read)} outside the agreed ones"
+
+
+def test_a_distributed_sampler_needs_no_agreement_on_the_length(ranks2):
+    for collectives, _ in ranks2.run(typical_loop, 5, 6, 2, "cpu", True, timeout=120):
+        events = {event for (_, event) in collectives}
+        assert Events.STARTED not in events and Events.COMPLETED in events
 
 
 def test_the_default_timed_schedule_is_agreed_and_sparse(ranks2):
