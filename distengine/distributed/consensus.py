@@ -52,19 +52,30 @@ def _active() -> bool:
 
 
 def _pack(entries: Sequence[Any]) -> torch.Tensor:
-    """A float64 vector on the collectives' device: numbers as they are, None as NaN,
-    0-d tensors copied in on the device (no host sync unless the device differs)."""
-    device = comm_device()
-    host = [
-        math.nan if e is None else 0.0 if isinstance(e, torch.Tensor) else float(e) for e in entries
-    ]
+    """A float64 vector on the collectives' device: numbers as they are, None as NaN, 0-d
+    CPU tensors read, others copied in on their device (no host sync unless it differs).
+    With one process (nothing to reduce) the vector lives where the device tensors are."""
+    device = comm_device() if _active() else _device_of(entries)
+    host, on_device = [], []
+    for i, e in enumerate(entries):
+        if isinstance(e, torch.Tensor) and e.device.type != "cpu":
+            host.append(0.0)
+            on_device.append((i, e))
+        else:
+            host.append(math.nan if e is None else float(e))
     packed = torch.tensor(host, dtype=torch.float64, device=device)
-    on_device = [(i, e) for i, e in enumerate(entries) if isinstance(e, torch.Tensor)]
     if on_device:
         index = torch.tensor([i for i, _ in on_device], device=device)
         values = [e.detach().reshape(()).to(device, torch.float64) for _, e in on_device]
         packed.index_copy_(0, index, torch.stack(values))
     return packed
+
+
+def _device_of(entries: Sequence[Any]) -> torch.device:
+    for e in entries:
+        if isinstance(e, torch.Tensor) and e.device.type != "cpu":
+            return e.device
+    return torch.device("cpu")
 
 
 def _as_flag(flag: Any) -> Flag:
@@ -232,7 +243,7 @@ class _Exchange:
 
 #: How often (seconds, by rank 0's clock) a board exchanges for slots with ``every=None``.
 INTERVAL_S = 0.5
-_MAX_GROWTH = 8  # an auto gap grows at most this many times per exchange
+_MAX_GROWTH = 16  # a timed gap grows at most this many times per exchange
 
 
 class Board:

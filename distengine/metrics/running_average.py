@@ -17,6 +17,8 @@ from distengine.metrics.state import NotComputableError
 if TYPE_CHECKING:
     from distengine.engine import Engine
 
+_KEPT = (torch.float32, torch.float64)
+
 
 class RunningAverage(Metric):
     """``value = alpha * value + (1 - alpha) * current``, after every iteration.
@@ -75,6 +77,7 @@ class RunningAverage(Metric):
         self.alpha, self.epoch_bound = float(alpha), epoch_bound
         self.every = check_every(every)
         self.value: Any = None
+        self._unfolded: list[Any] = []  # outputs not yet folded into ``value``
         self._attached: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def dependencies(self) -> list[Metric]:
@@ -82,16 +85,32 @@ class RunningAverage(Metric):
 
     # ------------------------------------------------------------------ the average
     def update(self, output: Any) -> None:
-        """Fold one (transformed) output into this rank's average (output form)."""
+        """Take one (transformed) output into this rank's average (output form).
+
+        It is kept aside (no device operation for a 0-d tensor) and folded in
+        when the average is read, in one vectorised step.
+        """
         if self.src is not None:
             return  # the engine's metric group updates the copy of src itself
-        current = _current(output, self._device)
-        if self.value is None:
-            self.value = current.clone() if isinstance(current, torch.Tensor) else current
-        elif isinstance(current, torch.Tensor) and isinstance(self.value, torch.Tensor):
-            self.value = torch.lerp(self.value, current.to(self.value.dtype), 1.0 - self.alpha)
+        self._unfolded.append(_current(output, self._device))
+
+    def _fold(self) -> Any:
+        """``value`` brought up to date with the outputs kept aside; returns it."""
+        pending, self._unfolded = self._unfolded, []
+        if pending and self.value is None:
+            first = pending.pop(0)
+            self.value = first.clone() if isinstance(first, torch.Tensor) else first
+        if not pending:
+            return self.value
+        tensors = [x for x in pending if isinstance(x, torch.Tensor)]
+        if not tensors and not isinstance(self.value, torch.Tensor):
+            for x in pending:
+                self.value = self.alpha * self.value + (1.0 - self.alpha) * x
+        elif len(pending) == 1 and isinstance(self.value, torch.Tensor) and tensors:
+            self.value = torch.lerp(self.value, tensors[0].to(self.value.dtype), 1.0 - self.alpha)
         else:
-            self.value = self.alpha * self.value + (1.0 - self.alpha) * current
+            self.value = _folded(self.value, pending, self.alpha)
+        return self.value
 
     def compute(self) -> Any:
         """Metric form: one step of the average with ``src``'s value. Output form: the mean
@@ -103,7 +122,7 @@ class RunningAverage(Metric):
             else:
                 self.value = self.alpha * self.value + (1.0 - self.alpha) * current
             return self.value
-        if self.value is None:
+        if self._fold() is None:
             raise NotComputableError("RunningAverage has seen no output yet")
         if get_world_size() <= 1:
             return self.value
@@ -139,10 +158,10 @@ class RunningAverage(Metric):
 
     def _step_and_publish(self, engine: Engine, name: str) -> None:
         self.update(self._output_transform(engine.state.output))
-        engine.state.metrics[name] = self.value
+        engine.state.metrics[name] = self._fold()
 
     def _local(self) -> Any:
-        return self.value
+        return self._fold()
 
     def _publish(self, engine: Engine, name: str | None, mean: float) -> None:
         if name is None:
@@ -153,7 +172,7 @@ class RunningAverage(Metric):
             engine.state.metrics[name] = mean
 
     def _restart(self) -> None:
-        self.value = None
+        self.value, self._unfolded = None, []
 
     def detach(self, engine: Engine) -> None:
         """Stop updating on ``engine`` (every rank at the same point) and drop its value."""
@@ -173,7 +192,7 @@ class RunningAverage(Metric):
     # ------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
         """This rank's average (and, in the metric form, nothing of ``src``: it is per batch)."""
-        return {"value": self.value}
+        return {"value": self._fold()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (older states with extra keys load too)."""
@@ -181,13 +200,33 @@ class RunningAverage(Metric):
             raise ValueError(
                 f"RunningAverage state dict lacks 'value'; it has {sorted(state_dict)}"
             )
-        self.value = state_dict["value"]
+        self.value, self._unfolded = state_dict["value"], []
+
+
+def _folded(value: Any, pending: list[Any], alpha: float) -> torch.Tensor:
+    """``value`` after the averages of ``pending``, computed at once in float64:
+    ``alpha**n * value + sum((1 - alpha) * alpha**(n - 1 - i) * pending[i])``."""
+    like = (
+        value
+        if isinstance(value, torch.Tensor)
+        else next(x for x in pending if isinstance(x, torch.Tensor))
+    )
+    device = like.device
+    xs = torch.stack(
+        [x if isinstance(x, torch.Tensor) else torch.tensor(x, device=device) for x in pending]
+    ).double()
+    n = xs.numel()
+    powers = torch.arange(n - 1, -1, -1, dtype=torch.float64, device=device)
+    weights = torch.pow(alpha, powers) * (1.0 - alpha)
+    return (value * alpha**n + (weights * xs).sum()).to(like.dtype)
 
 
 def _current(output: Any, device: torch.device | None) -> Any:
     """This batch's value: a float, or a floating 0-d tensor (the mean of a larger one)."""
     if not isinstance(output, torch.Tensor):
         return float(output)
+    if output.dim() == 0 and output.dtype in _KEPT and device is None:
+        return output.detach()  # the common case, a loss: no device operation
     value = output.detach()
     if device is not None:
         value = value.to(device)
