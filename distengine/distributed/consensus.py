@@ -23,7 +23,7 @@ Example::
 
     from distengine.distributed.consensus import any_rank, decide
 
-    if any_rank(not torch.isfinite(loss)):   # every rank gets the same answer
+    if any_rank(~torch.isfinite(loss).all()):   # every rank gets the same answer
         trainer.terminate()
     best = decide(score)                     # rank 0's score, everywhere
 """
@@ -228,6 +228,7 @@ class _Exchange:
                 self.work.wait()
             self.host = torch.empty(self.packed.shape, dtype=self.packed.dtype, pin_memory=True)
             self.host.copy_(self.packed, non_blocking=True)
+            self.packed.record_stream(stream)  # kept alive for the side stream, even if dropped
             self.event = torch.cuda.Event()
             self.event.record(stream)
         self.work = None

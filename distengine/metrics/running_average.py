@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from distengine.engine import Engine
 
 _KEPT = (torch.float32, torch.float64)
+_MAX_UNFOLDED = 1024  # outputs kept aside before they are folded in anyway
 
 
 class RunningAverage(Metric):
@@ -35,9 +36,9 @@ class RunningAverage(Metric):
     at iteration ``k`` and published at ``k + 1``): about every half second
     by default, or every ``every`` iterations, and once more when the run
     completes (the final value is fresh). Every rank holds the same value at
-    every point, and reading it (a progress bar on rank 0, a
-    logger) never triggers a collective. Numbers stay floats;
-    tensors stay 0-d tensors (on the CPU once exchanged).
+    every point, and reading it (a progress bar on rank 0, a logger) never
+    triggers a collective. Numbers stay floats; tensors stay 0-d tensors (on
+    the CPU once exchanged).
 
     **Metric form** (``src=``): the average of ``src``'s value on each global
     batch, as in PyTorch-Ignite. ``src`` is copied: the copy is updated and
@@ -93,6 +94,8 @@ class RunningAverage(Metric):
         if self.src is not None:
             return  # the engine's metric group updates the copy of src itself
         self._unfolded.append(_current(output, self._device))
+        if len(self._unfolded) >= _MAX_UNFOLDED:
+            self._fold()
 
     def _fold(self) -> Any:
         """``value`` brought up to date with the outputs kept aside; returns it."""
@@ -178,7 +181,9 @@ class RunningAverage(Metric):
         """Stop updating on ``engine`` (every rank at the same point) and drop its value."""
         from distengine.distributed.consensus import board_of
 
-        for handle in self._attached.pop(engine, []):
+        if engine not in self._attached:
+            return
+        for handle in self._attached.pop(engine):
             handle.remove()
         if self.src is not None:
             super().detach(engine)

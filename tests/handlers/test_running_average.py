@@ -41,6 +41,21 @@ def test_one_process_publishes_every_iteration_without_changing_earlier_values(k
     assert [float(v) for v in seen] == pytest.approx(ema(values, alpha), rel=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["tensor", "float", "mixed", "float64"])
+def test_outputs_kept_aside_fold_to_the_sequential_average(kind):
+    values = outputs_of(1, 1500)  # more than are ever kept aside before a fold
+    ra = RunningAverage(output_transform=lambda out: out, alpha=0.9)
+    for i, v in enumerate(values):
+        tensor = kind == "tensor" or (kind == "mixed" and i % 3) or kind == "float64"
+        dtype = torch.float64 if kind == "float64" else torch.float32
+        ra.update(torch.tensor(v, dtype=dtype) if tensor else v)
+        if i == 700:
+            assert float(ra.compute()) == pytest.approx(ema(values[:701], 0.9)[-1], rel=1e-5)
+    assert float(ra.compute()) == pytest.approx(ema(values, 0.9)[-1], rel=1e-5)
+    if kind in ("tensor", "float64"):
+        assert ra.compute().dtype == (torch.float64 if kind == "float64" else torch.float32)
+
+
 def test_metric_form_leaves_src_alone_so_it_can_also_be_attached():
     batches = [
         (torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([1, 1])),  # 1 of 2
