@@ -8,7 +8,6 @@ the run folder is locked before Hydra writes into it.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,19 +18,7 @@ from launch.config.compose import CONF_DIR, CommandLine, compose, job_config, sw
 from launch.config.errors import ConfigError
 from launch.config.overrides import check_override_keys
 from launch.config.schema import GROUPS, TARGET_GROUPS
-
-
-def in_place_rank() -> int | None:
-    """This process's rank when torchrun or srun already started it as one, else None."""
-    if "TORCHELASTIC_RUN_ID" in os.environ:
-        return int(os.environ.get("RANK", "0"))
-    if "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        return int(os.environ["SLURM_PROCID"])
-    return None
-
-
-def in_place_world() -> int:
-    return int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
+from launch.rank.inplace import in_place_rank, in_place_world
 
 
 def fail(message: str, code: int = exit_codes.BAD_INPUT) -> None:
@@ -49,15 +36,6 @@ def check_job(job: dict[str, Any]) -> None:
         check_target(group, job[group])
     if job["task"]["entrypoint"]:
         load_entrypoint(job["task"]["entrypoint"])
-
-
-def world_size(job: dict[str, Any]) -> int:
-    rank = in_place_rank()
-    if rank is not None:
-        return in_place_world()
-    from launch.job.agent import nproc_per_node
-
-    return nproc_per_node(job["dist"]["nproc_per_node"]) * job["dist"]["nnodes"]
 
 
 class Launch:
@@ -87,18 +65,22 @@ class Launch:
                 check_job(job)
             return
         job, run_dir = jobs[0], Path(composed[0].hydra.run.dir)
-        owner = self._owns_folder(job)
-        folder = RunFolder(run_dir)
-        if owner:
-            folder.check_free()  # fast: before the checks that import torch
+        if self._owns_folder(job):
+            RunFolder(run_dir).check_free()  # fast: before the checks that import torch
         check_job(job)
-        if owner:
-            folder.check_resume(job, world_size(job))
-            note = folder.acquire(command=" ".join(["python -m launch", *self.argv]))
-            if note:
-                print(note, file=sys.stderr)
-            self.folder = folder
+        if self._owns_folder(job):
+            self.folder = self._take(RunFolder(run_dir), job)
         self._pin(run_dir, job)
+
+    def _take(self, folder: Any, job: dict[str, Any]) -> Any:
+        """Refuse a resume that cannot work (nothing written yet), then lock the folder."""
+        from launch.job.start import world_size
+
+        folder.check_resume(job, world_size(job))
+        note = folder.acquire(command=" ".join(["python -m launch", *self.argv]))
+        if note:
+            print(note, file=sys.stderr)
+        return folder
 
     def _check_placement(self, job: dict[str, Any]) -> None:
         """Several nodes (or in-place ranks) must name one run folder explicitly."""
@@ -133,6 +115,7 @@ class Launch:
         from hydra.core.hydra_config import HydraConfig
 
         from launch.job.folder import RunFolder
+        from launch.job.start import start
 
         job = job_config(cfg)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -140,15 +123,11 @@ class Launch:
         try:
             if folder is None:  # a sweep point, or a command Hydra parsed first
                 check_config(job)
+                self._check_placement(job)
                 check_job(job)
                 if self._owns_folder(job):
-                    folder = RunFolder(run_dir)
-                    folder.check_resume(job, world_size(job))
-                    note = folder.acquire(command=" ".join(["python -m launch", *self.argv]))
-                    if note:
-                        print(note, file=sys.stderr)
-            overrides = list(HydraConfig.get().overrides.task)
-            code = start(cfg, job, run_dir, folder, overrides)
+                    folder = self._take(RunFolder(run_dir), job)
+            code = start(cfg, job, run_dir, folder, list(HydraConfig.get().overrides.task))
         except ConfigError as error:
             fail(str(error))
         finally:
@@ -156,59 +135,6 @@ class Launch:
                 folder.release()
         if code != exit_codes.DONE:
             sys.exit(code)
-
-
-def start(cfg: Any, job: dict[str, Any], run_dir: Path, folder: Any, overrides: list) -> int:
-    """Record the run, write the resolved config, and start the ranks (or be one)."""
-    from omegaconf import OmegaConf
-
-    from launch.job.folder import os_error
-
-    cfg.run_dir = str(run_dir)
-    if folder is not None:
-        folder.clear_stop()
-        cfg.run_id = folder.start_run(job, world_size(job))
-        cfg.job_id = folder.job_id
-    node = job["dist"]["node_rank"]
-    config_path = run_dir / "config.yaml"
-    if folder is None and in_place_rank() is None:
-        config_path = run_dir / "logs" / f"node{node}" / "config.yaml"
-    if folder is not None or in_place_rank() is None:
-        try:
-            config_path.parent.mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(cfg, config_path, resolve=True)
-        except OSError as error:
-            raise os_error(config_path, error) from None
-    if in_place_rank() is not None:
-        from launch.rank import run_in_place
-
-        run_in_place(cfg)
-        return exit_codes.DONE
-    return start_agent(cfg, run_dir, folder, config_path, overrides)
-
-
-def start_agent(cfg: Any, run_dir: Path, folder: Any, config_path: Path, overrides: list) -> int:
-    from launch.job.agent import Job, run_job
-    from launch.job.command import resume_command
-    from launch.job.folder import RunFolder
-
-    held = folder if folder is not None else RunFolder(run_dir)
-    command = resume_command(overrides, run_dir, cfg.checkpoint.resume)
-    outcome = run_job(Job(cfg, held, config_path, command))
-    if outcome.message:
-        print(f"\n{outcome.message}", file=sys.stderr)
-    if outcome.code == exit_codes.DONE and cfg.dist.node_rank == 0:
-        report(cfg, run_dir)
-    return outcome.code
-
-
-def report(cfg: Any, run_dir: Path) -> None:
-    print(f"\nRun folder: {run_dir}")
-    if not cfg.task.script and not cfg.task.entrypoint:
-        print(f"  checkpoints: {run_dir / 'checkpoints'}")
-        print(f"  metrics:     {run_dir / 'metrics.json'}")
-        print(f"  TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
-    print(f"  rank logs:   {run_dir / 'logs'}")
 
 
 def main() -> None:
@@ -220,12 +146,13 @@ def main() -> None:
     launch = Launch(sys.argv[1:])
     try:
         launch.prepare()
+        register()
+        sys.argv = [sys.argv[0], *launch.argv]
+        hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")(launch.run)()
     except ConfigError as error:
         fail(str(error))
-    register()
-    sys.argv = [sys.argv[0], *launch.argv]
-    try:
-        hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")(launch.run)()
+    except KeyboardInterrupt:  # before the ranks started (after, the job handles Ctrl-C)
+        fail("interrupted before the ranks started", exit_codes.INTERRUPTED)
     finally:
         if launch.folder is not None:
             launch.folder.release()
