@@ -153,11 +153,12 @@ class _Attempts:
             if self.job.folder.read_stop() is not None:
                 raise StopRequested
             what = what_failed(self.previous, self.failures.last, self.offset)
-            then = (
-                "the ranks resume from this run's newest valid checkpoint"
-                if self.job.kind == "recipe"
-                else f"the {self.job.kind} starts again"
-            )
+            then = f"the {self.job.kind} starts again"
+            if self.job.kind == "recipe":
+                then = "the ranks resume from this run's newest valid checkpoint"
+            newest = self.job.folder.newest_checkpoint(self.job.cfg.run_id)
+            if newest is not None:
+                then += f" (newest: {newest[0]}, iteration {newest[1]})"
             print_restart(attempt, self.job.cfg.dist.max_restarts, what, then)
             self.failures.last = None
         self.previous = folder
@@ -202,14 +203,14 @@ def run_job(job: Job) -> Outcome:
         except ChildFailedError as error:
             failures = {f.local_rank: f for f in error.failures.values()}
             last = logs.attempts[-1] if logs.attempts else None
-            return after_failure(failures, last, job.folder, job.resume_command, offset)
+            return after_failure(failures, last, job.folder, job.resume_command, offset, cfg.run_id)
         except SignalException as stop:
             how = "Ctrl-C (SIGINT)" if stop.sigval.name == "SIGINT" else stop.sigval.name
             if ctrl_c.count > 1:
                 how = "a second Ctrl-C"
-            return after_stop(job.folder, how, job.resume_command)
+            return after_stop(job.folder, how, job.resume_command, cfg.run_id)
         except StopRequested:
-            return after_stop(job.folder, "a signal to the ranks", job.resume_command)
+            return after_stop(job.folder, "a signal to the ranks", job.resume_command, cfg.run_id)
         except Exception as error:
             if not rendezvous.is_rendezvous_error(error):
                 raise

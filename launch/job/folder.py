@@ -213,6 +213,26 @@ class RunFolder:
         write_text(self.path / RUN_FILE, json.dumps(record, indent=2))
         return run_id
 
+    def newest_checkpoint(self, run_id: str | None) -> tuple[Path, int] | None:
+        """This run's newest checkpoint by its sidecar (``.<name>.meta.json``, contract C2).
+
+        Reads only the small sidecars (a checkpoint is whole once its sidecar
+        exists); None when no checkpoint of ``run_id`` has one.
+        """
+        found = []
+        for meta in (self.path / "checkpoints").glob(".*.pt.meta.json"):
+            try:
+                record = json.loads(meta.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            checkpoint = meta.with_name(meta.name[1 : -len(".meta.json")])
+            if run_id and record.get("run_id") == run_id and checkpoint.is_file():
+                found.append((int(record.get("iteration", -1)), checkpoint))
+        if not found:
+            return None
+        iteration, checkpoint = max(found)
+        return checkpoint, iteration
+
     # the stop record ------------------------------------------------------------------------
 
     def clear_stop(self) -> None:

@@ -28,7 +28,9 @@ def _existing(path: Any) -> Path | None:
     return Path(path) if path and Path(path).is_file() else None
 
 
-def after_stop(folder: RunFolder, how: str, resume_command: str) -> Outcome:
+def after_stop(
+    folder: RunFolder, how: str, resume_command: str, run_id: str | None = None
+) -> Outcome:
     """The ranks were stopped by a signal: 75 with the checkpoint's path, else 130."""
     stop = folder.read_stop()
     saved = _existing(stop and stop.get("checkpoint"))
@@ -43,6 +45,8 @@ def after_stop(folder: RunFolder, how: str, resume_command: str) -> Outcome:
         f"Job interrupted by {how} in {folder.path}{at}: no checkpoint was saved for this stop"
     ]
     newest = _existing(stop and stop.get("latest"))
+    if newest is None and folder.newest_checkpoint(run_id) is not None:
+        newest = folder.newest_checkpoint(run_id)[0]
     if newest is not None:
         lines.append(
             f"This run's newest checkpoint is {newest}; to resume from it: {resume_command}"
@@ -56,6 +60,7 @@ def after_failure(
     folder: RunFolder,
     resume_command: str,
     global_offset: int,
+    run_id: str | None = None,
 ) -> Outcome:
     """Ranks exited non-zero: a stop of their own (75/130 codes), else a failure summary.
 
@@ -63,7 +68,7 @@ def after_failure(
     """
     codes = {f.exitcode for f in failures.values()}
     if codes <= {exit_codes.PREEMPTED, exit_codes.INTERRUPTED}:
-        return after_stop(folder, "a signal to the ranks", resume_command)
+        return after_stop(folder, "a signal to the ranks", resume_command, run_id)
     if attempt is None:
         return Outcome(exit_codes.FAILED, f"Job failed in {folder.path} before any rank started")
     summary = summarize(failures, attempt, global_offset)

@@ -129,3 +129,23 @@ def test_ranks_that_cannot_see_rank_0s_run_folder_stop_every_rank(ranks2, tmp_pa
     assert messages[0] == messages[1]
     assert messages[0].startswith("rank 1 on ")
     assert f"cannot see the run folder {tmp_path} that rank 0 uses" in messages[0]
+
+
+def _load_iteration(iterations):
+    from distengine.distributed import get_rank
+    from launch.recipe.resume import check_same_iteration
+
+    try:
+        check_same_iteration(iterations[get_rank()], "/runs/x/checkpoint_22.pt")
+    except RuntimeError as error:
+        return str(error)
+    return "same"
+
+
+def test_ranks_that_loaded_different_iterations_all_refuse_to_go_on(ranks2):
+    assert ranks2.run(_load_iteration, [22, 22]) == ["same", "same"]
+    refused = ranks2.run(_load_iteration, [22, 20])
+    assert refused == [
+        "the ranks loaded different iterations from /runs/x/checkpoint_22.pt "
+        "(rank 0: 22, rank 1: 20)"
+    ] * 2
