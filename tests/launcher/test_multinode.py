@@ -145,7 +145,11 @@ def _load_iteration(iterations):
 def test_ranks_that_loaded_different_iterations_all_refuse_to_go_on(ranks2):
     assert ranks2.run(_load_iteration, [22, 22]) == ["same", "same"]
     refused = ranks2.run(_load_iteration, [22, 20])
-    assert refused == [
-        "the ranks loaded different iterations from /runs/x/checkpoint_22.pt "
-        "(rank 0: 22, rank 1: 20)"
-    ] * 2
+    assert (
+        refused
+        == [
+            "the ranks loaded different iterations from /runs/x/checkpoint_22.pt "
+            "(rank 0: 22, rank 1: 20)"
+        ]
+        * 2
+    )
