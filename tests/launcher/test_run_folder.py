@@ -1,6 +1,5 @@
 """A run folder belongs to one job: lock, run identity, corrupt files set aside, refusals."""
 
-import os
 import signal
 import time
 
@@ -47,8 +46,9 @@ def test_a_run_resumes_only_from_its_own_checkpoints(tmp_path):
     assert older.returncode == 0, older.stderr
     new = ["trainer.max_epochs=1", QUIET]
     launch(f"hydra.run.dir={tmp_path}", *new, "checkpoint.resume=never", check=True)
-    again = launch(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=2", QUIET, check=True)
+    again = launch(f"hydra.run.dir={tmp_path}", *new, check=True)  # finished: validates only
     assert f"resumed from {tmp_path}/checkpoints/checkpoint_22.pt (iteration 22)" in again.stdout
+    assert f"the run in {tmp_path} already finished 1 epochs" in again.stdout
     assert (tmp_path / "checkpoints" / "checkpoint_44.pt").is_file()  # nothing was deleted
 
 
@@ -67,15 +67,25 @@ def test_corrupt_checkpoints_are_set_aside_and_reported(tmp_path):
 
 
 def test_a_changed_config_or_world_size_is_refused_before_anything_is_written(tmp_path):
-    launch(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=1", QUIET, check=True)
+    """The folder of a finished run (its records written here), resumed with other values."""
+    from launch.config.compose import compose, job_config
+    from launch.job.folder import RunFolder
+
+    RunFolder(tmp_path).start_run(job_config(compose([])), world_size=2)  # the default job
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "checkpoint_22.pt").write_bytes(b"a checkpoint")
+    (tmp_path / "config.yaml").write_text("the run's config")
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("[]")
     before = snapshot(tmp_path)
     for overrides, message in [
-        (["model.hidden=64"], "model.hidden changed (128 in the run, 64 now)"),
+        (["model.hidden=64"], "model.hidden changed (128 in the run, 64 now). Use another"),
         (["dist.nproc_per_node=1"], "world size 2 in the run, 1 now"),
+        (["optim=sgd"], "optim._target_ changed ('torch.optim.Adam' in the run, 'torch.optim"),
     ]:
-        run = launch(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=2", *overrides, timeout=60)
+        run = launch(f"hydra.run.dir={tmp_path}", *overrides, timeout=60)
         assert run.returncode == 2, run.stderr
         assert f"error: cannot resume the run in {tmp_path}: {message}" in run.stderr
         assert "checkpoint.resume=never" in run.stderr and "Traceback" not in run.stderr
         assert snapshot(tmp_path) == before
-    assert not os.path.exists(tmp_path / "stop.json")
+    assert not (tmp_path / "stop.json").exists()
