@@ -27,6 +27,7 @@ from torch.distributed.run import determine_local_world_size
 from launch import exit_codes
 from launch.job import rendezvous
 from launch.job.attempts import FirstFailures, JobLogs, print_restart, what_failed
+from launch.job.failures import all_finished
 from launch.job.folder import RunFolder
 from launch.job.outcome import Outcome, after_failure, after_stop
 from launch.job.signals import AGENT_SIGNALS, CtrlC
@@ -205,6 +206,10 @@ def run_job(job: Job) -> Outcome:
             last = logs.attempts[-1] if logs.attempts else None
             return after_failure(failures, last, job.folder, job.resume_command, offset, cfg.run_id)
         except SignalException as stop:
+            if logs.attempts and all_finished(logs.attempts[-1]):
+                return Outcome(
+                    exit_codes.DONE, f"note: {stop.sigval.name} came after the ranks finished"
+                )
             how = "Ctrl-C (SIGINT)" if stop.sigval.name == "SIGINT" else stop.sigval.name
             if ctrl_c.count > 1:
                 how = "a second Ctrl-C"

@@ -72,6 +72,12 @@ def finished(rank_dir: Path) -> bool:
     return (rank_dir / FINISHED_MARKER).exists()
 
 
+def all_finished(attempt: Path) -> bool:
+    """Whether every rank of the attempt returned from its task."""
+    dirs = rank_dirs(attempt)
+    return bool(dirs) and all(finished(d) for d in dirs)
+
+
 def main_thread_frames(dump: str, frames: int) -> list[str]:
     """The innermost frames of the main thread (listed last) in a faulthandler dump."""
     blocks = [b for b in dump.split("hread 0x") if "File " in b]

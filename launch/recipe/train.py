@@ -141,14 +141,16 @@ def _stop(cfg: Any, trainer: Any, checkpoint: Checkpoint, resumed: Path | None) 
     """After a stop on a signal: the stop record, a line from rank 0, exit 75 or 130."""
     latest = _saved_path(cfg, checkpoint) or resumed
     iteration = trainer.state.iteration
-    if trainer.state.preempted:
-        write_stop(cfg.run_dir, "preempted", iteration, latest, latest)
+    saved = latest if latest is not None and latest.name.endswith(f"_{iteration}.pt") else None
+    if trainer.state.preempted and saved is not None:  # named by the iteration it holds
+        write_stop(cfg.run_dir, "preempted", iteration, saved, saved)
         if idist.get_rank() == 0:
-            print(f"stopped at iteration {iteration}: checkpoint saved: {latest}", flush=True)
+            print(f"stopped at iteration {iteration}: checkpoint saved: {saved}", flush=True)
         raise SystemExit(exit_codes.PREEMPTED)
-    write_stop(cfg.run_dir, "interrupted", iteration, None, latest)
+    reason = "preempted" if trainer.state.preempted else "interrupted"
+    write_stop(cfg.run_dir, reason, iteration, None, latest)
     if idist.get_rank() == 0:
-        print(f"interrupted at iteration {iteration}: no checkpoint saved", flush=True)
+        print(f"stopped at iteration {iteration}: no checkpoint saved for this stop", flush=True)
     raise SystemExit(exit_codes.INTERRUPTED)
 
 
