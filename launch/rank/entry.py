@@ -5,8 +5,9 @@ Started by the launcher's agent (:func:`main`, a forked function or
 (:func:`run_in_place`). Either way :func:`run` runs the task: a script as
 its ``__main__`` (it makes its own process group), an entrypoint or the
 recipe after joining the process group with rank 0's config. When the task
-returns, the rank leaves the process group at once, so ranks still waiting
-for it in a collective fail now instead of after a timeout.
+returns, the rank marks itself finished and leaves the process group, so
+ranks still waiting for it fail now (or, when a DDP model keeps the group's
+connections open, at their timeout), and the failure summary names it.
 """
 
 from __future__ import annotations
