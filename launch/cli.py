@@ -1,85 +1,158 @@
-"""``python -m launch``: compose the config once, check it, start the ranks, report."""
+"""``python -m launch``: check everything, take the run folder, start the ranks, report.
+
+Order matters: every check runs before anything is written (Hydra writes
+``.hydra/`` into the run folder before it calls the task function), the
+busy-folder check before the slow ones (it must answer in seconds), and
+the run folder is locked before Hydra writes into it.
+"""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
-
-from distengine.handlers.preemption import EXIT_PREEMPTED
-from launch.checks import ConfigError, check_config, check_override_keys, check_port_free
-from launch.schema import register
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
-register()
+from launch import exit_codes
+from launch.config.checks import check_config, check_port_free
+from launch.config.compose import CONF_DIR, CommandLine, compose, job_config, sweep_points
+from launch.config.errors import ConfigError
+from launch.config.overrides import check_override_keys
+from launch.config.schema import GROUPS, TARGET_GROUPS
+from launch.rank.inplace import in_place_rank, in_place_world
 
 
-def _under_launcher() -> bool:
-    """Whether torchrun or srun already started this process as one rank."""
-    return "TORCHELASTIC_RUN_ID" in os.environ or (
-        "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1
-    )
-
-
-def _fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = exit_codes.BAD_INPUT) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
 
 
-def run(cfg: DictConfig) -> None:
-    """Check, save the resolved config into the run folder, and start the job."""
-    try:
-        check_config(cfg)
-        if cfg.dist.master_port is not None and cfg.dist.node_rank == 0:
-            check_port_free(cfg.dist.master_addr, cfg.dist.master_port)
-    except ConfigError as error:
-        _fail(str(error))
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    cfg.run_dir = str(run_dir)
-    config_path = run_dir / "config.yaml"
-    OmegaConf.save(cfg, config_path, resolve=True)
-    if _under_launcher():
-        from launch.inplace import run_in_place
+def check_job(job: dict[str, Any]) -> None:
+    """The checks that import code (``_target_`` signatures, the entrypoint) or use the host."""
+    from launch.config.targets import check_target, load_entrypoint
 
-        return run_in_place(cfg, config_path)
-    from launch.agent import JobFailed, run_job
-
-    try:
-        run_job(cfg, run_dir, config_path)
-    except JobFailed as failure:
-        how = "stopped" if failure.exitcode == EXIT_PREEMPTED else "failed"
-        print(f"\nJob {how} in {run_dir}:\n{failure}", file=sys.stderr)
-        sys.exit(failure.exitcode)
-    if cfg.dist.node_rank == 0:
-        _report(cfg, run_dir)
+    if in_place_rank() is None:
+        check_port_free(job["dist"])
+    for group in TARGET_GROUPS:
+        check_target(group, job[group])
+    if job["task"]["entrypoint"]:
+        load_entrypoint(job["task"]["entrypoint"])
 
 
-def _report(cfg: Any, run_dir: Path) -> None:
-    print(f"\nRun folder: {run_dir}")
-    if not cfg.task.script and not cfg.task.entrypoint:
-        print(f"  checkpoints: {run_dir / 'checkpoints'}")
-        print(f"  metrics:     {run_dir / 'metrics.json'}")
-        print(f"  TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
-    print(f"  rank logs:   {run_dir / 'logs'}")
+class Launch:
+    """One ``python -m launch`` command: its checks, its run folder, its Hydra run."""
 
+    def __init__(self, argv: list[str]) -> None:
+        self.line = CommandLine.parse(argv)
+        self.argv = list(argv)
+        self.folder: Any = None  # the RunFolder held for a single run
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> None:
-    run(cfg)
+    def prepare(self) -> None:
+        """Every check before Hydra runs; lock the run folder of a single run."""
+        from launch.job.folder import RunFolder
+
+        if self.line.other_flags:
+            return  # --help, --cfg, another config: Hydra first, the checks in run()
+        check_override_keys(self.line.overrides, GROUPS)
+        overrides = self.line.overrides
+        points = sweep_points(overrides) if self.line.multirun else [overrides]
+        composed = [compose(point) for point in points]
+        jobs = [job_config(cfg) for cfg in composed]
+        for job in jobs:
+            check_config(job)
+            self._check_placement(job)
+        if self.line.multirun:
+            for job in jobs:
+                check_job(job)
+            return
+        job, run_dir = jobs[0], Path(composed[0].hydra.run.dir)
+        if self._owns_folder(job):
+            RunFolder(run_dir).check_free()  # fast: before the checks that import torch
+        check_job(job)
+        if self._owns_folder(job):
+            self.folder = self._take(RunFolder(run_dir), job)
+        self._pin(run_dir, job)
+
+    def _take(self, folder: Any, job: dict[str, Any]) -> Any:
+        """Refuse a resume that cannot work (nothing written yet), then lock the folder."""
+        from launch.job.start import world_size
+
+        folder.check_resume(job, world_size(job))
+        note = folder.acquire(command=" ".join(["python -m launch", *self.argv]))
+        if note:
+            print(note, file=sys.stderr)
+        return folder
+
+    def _check_placement(self, job: dict[str, Any]) -> None:
+        """Several nodes (or in-place ranks) must name one run folder explicitly."""
+        given = self.line.gives("hydra.run.dir") or self.line.multirun
+        if job["dist"]["nnodes"] > 1 and not given:
+            raise ConfigError(
+                "with dist.nnodes > 1, give every node the same hydra.run.dir on a filesystem "
+                "they share (the default folder is named by each node's clock)"
+            )
+        if in_place_rank() is not None and in_place_world() > 1 and not given:
+            raise ConfigError(
+                "under torchrun or srun, give every rank the same hydra.run.dir (the default "
+                "folder is named by each rank's clock)"
+            )
+
+    def _owns_folder(self, job: dict[str, Any]) -> bool:
+        """Node 0's launcher (or rank 0 in place) holds the run folder; the others join."""
+        rank = in_place_rank()
+        return rank == 0 if rank is not None else job["dist"]["node_rank"] == 0
+
+    def _pin(self, run_dir: Path, job: dict[str, Any]) -> None:
+        """Hydra must use the folder that was checked (``${now:...}`` moves on)."""
+        if not self.line.gives("hydra.run.dir"):
+            self.argv.append(f"hydra.run.dir={run_dir}")
+        if not self._owns_folder(job):
+            node = job["dist"]["node_rank"]
+            subdir = "null" if in_place_rank() is not None else f".hydra/node{node}"
+            self.argv.append(f"hydra.output_subdir={subdir}")
+
+    def run(self, cfg: Any) -> None:
+        """Hydra's task function: one job (one point of a sweep)."""
+        from hydra.core.hydra_config import HydraConfig
+
+        from launch.job.folder import RunFolder
+        from launch.job.start import start
+
+        job = job_config(cfg)
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        folder = self.folder
+        try:
+            if folder is None:  # a sweep point, or a command Hydra parsed first
+                check_config(job)
+                self._check_placement(job)
+                check_job(job)
+                if self._owns_folder(job):
+                    folder = self._take(RunFolder(run_dir), job)
+            code = start(cfg, job, run_dir, folder, list(HydraConfig.get().overrides.task))
+        except ConfigError as error:
+            fail(str(error))
+        finally:
+            if folder is not None:
+                folder.release()
+        if code != exit_codes.DONE:
+            sys.exit(code)
 
 
 def main() -> None:
     """Entry point; Hydra parses the overrides (``key=value``, ``-m`` for sweeps)."""
-    from launch.schema import GROUPS
+    import hydra
 
+    from launch.config.schema import register
+
+    launch = Launch(sys.argv[1:])
     try:
-        check_override_keys(sys.argv[1:], GROUPS)
+        launch.prepare()
+        register()
+        sys.argv = [sys.argv[0], *launch.argv]
+        hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")(launch.run)()
     except ConfigError as error:
-        _fail(str(error))
-    _hydra_main()
+        fail(str(error))
+    except KeyboardInterrupt:  # before the ranks started (after, the job handles Ctrl-C)
+        fail("interrupted before the ranks started", exit_codes.INTERRUPTED)
+    finally:
+        if launch.folder is not None:
+            launch.folder.release()

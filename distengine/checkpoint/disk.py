@@ -9,9 +9,11 @@ reader can both verify the file and order files without loading them.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
+import shutil
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from distengine.distributed import barrier, get_rank
+from distengine.distributed import broadcast, get_rank
 
 SUFFIX = ".pt"
 
@@ -78,8 +80,10 @@ class DiskSaver:
     renamed over the final name; its sidecar ``.<name>.meta.json`` then records
     the CRC-32 (checked at load) and the ``metadata`` the caller passes
     (:class:`~distengine.handlers.Checkpoint` passes iteration, epoch and world
-    size). Every rank calls it (it ends with a barrier, so no rank reads a file
-    not yet written); only rank 0 touches the disk. The hang watchdog is paused
+    size). Every rank calls it and learns from rank 0 whether the write
+    succeeded (one tiny broadcast), so no rank reads a file not yet written and
+    none waits for a rank that failed; only rank 0 touches the disk. A full
+    disk is reported as ``[ENOSPC] ... <path>``. The hang watchdog is paused
     while it writes.
 
     Example::
@@ -119,10 +123,23 @@ class DiskSaver:
         """Write ``checkpoint`` as ``dirname/filename`` (rank 0), then wait for every rank."""
         from distengine.handlers.watchdog import suspended  # handlers/ imports this module
 
+        path = self.dirname / filename
+        failure: BaseException | None = None
         with suspended():
             if get_rank() == 0:
-                self._write(checkpoint, self.dirname / filename, dict(metadata or {}))
-            barrier()
+                try:
+                    self._write(checkpoint, path, dict(metadata or {}))
+                except (OSError, RuntimeError, TypeError) as error:
+                    failure = explain_write_error(error, path)
+            # every rank learns whether the write succeeded: none waits for a rank that failed
+            said = None if failure is None else f"{type(failure).__name__}: {failure}"
+            message = broadcast([said])[0]  # the same kind of value on every rank: a list
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise RuntimeError(
+                f"rank 0 could not write the checkpoint {path} (the failure of rank 0): {message}"
+            )
 
     def _write(self, checkpoint: Mapping[str, Any], path: Path, metadata: dict) -> None:
         try:
@@ -165,6 +182,31 @@ class DiskSaver:
             path.unlink(missing_ok=True)
             meta_path(path).unlink(missing_ok=True)
             legacy_checksum_path(path).unlink(missing_ok=True)
+
+
+def explain_write_error(error: BaseException, path: Path) -> BaseException:
+    """A failed write as an error naming its cause and the file.
+
+    ``torch.save`` reports a full disk as ``[enforce fail at inline_container.cc]
+    unexpected pos``; the OSError behind it (``__context__``) has the errno, so
+    the user reads ``[ENOSPC] No space left on device ... <path>`` instead.
+    """
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OSError) and cause.errno is not None:
+        name = errno.errorcode.get(cause.errno, "error")
+        explained = OSError(
+            cause.errno, f"[{name}] {cause.strerror} while writing the checkpoint {path}"
+        )
+        return explained.with_traceback(error.__traceback__)
+    if "unexpected pos" in str(error):
+        free = shutil.disk_usage(path.parent).free
+        return OSError(
+            errno.EIO,
+            f"torch.save could not write the checkpoint {path} ({free} bytes free on its disk)",
+        )
+    return error
 
 
 def _write_small(path: Path, text: str) -> None:

@@ -134,7 +134,10 @@ def decide(value: Any, src: int = 0) -> Any:
     Numbers (and tuples or lists of numbers) travel as float64 in one tiny
     broadcast and come back with their types (a whole int stays an int,
     ``None`` in a tuple stays ``None``); a tensor is copied and broadcast
-    (same shape and dtype on every rank); anything else is pickled.
+    (same shape and dtype on every rank); anything else is pickled. Every
+    rank must pass the same kind of value (which path a rank takes depends on
+    its own argument): numbers where ``src`` passes numbers, never a string on
+    one rank and ``None`` on another.
 
     Example::
 

@@ -43,14 +43,37 @@ def _first_slurm_host(nodelist: str) -> str:
 
 
 def _export_slurm_env() -> None:
-    """Give torch's ``env://`` rendezvous the variables that SLURM names differently."""
-    for key, name in (("rank", "RANK"), ("local_rank", "LOCAL_RANK"), ("world_size", "WORLD_SIZE")):
-        os.environ.setdefault(name, str(env_value(key)))
+    """Give torch's ``env://`` rendezvous the variables that SLURM names differently.
+
+    Every value is read before any is exported: once ``RANK`` is set the
+    process no longer counts as started by srun (see ``under_slurm``).
+    """
+    values = {
+        "RANK": env_value("rank"),
+        "LOCAL_RANK": env_value("local_rank"),
+        "WORLD_SIZE": env_value("world_size"),
+    }
+    if "SLURM_NTASKS_PER_NODE" in os.environ:
+        values["LOCAL_WORLD_SIZE"] = env_value("nproc_per_node")
+    if "SLURM_NODEID" in os.environ:
+        values["GROUP_RANK"] = env_value("node_rank")
     if "MASTER_ADDR" not in os.environ:
-        os.environ["MASTER_ADDR"] = _first_slurm_host(os.environ.get("SLURM_JOB_NODELIST", ""))
-    os.environ.setdefault(
-        "MASTER_PORT", str(15000 + int(os.environ.get("SLURM_JOB_ID", 0)) % 20000)
-    )
+        values["MASTER_ADDR"] = _first_slurm_host(os.environ.get("SLURM_JOB_NODELIST", ""))
+    values["MASTER_PORT"] = 15000 + int(os.environ.get("SLURM_JOB_ID", 0)) % 20000
+    for name, value in values.items():
+        os.environ.setdefault(name, str(value))
+
+
+#: The launcher puts ``dist.timeout_s`` here, so scripts' ``initialize()`` honour it.
+TIMEOUT_ENV = "DISTENGINE_TIMEOUT_S"
+
+
+def _timeout(timeout: float | timedelta | None) -> timedelta | None:
+    if timeout is None and os.environ.get(TIMEOUT_ENV):
+        timeout = float(os.environ[TIMEOUT_ENV])
+    if isinstance(timeout, (int, float)):
+        return timedelta(seconds=timeout)
+    return timeout
 
 
 def initialize(backend: str = "auto", timeout: float | timedelta | None = None, **kwargs) -> None:
@@ -58,8 +81,9 @@ def initialize(backend: str = "auto", timeout: float | timedelta | None = None, 
 
     A no-op when a process group already exists (a user's own is respected)
     or when the environment names no other ranks (world size 1). ``timeout``
-    (seconds) bounds every collective. With ``nccl`` the CUDA device is set
-    from ``LOCAL_RANK`` first.
+    (seconds) bounds every collective; without it, ``DISTENGINE_TIMEOUT_S``
+    (set by ``python -m launch`` from ``dist.timeout_s``) does, else torch's
+    default. With ``nccl`` the CUDA device is set from ``LOCAL_RANK`` first.
 
     Example::
 
@@ -71,8 +95,7 @@ def initialize(backend: str = "auto", timeout: float | timedelta | None = None, 
     if under_slurm():
         _export_slurm_env()
     name = resolve_backend(backend)
-    if isinstance(timeout, (int, float)):
-        timeout = timedelta(seconds=timeout)
+    timeout = _timeout(timeout)
     if name == "nccl":
         torch.cuda.set_device(get_local_rank() % torch.cuda.device_count())
         kwargs.setdefault("device_id", torch.device("cuda", torch.cuda.current_device()))

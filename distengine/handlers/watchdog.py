@@ -51,6 +51,9 @@ def suspended() -> Iterator[None]:
 class HangWatchdog:
     """If no watched event fires for ``timeout_s`` seconds, dump all stacks and exit(1).
 
+    The countdown starts when the first iteration completes (a first
+    iteration may compile, start loader workers or warm caches; the process
+    group's timeout still bounds it), and pauses inside :func:`suspended`.
     Watched events re-arm Python's ``faulthandler`` timer, at most every
     ``timeout_s / 10`` seconds (re-arming costs tens of microseconds; between
     re-arms an event costs a clock read), so a rank that stops is caught
@@ -105,8 +108,6 @@ class HangWatchdog:
         global _sigterm_dump_file
         _sigterm_dump_file = self.file or sys.stderr
         faulthandler.register(signal.SIGTERM, file=_sigterm_dump_file, chain=True)
-        engine.add_event_handler(
-            Events.STARTED | Events.ITERATION_COMPLETED | Events.EPOCH_COMPLETED, self.arm
-        )
+        engine.add_event_handler(Events.ITERATION_COMPLETED | Events.EPOCH_COMPLETED, self.arm)
         end = Events.COMPLETED | Events.EXCEPTION_RAISED | Events.TERMINATE
         engine.add_event_handler(end, self.cancel if final else self.arm)

@@ -7,24 +7,25 @@ from typing import Any
 from omegaconf import OmegaConf
 
 import distengine.distributed as idist
-
-#: Config groups that change what a checkpoint means; a resume with others is refused.
-COMPARED = ("model", "data", "optim")
+from launch.job.folder import COMPARED
 
 
 class RunInfo:
-    """A stateful record of the world size and the model/data/optim config.
+    """A stateful record of the run's identity, world size and model/data/optim config.
 
-    Saved with every checkpoint; loading it into a run that differs raises a
-    ValueError that names each difference (``load_state_dict`` runs at resume).
+    Saved with every checkpoint (``run_id`` names the run the checkpoint
+    belongs to: a resume only considers the run folder's own run); loading it
+    into a run that differs raises a ValueError that names each difference
+    (``load_state_dict`` runs at resume).
     """
 
     def __init__(self, cfg: Any) -> None:
+        self.run_id = cfg.run_id
         self.world_size = idist.get_world_size()
         self.config = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in COMPARED}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"world_size": self.world_size, "config": self.config}
+        return {"run_id": self.run_id, "world_size": self.world_size, "config": self.config}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         differences = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,13 @@ from distengine.handlers import (
     Preemption,
     ProgressBar,
     TensorboardLogger,
-    find_latest_checkpoint,
     global_step_from_engine,
 )
-from distengine.handlers.preemption import EXIT_PREEMPTED
 from distengine.metrics import Accuracy, Fbeta, Loss, RunningAverage
+from launch import exit_codes
+from launch.recipe.resume import resume
 from launch.recipe.run_info import RunInfo
+from launch.recipe.stop import write_stop
 
 
 def _loaders(cfg: Any):
@@ -33,20 +35,6 @@ def _loaders(cfg: Any):
     train = idist.auto_dataloader(train_set, batch_size=batch, shuffle=True, drop_last=True)
     val = idist.auto_dataloader(val_set, batch_size=batch, shuffle=False)
     return train, val
-
-
-def _resume(cfg: Any, to_load: dict, folder: Path) -> None:
-    """Load the folder's latest valid checkpoint on every rank (a corrupt one is skipped)."""
-    if cfg.checkpoint.resume != "auto":
-        return
-    found = find_latest_checkpoint(folder)
-    if found is not None:
-        path, state = found
-        Checkpoint.load_objects({"run": to_load["run"]}, state)  # refuses a mismatched run first
-        Checkpoint.load_objects(to_load, state)
-        if idist.get_rank() == 0:
-            iteration = to_load["trainer"].state.iteration  # the engine's state is per rank
-            print(f"resumed from {path} (iteration {iteration})", flush=True)
 
 
 def _write_summary(run_dir: Path, trainer: Any, evaluator: Any) -> None:
@@ -62,11 +50,11 @@ def _write_summary(run_dir: Path, trainer: Any, evaluator: Any) -> None:
 
 
 def _guard(cfg: Any, trainer: Any, evaluator: Any, checkpoint: Checkpoint) -> None:
-    """Hang detection on both engines, and a checkpoint then a clean stop on SIGTERM."""
+    """Hang detection on both engines; a checkpoint then a stop on SIGTERM or Ctrl-C (C5)."""
     watchdog = HangWatchdog(float(cfg.dist.timeout_s))
     watchdog.attach(trainer)
     watchdog.attach(evaluator, final=False)
-    Preemption(on_stop=checkpoint).attach(trainer)
+    Preemption(on_stop=checkpoint, signals=(signal.SIGTERM, signal.SIGINT)).attach(trainer)
 
 
 def _log_to_tensorboard(cfg: Any, trainer: Any, evaluator: Any, optimizer: Any) -> Any:
@@ -92,13 +80,17 @@ def _log_to_tensorboard(cfg: Any, trainer: Any, evaluator: Any, optimizer: Any) 
 
 
 def _checkpointing(cfg: Any, trainer: Any, to_save: dict) -> Checkpoint:
-    """Keep the newest ``n_saved`` checkpoints, named by iteration, at epoch ends (and every N)."""
+    """Keep the newest ``n_saved`` checkpoints, named by iteration, at epoch ends (and every N).
+
+    Each records the run id in its sidecar (and in ``run``), so a resume picks
+    only this run's files.
+    """
     folder = Path(cfg.run_dir) / "checkpoints"
     checkpoint = Checkpoint(
         to_save,
         DiskSaver(folder, require_empty=False),
         n_saved=int(cfg.checkpoint.n_saved),
-        global_step_transform=lambda engine, _: engine.state.iteration,
+        metadata={"run_id": cfg.run_id},
     )
     trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
     if cfg.checkpoint.every_iters > 0:
@@ -134,14 +126,27 @@ def _engines(cfg: Any, model: Any, optimizer: Any) -> tuple[Any, Any]:
     return trainer, evaluator
 
 
-def _stop_preempted(cfg: Any, trainer: Any) -> None:
+def _saved_path(cfg: Any, checkpoint: Checkpoint) -> Path | None:
+    """The last file ``checkpoint`` kept (a name today, a path with contract C2)."""
+    last = checkpoint.last_checkpoint
+    return Path(cfg.run_dir) / "checkpoints" / Path(str(last)).name if last else None
+
+
+def _stop(cfg: Any, trainer: Any, checkpoint: Checkpoint, resumed: Path | None) -> None:
+    """After a stop on a signal: the stop record, a line from rank 0, exit 75 or 130."""
+    latest = _saved_path(cfg, checkpoint) or resumed
+    iteration = trainer.state.iteration
+    saved = latest if latest is not None and latest.name.endswith(f"_{iteration}.pt") else None
+    if trainer.state.preempted and saved is not None:  # named by the iteration it holds
+        write_stop(cfg.run_dir, "preempted", iteration, saved, saved)
+        if idist.get_rank() == 0:
+            print(f"stopped at iteration {iteration}: checkpoint saved: {saved}", flush=True)
+        raise SystemExit(exit_codes.PREEMPTED)
+    reason = "preempted" if trainer.state.preempted else "interrupted"
+    write_stop(cfg.run_dir, reason, iteration, None, latest)
     if idist.get_rank() == 0:
-        print(
-            f"preempted at iteration {trainer.state.iteration}: checkpoint saved in "
-            f"{Path(cfg.run_dir) / 'checkpoints'}; run the same command again to resume",
-            flush=True,
-        )
-    raise SystemExit(EXIT_PREEMPTED)
+        print(f"stopped at iteration {iteration}: no checkpoint saved for this stop", flush=True)
+    raise SystemExit(exit_codes.INTERRUPTED)
 
 
 def train(cfg: Any) -> dict[str, float]:
@@ -155,16 +160,21 @@ def train(cfg: Any) -> dict[str, float]:
     to_save = {"model": model, "optimizer": optimizer, "trainer": trainer, "run": RunInfo(cfg)}
     checkpoint = _checkpointing(cfg, trainer, to_save)
     _guard(cfg, trainer, evaluator, checkpoint)
-    _resume(cfg, to_save, Path(cfg.run_dir) / "checkpoints")
+    resumed = resume(cfg, to_save, trainer)
     last = int(cfg.trainer.max_epochs)
-    if trainer.is_done(max_epochs=last):
-        if idist.get_rank() == 0:
-            print(f"the run in {cfg.run_dir} already finished {last} epochs", flush=True)
-        validate(trainer)
-    else:
-        trainer.run(train_loader, max_epochs=last)
-    tb.close()
-    if trainer.state.preempted:
-        _stop_preempted(cfg, trainer)
+    try:
+        if trainer.is_done(max_epochs=last):
+            if idist.get_rank() == 0:
+                print(f"the run in {cfg.run_dir} already finished {last} epochs", flush=True)
+            validate(trainer)
+        else:
+            trainer.run(train_loader, max_epochs=last)
+    except KeyboardInterrupt:  # a second Ctrl-C (contract C5): stop at once
+        trainer.state.preempted = False
+        _stop(cfg, trainer, checkpoint, resumed)
+    finally:
+        tb.close()
+    if getattr(trainer.state, "preempted", False):
+        _stop(cfg, trainer, checkpoint, resumed)
     _write_summary(Path(cfg.run_dir), trainer, evaluator)
     return dict(evaluator.state.metrics)

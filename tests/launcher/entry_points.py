@@ -45,7 +45,10 @@ def sleep_forever(cfg) -> None:
 
 
 def hang_on_rank_1(cfg) -> None:
-    """Rank 1 skips a collective at iteration 5 and then waits forever (a deadlock)."""
+    """Rank 1 skips a collective at iteration 5 and then waits forever (a deadlock).
+
+    The watchdog fires at half ``dist.timeout_s``, before the process group's timeout.
+    """
     import threading
 
     from distengine.engine import Engine
@@ -57,7 +60,7 @@ def hang_on_rank_1(cfg) -> None:
         return idist.all_reduce(torch.ones(1)).item()
 
     trainer = Engine(step)
-    HangWatchdog(float(cfg.dist.timeout_s)).attach(trainer)
+    HangWatchdog(float(cfg.dist.timeout_s) / 2).attach(trainer)
     trainer.run(range(100))
 
 
@@ -110,3 +113,123 @@ def train_and_sigterm_launcher_once(cfg) -> None:
             os.kill(os.getppid(), signal.SIGTERM)
 
     _with_fault(cfg, fault)
+
+
+def train_and_ctrl_c(cfg) -> None:
+    """At iteration 31 of the first run, rank 0 presses Ctrl-C (``CTRL_C`` says how).
+
+    ``group``: SIGINT to the launcher's process group, as a terminal does;
+    ``launcher``: to the launcher alone; ``twice``: to the group, and again
+    1.5 s later while rank 0's stop checkpoint is slow (20 s).
+    """
+    import signal
+    import threading
+
+    how = os.environ["CTRL_C"]
+    marker = Path(cfg.run_dir) / "interrupted_once"
+    launcher = os.getppid()
+
+    def press():
+        if how == "launcher":
+            os.kill(launcher, signal.SIGINT)
+        else:
+            os.killpg(os.getpgid(launcher), signal.SIGINT)
+
+    def fault(engine):
+        if idist.get_rank() == 0 and engine.state.iteration == 31 and not marker.exists():
+            marker.write_text("1")
+            press()
+            if how == "twice":
+                threading.Timer(1.5, press).start()
+
+    if how == "twice":
+        _slow_stop(seconds=20)
+    _with_fault(cfg, fault)
+
+
+def _slow_stop(seconds: float) -> None:
+    """Rank 0 sleeps before the recipe's stop checkpoint (a slow disk)."""
+    import launch.recipe.train as recipe
+
+    class SlowStop(recipe.Preemption):
+        def __init__(self, on_stop=None, **kwargs):
+            def slow(engine):
+                if idist.get_rank() == 0:
+                    time.sleep(seconds)
+                on_stop(engine)
+
+            super().__init__(on_stop=slow, **kwargs)
+
+    recipe.Preemption = SlowStop
+
+
+def train_and_rank_1_exits_0(cfg) -> None:
+    """Rank 1 leaves the recipe with ``sys.exit(0)`` at iteration 5; rank 0 goes on."""
+    import sys
+
+    def fault(engine):
+        if idist.get_rank() == 1 and engine.state.iteration == 5:
+            sys.exit(0)
+
+    _with_fault(cfg, fault)
+
+
+def ignore_sigterm_and_sleep(cfg) -> None:
+    """A rank that ignores SIGTERM (the agent must SIGKILL it after dist.shutdown_grace_s)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sleep_forever(cfg)
+
+
+def train_slow_first_iteration_and_save(cfg) -> None:
+    """The recipe with a first iteration and one checkpoint write both longer than the timeout."""
+    from distengine.checkpoint import disk
+
+    slow = 1.5 * float(cfg.dist.timeout_s)
+    agree_on_write = disk.broadcast
+    calls = []
+
+    def slow_save(value):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(slow)  # every rank inside its first checkpoint save, watchdog paused
+        return agree_on_write(value)
+
+    disk.broadcast = slow_save
+
+    def fault(engine):
+        if engine.state.iteration == 1:
+            time.sleep(slow)
+
+    import launch.recipe.train as recipe
+    from distengine.engine import Events
+
+    make_trainer = recipe.create_supervised_trainer
+
+    def faulty_trainer(*args, **kwargs):
+        trainer = make_trainer(*args, **kwargs)
+        trainer.add_event_handler(Events.ITERATION_STARTED, fault)
+        return trainer
+
+    recipe.create_supervised_trainer = faulty_trainer
+    recipe.train(cfg)
+
+
+def train_with_a_full_disk(cfg) -> None:
+    """The recipe, with every file written through ``os.fdopen`` going to /dev/full (ENOSPC).
+
+    DiskSaver writes its temporary file through ``os.fdopen``.
+    """
+    import launch.recipe.train as recipe
+
+    real = os.fdopen
+
+    def full(fd, mode="r", *args, **kwargs):
+        if "w" not in mode:
+            return real(fd, mode, *args, **kwargs)
+        os.close(fd)
+        return real(os.open("/dev/full", os.O_WRONLY), mode, *args, **kwargs)
+
+    os.fdopen = full
+    recipe.train(cfg)

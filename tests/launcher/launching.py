@@ -11,10 +11,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_launch(*overrides: str, pipe: bool = True) -> subprocess.Popen:
+def start_launch(
+    *overrides: str, pipe: bool = True, env: dict[str, str] | None = None, **popen
+) -> subprocess.Popen:
     """Start ``python -m launch`` with Hydra overrides from the repo root, in its own session.
 
-    Output is captured as text with ``pipe``, else discarded. Stop it with :func:`kill_group`.
+    Output is captured as text with ``pipe``, else discarded; ``env`` adds variables.
+    Stop it with :func:`kill_group`.
     """
     out = subprocess.PIPE if pipe else subprocess.DEVNULL
     return subprocess.Popen(
@@ -24,15 +27,20 @@ def start_launch(*overrides: str, pipe: bool = True) -> subprocess.Popen:
         stderr=out,
         text=True,
         start_new_session=True,
-        env=clean_env(),
+        env={**clean_env(), **(env or {})},
+        **popen,
     )
 
 
 def launch(
-    *overrides: str, timeout: float = 120, check: bool = False
+    *overrides: str,
+    timeout: float = 120,
+    check: bool = False,
+    env: dict[str, str] | None = None,
+    **popen,
 ) -> subprocess.CompletedProcess:
     """Run ``python -m launch`` to the end; its whole process group is killed afterwards."""
-    proc = start_launch(*overrides)
+    proc = start_launch(*overrides, env=env, **popen)
     try:
         out, err = proc.communicate(timeout=timeout)
     finally:
@@ -47,18 +55,22 @@ def clean_env() -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("TORCHELASTIC", "RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM"))
+        if not k.startswith(
+            ("TORCHELASTIC", "RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM", "MASTER_", "DISTENGINE")
+        )
     }
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
 def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the process and everything it started in its session."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """SIGKILL the process and everything it started (ranks lead groups of their own)."""
+    ranks = children(proc.pid)
+    for pid in [proc.pid, *ranks]:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     proc.wait(timeout=30)
 
 
@@ -74,14 +86,21 @@ def alive(pid: int) -> bool:
         return False
 
 
-def start_sleeping_job(run_dir: Path, ranks: int = 2) -> tuple[subprocess.Popen, list[int]]:
+def start_sleeping_job(
+    run_dir: Path,
+    *overrides: str,
+    entrypoint: str = "sleep_forever",
+    ranks: int = 2,
+    pipe: bool = False,
+) -> tuple[subprocess.Popen, list[int]]:
     """Start a job whose ranks write their pids into ``run_dir`` and sleep; wait for them."""
     import time
 
     proc = start_launch(
         f"hydra.run.dir={run_dir}",
-        "task.entrypoint=tests.launcher.entry_points:sleep_forever",
-        pipe=False,
+        f"task.entrypoint=tests.launcher.entry_points:{entrypoint}",
+        *overrides,
+        pipe=pipe,
     )
     deadline = time.monotonic() + 60
     while len(list(run_dir.glob("pid*"))) < ranks and time.monotonic() < deadline:

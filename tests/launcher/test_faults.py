@@ -4,9 +4,9 @@ Each test prints how long detection and recovery took (run pytest with -s).
 """
 
 import os
+import re
 import signal
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,73 +20,60 @@ from tests.launcher.launching import (
     start_sleeping_job,
     wait_gone,
 )
+from tests.launcher.weights import SHORT, assert_bitwise_equal, final_weights
 
-SHORT = ["trainer.max_epochs=4", "checkpoint.every_iters=5", "trainer.progress_bar=false"]
-
-
-def final_weights(run_dir: Path) -> dict:
-    checkpoints = sorted(
-        (run_dir / "checkpoints").glob("checkpoint_*.pt"), key=lambda p: int(p.stem.split("_")[1])
-    )
-    state = torch.load(checkpoints[-1], weights_only=True)
-    assert [s["iteration"] for s in state["trainer"]["__per_rank__"]] == [88, 88]  # per rank
-    return state["model"]
+KILL_RANK_1 = "task.entrypoint=tests.launcher.entry_points:train_and_kill_rank_1_once"
 
 
-def assert_bitwise_equal(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("uninterrupted")
-    launch(f"hydra.run.dir={run_dir}", *SHORT, check=True)
-    return final_weights(run_dir)
-
-
-@pytest.mark.parametrize("attempt", [1, 2])  # restarts are tested repeatedly, not once
-def test_a_rank_killed_mid_epoch_is_restarted_and_the_weights_match(
-    tmp_path, uninterrupted, attempt
+@pytest.mark.parametrize("resume", ["auto", "never"])
+def test_a_rank_killed_mid_epoch_is_restarted_from_its_runs_checkpoint(
+    tmp_path, uninterrupted, resume
 ):
+    """A restart resumes from the attempt's own checkpoints, whatever the first start said."""
     start = time.monotonic()
     run = launch(
         f"hydra.run.dir={tmp_path}",
         *SHORT,
         "dist.max_restarts=1",
-        "task.entrypoint=tests.launcher.entry_points:train_and_kill_rank_1_once",
+        f"checkpoint.resume={resume}",
+        KILL_RANK_1,
         check=True,
     )
     print(f"\nkill + restart + resume + finish: {time.monotonic() - start:.1f}s")
-    assert "resumed from" in run.stdout and "checkpoint_30.pt" in run.stdout
+    how = r"(was killed by SIGKILL|died without raising an exception \(.*\))"  # who failed first
+    restart = rf"restart 1 of 1: rank 1 \(local rank 1\) {how}; the entrypoint starts again"
+    assert re.fullmatch(restart, run.stderr.strip()), run.stderr
+    resumed = f"attempt 2 (restart 1) resumed from {tmp_path}/checkpoints/checkpoint_30.pt"
+    assert f"{resumed} (iteration 30)" in run.stdout
     assert_bitwise_equal(final_weights(tmp_path), uninterrupted)
 
 
 def test_a_killed_rank_without_restarts_fails_fast_naming_it(tmp_path):
     start = time.monotonic()
-    run = launch(
-        f"hydra.run.dir={tmp_path}",
-        *SHORT,
-        "task.entrypoint=tests.launcher.entry_points:train_and_kill_rank_1_once",
-    )
+    run = launch(f"hydra.run.dir={tmp_path}", *SHORT, KILL_RANK_1)
     elapsed = time.monotonic() - start
     print(f"\nkilled rank reported after {elapsed:.1f}s in total")
     assert run.returncode == 1
     assert "rank 1 (local rank 1) was killed by SIGKILL" in run.stderr or (
-        "rank 1 (local rank 1) died without raising" in run.stderr
+        "rank 1 (local rank 1) died without raising" in run.stderr  # rank 0's error came first
     )
     assert run.stderr.index("rank 1 (local rank 1)") < run.stderr.index("rank 0 then failed too")
 
 
 def test_ranks_that_fail_twice_succeed_on_the_third_attempt(tmp_path):
-    launch(
+    run = launch(
         f"hydra.run.dir={tmp_path}",
         "dist.max_restarts=2",
         "task.entrypoint=tests.launcher.entry_points:fail_on_first_attempts",
         check=True,
     )
     assert [(tmp_path / f"done{r}").read_text() for r in range(2)] == ["2", "2"]
+    how = r"(exited with code 3 without raising|died without raising an exception \(.*\))"
+    restarts = [
+        rf"restart {attempt} of 2: rank 1 \(local rank 1\) {how}; the entrypoint starts again"
+        for attempt in (1, 2)
+    ]
+    assert re.fullmatch("\n".join(restarts), run.stderr.strip()), run.stderr
 
 
 def test_sigterm_to_the_launcher_checkpoints_and_a_rerun_matches(tmp_path, uninterrupted):
@@ -99,11 +86,15 @@ def test_sigterm_to_the_launcher_checkpoints_and_a_rerun_matches(tmp_path, unint
     first = launch(*overrides)
     print(f"\npreemption stop: {time.monotonic() - start:.1f}s")
     assert first.returncode == 75, first.stderr
-    assert "Job stopped" in first.stderr and "run the same command again" in first.stderr
     # the signal goes launcher -> agent -> ranks, so they stop at the boundary after 31 or later
     steps = [int(p.stem.split("_")[1]) for p in (tmp_path / "checkpoints").glob("checkpoint_*.pt")]
     stopped = max(steps)  # the preemption checkpoint is the newest
     assert 31 <= stopped < 88
+    saved = tmp_path / "checkpoints" / f"checkpoint_{stopped}.pt"
+    assert f"Job stopped by SIGTERM in {tmp_path} at iteration {stopped}; checkpoint saved: " in (
+        first.stderr
+    )
+    assert f"checkpoint saved: {saved}\nTo resume: " in first.stderr
     second = launch(*overrides, check=True)
     assert f"checkpoint_{stopped}.pt (iteration {stopped})" in second.stdout
     assert_bitwise_equal(final_weights(tmp_path), uninterrupted)
@@ -115,31 +106,30 @@ def test_a_corrupt_latest_checkpoint_is_reported_and_the_previous_one_used(tmp_p
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a full disk
     (tmp_path / "checkpoints" / ".checkpoint_45.pt.x.tmp").write_bytes(b"partial")  # a cut write
     run = launch(f"hydra.run.dir={tmp_path}", *SHORT, check=True)
-    assert "checkpoint_44.pt is corrupt" in run.stdout + run.stderr
-    assert "resumed from" in run.stdout and "checkpoint_40.pt" in run.stdout
+    assert f"checkpoint {newest} is corrupt (" in run.stdout
+    assert f"moved to {tmp_path}/checkpoints/corrupt/checkpoint_44.pt" in run.stdout
+    assert f"resumed from {tmp_path}/checkpoints/checkpoint_40.pt (iteration 40)" in run.stdout
     assert_bitwise_equal(final_weights(tmp_path), uninterrupted)
 
 
-def test_a_changed_config_is_refused_at_resume(tmp_path):
-    launch(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=1", *SHORT[1:], check=True)
-    run = launch(f"hydra.run.dir={tmp_path}", *SHORT, "model.hidden=64")
-    assert run.returncode == 1
-    assert "cannot resume from this checkpoint: model: model.hidden changed" in run.stderr
-
-
-def test_a_planted_hang_is_detected_with_stacks_within_the_timeout(tmp_path):
+def test_a_planted_hang_is_reported_culprit_first_within_the_timeout(tmp_path):
     start = time.monotonic()
     run = launch(
         f"hydra.run.dir={tmp_path}",
-        "dist.timeout_s=3",
+        "dist.timeout_s=6",  # the entrypoint's watchdog: 3 s
         "task.entrypoint=tests.launcher.entry_points:hang_on_rank_1",
     )
     elapsed = time.monotonic() - start
-    print(f"\nhang detected and reported after {elapsed:.1f}s in total (timeout 3s)")
-    assert run.returncode == 1 and elapsed < 30
-    assert "the job hung:" in run.stderr
-    assert "rank 0 made no progress for 0:00:03" in run.stderr and "in all_reduce" in run.stderr
-    assert "rank 1 made no progress" in run.stderr and "entry_points.py" in run.stderr
+    print(f"\nhang detected and reported after {elapsed:.1f}s in total (watchdog 3s)")
+    assert run.returncode == 1 and elapsed < 40
+    report = run.stderr[run.stderr.index("the job hung:") :].splitlines()
+    assert report[1] == (
+        "rank 1 made no progress for 0:00:03, NOT inside a collective; stuck at (innermost first):"
+    )
+    assert "entry_points.py" in "\n".join(report[2:5])
+    culprit_end = next(i for i, line in enumerate(report) if line.startswith("rank 0"))
+    assert report[culprit_end].startswith("rank 0 made no progress for 0:00:03, waiting inside")
+    assert "in all_reduce" in report[culprit_end + 1]
 
 
 def test_ranks_die_when_the_launcher_is_killed_with_sigkill(tmp_path):
@@ -151,13 +141,6 @@ def test_ranks_die_when_the_launcher_is_killed_with_sigkill(tmp_path):
         assert not any(alive(pid) for pid in pids)
     finally:
         kill_group(proc)
-
-
-def test_a_changed_world_size_is_refused_at_resume(tmp_path):
-    launch(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=1", *SHORT[1:], check=True)
-    run = launch(f"hydra.run.dir={tmp_path}", *SHORT, "dist.nproc_per_node=1")
-    assert run.returncode == 1
-    assert "world size 2 in the checkpoint, 1 now" in run.stderr
 
 
 def test_sigterm_to_the_ranks_checkpoints_and_exits_75(tmp_path):
@@ -183,8 +166,9 @@ def test_sigterm_to_the_ranks_checkpoints_and_exits_75(tmp_path):
     finally:
         kill_group(proc)
     assert proc.returncode == 75, err
-    assert "Job stopped" in err and "exit code 75" in err
     newest = max((tmp_path / "checkpoints").glob("checkpoint_*.pt"), key=lambda p: int(p.stem[11:]))
+    assert f"Job stopped by a signal to the ranks in {tmp_path} at iteration " in err
+    assert f"checkpoint saved: {newest}" in err
     state = torch.load(newest, weights_only=True)  # the stop checkpoint is complete and loads
     iterations = {s["iteration"] for s in state["trainer"]["__per_rank__"]}
     assert int(newest.stem[11:]) >= before and iterations == {int(newest.stem[11:])}

@@ -2,23 +2,15 @@
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 
-import pytest
-
 from tests.launcher.launching import (
     ROOT,
-    alive,
     clean_env,
-    kill_group,
     launch,
-    start_launch,
-    start_sleeping_job,
-    wait_gone,
 )
 
 
@@ -101,39 +93,6 @@ def test_script_runs_as_under_torchrun_and_under_plain_torchrun(tmp_path):
     assert json.loads((plain / "script1.json").read_text())["sum"] == 3.0
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_two_nodes_on_loopback_form_one_job(tmp_path):
-    port = free_port()
-    common = [
-        "task.entrypoint=tests.launcher.entry_points:report",
-        "dist.nnodes=2",
-        "dist.nproc_per_node=1",
-        f"dist.master_port={port}",
-    ]
-    procs = [
-        start_launch(f"hydra.run.dir={tmp_path / f'node{n}'}", f"dist.node_rank={n}", *common)
-        for n in range(2)
-    ]
-    try:
-        outputs = ["\n".join(p.communicate(timeout=120)) for p in procs]
-    finally:
-        for p in procs:
-            kill_group(p)
-    assert [p.returncode for p in procs] == [0, 0], outputs
-    seen = [
-        json.loads(next((tmp_path / f"node{n}").glob("rank*.json")).read_text()) for n in range(2)
-    ]
-    assert sorted((s["rank"], s["node_rank"], s["world"], s["sum"]) for s in seen) == [
-        (0, 0, 2, 3.0),
-        (1, 1, 2, 3.0),
-    ]
-
-
 def test_multirun_runs_one_job_per_point_in_its_own_folder(tmp_path):
     launch(
         "-m",
@@ -156,45 +115,7 @@ def test_a_failing_rank_stops_the_job_with_a_short_summary(tmp_path):
     assert "rank 1 (local rank 1) raised ValueError" in run.stderr
     assert "ValueError: rank 1 cannot go on: bad shard" in run.stderr
     assert "log: " in run.stderr and "attempt_0/1/" in run.stderr
-
-
-def test_sigterm_to_the_launcher_stops_every_rank(tmp_path):
-    proc, pids = start_sleeping_job(tmp_path)
-    try:
-        assert len(pids) == 2
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        wait_gone(pids, 10)
-        assert not any(alive(pid) for pid in pids)
-        assert proc.returncode != 0
-    finally:
-        kill_group(proc)
-
-
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        (["dist.nproc_per_node=0"], "dist.nproc_per_node=0: expected a positive int or 'auto'"),
-        (["dist.backend=mpi"], "dist.backend='mpi': expected one of auto, gloo, nccl"),
-        (["dist.node_rank=3"], "dist.node_rank=3: expected 0 to 0"),
-        (["dist.nnodes=2"], "dist.master_port is required"),
-        (["task.script=missing.py"], "task.script='missing.py': no such file"),
-        (["task.entrypoint=tests.launcher.entry_points:nope"], "has no function 'nope'"),
-        (["task.entrypoint=notamodule"], "expected 'package.module:function'"),
-        (
-            ["checkpoint.resume=sometimes"],
-            "checkpoint.resume='sometimes': expected one of auto, never",
-        ),
-        (["dist.nproc=2"], "unknown key 'dist.nproc': dist accepts nproc_per_node, nnodes,"),
-        (["trainer.epochs=2"], "unknown key 'trainer.epochs': trainer accepts max_epochs,"),
-        (["dist.nnodes=two"], "dist.nnodes='two': expected an int"),
-    ],
-)
-def test_bad_input_fails_fast_with_the_key_and_nothing_starts(tmp_path, overrides, message):
-    run = launch(f"hydra.run.dir={tmp_path}", *overrides, timeout=60)
-    assert run.returncode != 0
-    assert message in run.stderr
-    assert not (tmp_path / "logs").exists()
+    assert run.stderr.index("Job failed in") < run.stderr.index("rank 1 (local rank 1) raised")
 
 
 def test_busy_master_port_is_reported(tmp_path):
@@ -230,18 +151,3 @@ def test_under_torchrun_each_rank_runs_the_task_in_place(tmp_path):
         seen = json.loads((tmp_path / f"rank{r}.json").read_text())
         assert (seen["rank"], seen["world"], seen["sum"]) == (r, 2, 3.0)
     assert not (tmp_path / "logs").exists()  # no agent of ours was started
-
-
-def test_type_errors_are_one_line_and_name_the_key():
-    from launch.checks import ConfigError, check_override_keys
-    from launch.schema import GROUPS
-
-    cases = {
-        "trainer.amp=maybe": "trainer.amp='maybe': expected true or false",
-        "dist.master_port=http": "dist.master_port='http': expected an int or null",
-        "dist.timeout_s=soon": "dist.timeout_s='soon': expected a number",
-    }
-    for override, message in cases.items():
-        with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
-            check_override_keys([override], GROUPS)
-    check_override_keys(["dist.master_port=null", "trainer.amp=True", "optim.lr=0.1"], GROUPS)

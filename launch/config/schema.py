@@ -1,4 +1,4 @@
-"""Typed schema of the launcher's config: Hydra rejects unknown keys and wrong types with it."""
+"""Typed schema of the launcher's config: the keys of each fixed group and their types."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class DistConfig:
     max_restarts: int = 0
     timeout_s: float = 300.0
     rdzv_timeout_s: float = 120.0
+    shutdown_grace_s: float = 60.0
     start_method: str = "auto"
 
 
@@ -56,7 +57,12 @@ class TrainerConfig:
 
 @dataclass
 class Config:
-    """The whole config; ``model``, ``data`` and ``optim`` are Hydra ``_target_`` nodes."""
+    """The whole config; ``model``, ``data`` and ``optim`` are Hydra ``_target_`` nodes.
+
+    ``run_dir``, ``run_id`` and ``job_id`` are set by the launcher: the run
+    folder, the identity of the run (the lineage its checkpoints belong to)
+    and of this launch.
+    """
 
     dist: DistConfig = field(default_factory=DistConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -65,7 +71,9 @@ class Config:
     model: Any = None
     data: Any = None
     optim: Any = None
-    run_dir: Optional[str] = None  # noqa: UP045 - set by the launcher: Hydra's run folder
+    run_dir: Optional[str] = None  # noqa: UP045
+    run_id: Optional[str] = None  # noqa: UP045
+    job_id: Optional[str] = None  # noqa: UP045
 
 
 #: The groups whose keys are fixed, for error messages that list them.
@@ -75,6 +83,12 @@ GROUPS = {
     "checkpoint": CheckpointConfig,
     "trainer": TrainerConfig,
 }
+
+#: Groups whose keys are the arguments of their ``_target_``.
+TARGET_GROUPS = ("model", "data", "optim")
+
+#: Keys the launcher sets; an override of them is refused.
+SET_BY_LAUNCHER = ("run_dir", "run_id", "job_id")
 
 
 def register() -> None:

@@ -1,0 +1,133 @@
+"""Compose the config once, before Hydra's own run, so that every error is one line.
+
+``@hydra.main`` writes ``.hydra/`` into the run folder before the task
+function runs, and reports a missing group option or malformed YAML in
+several lines with exit code 1. Composing first with Hydra's compose API
+lets the launcher refuse bad input (exit 2) before anything is written, and
+tells it the run folder (to check that it is free).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launch.config.errors import ConfigError
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+@dataclass
+class CommandLine:
+    """The command line split into Hydra overrides and flags."""
+
+    overrides: list[str]
+    multirun: bool
+    other_flags: bool  # --help, --cfg, --config-name...: Hydra handles those itself
+
+    @classmethod
+    def parse(cls, argv: list[str]) -> CommandLine:
+        flags = [a for a in argv if a.startswith("-")]
+        return cls(
+            overrides=[a for a in argv if not a.startswith("-")],
+            multirun=any(f in MULTIRUN_FLAGS for f in flags),
+            other_flags=any(f not in MULTIRUN_FLAGS for f in flags),
+        )
+
+    def gives(self, key: str) -> bool:
+        """Whether an override sets ``key`` (``hydra.run.dir``)."""
+        return any(o.lstrip("+~").split("=", 1)[0] == key for o in self.overrides)
+
+
+def sweep_points(overrides: list[str]) -> list[list[str]]:
+    """Overrides to check for a multirun: each swept value once (not every combination)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = _parse(OverridesParser.create(), overrides)
+    firsts = [_with_value(o, next(iter(_values(o)))) for o in parsed]
+    points = [firsts]
+    for i, override in enumerate(parsed):
+        for value in list(_values(override))[1:]:
+            points.append([*firsts[:i], _with_value(override, value), *firsts[i + 1 :]])
+    return points
+
+
+def _parse(parser: Any, overrides: list[str]) -> list[Any]:
+    from hydra.errors import OverrideParseException
+
+    try:
+        return parser.parse_overrides(overrides)
+    except OverrideParseException as error:
+        raise ConfigError(f"cannot parse an override: {_first_line(error)}") from None
+
+
+def _values(override: Any) -> list[str]:
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    return [override.get_value_element_as_str()]
+
+
+def _with_value(override: Any, value: str) -> str:
+    return f"{override.get_key_element()}={value}"
+
+
+def compose(overrides: list[str]) -> Any:
+    """The composed config (with its ``hydra`` node), or a one-line ConfigError."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from launch.config.schema import register
+
+    register()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+        for key in cfg:  # interpolation errors surface here (hydra's own node is Hydra's)
+            value = cfg[key] if key != "hydra" else None
+            if OmegaConf.is_config(value):
+                OmegaConf.to_container(value, resolve=True)
+    except Exception as error:
+        raise ConfigError(explain(error)) from None
+    return cfg
+
+
+def explain(error: BaseException) -> str:
+    """One line for the errors Hydra, OmegaConf and YAML raise while composing."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(error, OverrideParseException):
+        return f"cannot parse the override {error.override!r}: {_first_line(error)}"
+    cause = error.__cause__ or error
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file:
+        group, _, option = str(error.missing_cfg_file).rpartition("/")
+        if group:
+            options = ", ".join(error.options or []) or "none"
+            return f"{group}={option}: no such option; {group} accepts {options}"
+        return f"no config named {option!r} in {CONF_DIR}"
+    mark = getattr(cause, "problem_mark", None)
+    if mark is not None:
+        return (
+            f"malformed YAML in {mark.name} line {mark.line + 1}, column {mark.column + 1}: "
+            f"{getattr(cause, 'problem', '') or _first_line(cause)}"
+        )
+    key = getattr(cause, "full_key", None)
+    if key:
+        return f"{key}: {_first_line(cause)}"
+    return _first_line(cause if str(cause) else error)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def job_config(cfg: Any) -> dict[str, Any]:
+    """The job's part of a composed config (without ``hydra``), resolved, as plain data."""
+    from omegaconf import OmegaConf
+
+    return {
+        key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        for key, value in ((k, cfg[k]) for k in cfg if k != "hydra")
+    }

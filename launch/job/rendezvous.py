@@ -1,0 +1,87 @@
+"""Rendezvous that end within ``dist.rdzv_timeout_s``, with one line saying why.
+
+torch's c10d rendezvous honours its ``timeout`` once node 0's store answers,
+but a node whose store never answers keeps retrying the connection (two
+minutes and pages of socket errors). :class:`Deadline` bounds the whole
+wait: if no rank has started when it expires, the launcher prints one line
+and exits (nothing has been started that needs stopping); the socket errors
+go to ``logs/rendezvous.log`` in the run folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from launch import exit_codes
+
+#: Extra seconds after ``dist.rdzv_timeout_s`` before the launcher gives up by itself
+#: (so torch's own timeout, when it works, reports first).
+MARGIN_S = 3.0
+
+
+def waiting_for(dist: Any, endpoint: str) -> str:
+    """What a node waits for, in one line, for the timeout messages."""
+    seconds = f"{float(dist.rdzv_timeout_s):g} s (dist.rdzv_timeout_s)"
+    if dist.node_rank > 0:
+        return (
+            f"node {dist.node_rank} waited {seconds} for node 0 at {endpoint}, which never "
+            "answered: start node 0 first, with the same dist.master_addr and dist.master_port"
+        )
+    return (
+        f"node 0 waited {seconds} at {endpoint} for all dist.nnodes={dist.nnodes} nodes to "
+        "join: start the other nodes with the same dist.master_addr and dist.master_port"
+    )
+
+
+class Deadline:
+    """Exit the launcher with one line if :meth:`met` is not called within ``seconds``.
+
+    Until then the launcher's stderr goes to ``log`` (c10d's C++ layer logs
+    every failed connection attempt with a stack trace); :meth:`met` puts it back.
+    """
+
+    def __init__(self, seconds: float, message: str, log: Path) -> None:
+        self.message = message
+        self.log = log
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._saved: int | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> Deadline:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        with open(self.log, "ab") as log:
+            os.dup2(log.fileno(), 2)
+        self._timer.start()
+        return self
+
+    def met(self) -> None:
+        self._timer.cancel()
+        self._restore()
+
+    def _restore(self) -> None:
+        with self._lock:
+            if self._saved is not None:
+                sys.stderr.flush()
+                os.dup2(self._saved, 2)
+                os.close(self._saved)
+                self._saved = None
+
+    def _expire(self) -> None:
+        self._restore()
+        print(f"error: {self.message} (log: {self.log})", file=sys.stderr, flush=True)
+        os._exit(exit_codes.FAILED)
+
+
+def is_rendezvous_error(error: BaseException) -> bool:
+    """torch's rendezvous and store errors (timeouts, refused connections)."""
+    from torch.distributed import DistError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
+
+    return isinstance(error, (RendezvousError, DistError))

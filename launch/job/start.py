@@ -1,0 +1,80 @@
+"""Start one job once its checks passed: record the run, write the config, start the ranks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from launch import exit_codes
+from launch.job.folder import RunFolder, os_error
+from launch.rank.inplace import in_place_rank
+
+
+def world_size(job: dict[str, Any]) -> int:
+    """The job's number of ranks (torch's rule for ``nproc_per_node=auto``)."""
+    from launch.rank.inplace import in_place_world
+
+    if in_place_rank() is not None:
+        return in_place_world()
+    from launch.job.agent import nproc_per_node
+
+    return nproc_per_node(job["dist"]["nproc_per_node"]) * job["dist"]["nnodes"]
+
+
+def start(
+    cfg: Any, job: dict[str, Any], run_dir: Path, folder: RunFolder | None, overrides: list[str]
+) -> int:
+    """Record the run (``folder``: held by this launcher), write the config, run; the exit code.
+
+    Node 0's launcher (or rank 0 in place) holds the folder and writes
+    ``config.yaml``; another node writes its own into ``logs/node<N>/``
+    (its ranks then take rank 0's); other in-place ranks write nothing.
+    """
+    from omegaconf import OmegaConf
+
+    cfg.run_dir = str(run_dir)
+    if folder is not None:
+        folder.clear_stop()
+        cfg.run_id = folder.start_run(job, world_size(job))
+        cfg.job_id = folder.job_id
+    config_path = run_dir / "config.yaml"
+    if folder is None and in_place_rank() is None:
+        config_path = run_dir / "logs" / f"node{job['dist']['node_rank']}" / "config.yaml"
+    if folder is not None or in_place_rank() is None:
+        try:
+            config_path.parent.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(cfg, config_path, resolve=True)
+        except OSError as error:
+            raise os_error(config_path, error) from None
+    if in_place_rank() is not None:
+        from launch.rank import run_in_place
+
+        run_in_place(cfg)
+        return exit_codes.DONE
+    return _start_agent(cfg, run_dir, folder or RunFolder(run_dir), config_path, overrides)
+
+
+def _start_agent(
+    cfg: Any, run_dir: Path, folder: RunFolder, config_path: Path, overrides: list[str]
+) -> int:
+    from launch.job.agent import Job, run_job
+    from launch.job.command import resume_command
+
+    command = resume_command(overrides, run_dir, cfg.checkpoint.resume)
+    outcome = run_job(Job(cfg, folder, config_path, command))
+    if outcome.message:
+        print(f"\n{outcome.message}", file=sys.stderr)
+    if outcome.code == exit_codes.DONE and cfg.dist.node_rank == 0:
+        report(cfg, run_dir)
+    return outcome.code
+
+
+def report(cfg: Any, run_dir: Path) -> None:
+    """Where a finished job's outputs are."""
+    print(f"\nRun folder: {run_dir}")
+    if not cfg.task.script and not cfg.task.entrypoint:
+        print(f"  checkpoints: {run_dir / 'checkpoints'}")
+        print(f"  metrics:     {run_dir / 'metrics.json'}")
+        print(f"  TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    print(f"  rank logs:   {run_dir / 'logs'}")

@@ -1,0 +1,97 @@
+"""Where the recipe resumes from: this run's newest valid checkpoint, chosen once by rank 0.
+
+Rank 0 looks (corrupt files are moved into ``checkpoints/corrupt/`` and
+reported, files of another run are passed over), broadcasts the path, every
+rank loads that file, and the ranks check that they all hold the same
+iteration. A restart (``TORCHELASTIC_RESTART_COUNT > 0``) always resumes from
+the run's own checkpoints, whatever ``checkpoint.resume`` said for the first
+start.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import distengine.distributed as idist
+from distengine.handlers import Checkpoint, find_latest_checkpoint
+from distengine.handlers.checkpoint import load_checkpoint_file
+
+CORRUPT_FOLDER = "corrupt"
+
+
+def restart_count() -> int:
+    """0 on the first attempt, N on the agent's N-th restart."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+
+
+def wants_resume(cfg: Any) -> bool:
+    return cfg.checkpoint.resume == "auto" or restart_count() > 0
+
+
+def sidecars(path: Path) -> list[Path]:
+    """The small files written beside a checkpoint (CRC-32, metadata)."""
+    return [path.with_name(f".{path.name}.crc32"), path.with_name(f".{path.name}.meta.json")]
+
+
+def set_aside(path: str | os.PathLike, reason: str) -> Path:
+    """Move a corrupt checkpoint (and its sidecars) into ``corrupt/`` and say so (rank 0)."""
+    path = Path(path)
+    aside = path.parent / CORRUPT_FOLDER
+    aside.mkdir(exist_ok=True)
+    for moved in [path, *sidecars(path)]:
+        if moved.exists():
+            shutil.move(str(moved), str(aside / moved.name))
+    print(f"checkpoint {path} is corrupt ({reason}); moved to {aside / path.name}", flush=True)
+    return aside / path.name
+
+
+def choose(folder: Path, run_id: str, moved: list[Path]) -> tuple[Path, dict[str, Any]] | None:
+    """This run's newest checkpoint that loads, with its contents (call on rank 0 only).
+
+    Corrupt files met on the way are set aside and appended to ``moved``.
+    """
+
+    def on_corrupt(path: Any, reason: str) -> None:
+        moved.append(set_aside(path, reason))
+
+    return find_latest_checkpoint(
+        folder, where=lambda meta: meta.get("run_id") == run_id, on_corrupt=on_corrupt
+    )
+
+
+def resume(cfg: Any, to_load: dict[str, Any], trainer: Any) -> Path | None:
+    """Load this run's newest checkpoint into ``to_load`` on every rank; its path, or None."""
+    if not wants_resume(cfg):
+        return None
+    folder, moved = Path(cfg.run_dir) / "checkpoints", []
+    found = choose(folder, cfg.run_id, moved) if idist.get_rank() == 0 else None
+    path = idist.broadcast(str(found[0]) if found else None, src=0)
+    if path is None:
+        if moved:
+            print(
+                f"no valid checkpoint of this run is left in {folder} ({len(moved)} corrupt, "
+                f"set aside in {folder / CORRUPT_FOLDER}): training starts from iteration 0",
+                flush=True,
+            )
+        return None
+    state = found[1] if found else load_checkpoint_file(Path(path))
+    Checkpoint.load_objects({"run": to_load["run"]}, state)  # refuses a mismatched run first
+    Checkpoint.load_objects(to_load, state)
+    check_same_iteration(trainer.state.iteration, path)
+    if idist.get_rank() == 0:
+        attempt = restart_count()
+        said = f"attempt {attempt + 1} (restart {attempt}) " if attempt else ""
+        print(f"{said}resumed from {path} (iteration {trainer.state.iteration})", flush=True)
+    return Path(path)
+
+
+def check_same_iteration(iteration: int, path: str) -> None:
+    """Every rank must hold the same iteration after loading ``path``."""
+    seen = idist.all_gather(int(iteration))
+    seen = seen if isinstance(seen, list) else [int(v) for v in seen.tolist()]
+    if len(set(seen)) > 1:
+        ranks = ", ".join(f"rank {r}: {it}" for r, it in enumerate(seen))
+        raise RuntimeError(f"the ranks loaded different iterations from {path} ({ranks})")

@@ -1,0 +1,14 @@
+"""The launcher tests' shared run: an uninterrupted short training, the reference for resumes."""
+
+import pytest
+
+from tests.launcher.launching import launch
+from tests.launcher.weights import SHORT, final_weights
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory):
+    """The final weights of a 4-epoch run that nothing interrupted."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    launch(f"hydra.run.dir={run_dir}", *SHORT, check=True)
+    return final_weights(run_dir)

@@ -1,0 +1,91 @@
+"""A run folder belongs to one job: lock, run identity, corrupt files set aside, refusals."""
+
+import signal
+import time
+
+from tests.launcher.launching import kill_group, launch, start_sleeping_job, wait_gone
+
+REPORT = "task.entrypoint=tests.launcher.entry_points:report"
+QUIET = "trainer.progress_bar=false"
+
+
+def snapshot(run_dir):
+    """What a refused start must not touch: the resolved config and Hydra's record."""
+    files = [run_dir / "config.yaml", *(run_dir / ".hydra").iterdir()]
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+
+
+def test_a_busy_folder_is_refused_at_once_and_a_dead_jobs_lock_is_taken_over(tmp_path):
+    proc, pids = start_sleeping_job(tmp_path)
+    try:
+        assert len(pids) == 2
+        before = snapshot(tmp_path)
+        start = time.monotonic()
+        second = launch(f"hydra.run.dir={tmp_path}", REPORT, timeout=60)
+        elapsed = time.monotonic() - start
+        print(f"\nsecond launch into a busy folder refused after {elapsed:.1f}s")
+        assert second.returncode == 2 and elapsed < 5
+        assert second.stderr.strip().splitlines() == [second.stderr.strip()]
+        assert f"the run folder {tmp_path} is in use by another job (pid {proc.pid} on " in (
+            second.stderr
+        )
+        assert snapshot(tmp_path) == before
+        proc.send_signal(signal.SIGKILL)  # the holder dies without releasing its lock
+        wait_gone([proc.pid, *pids], 10)
+    finally:
+        kill_group(proc)
+    third = launch(f"hydra.run.dir={tmp_path}", REPORT, check=True)
+    assert f"the previous job in {tmp_path} (pid {proc.pid} on " in third.stderr
+    assert "ended without releasing it" in third.stderr
+    assert (tmp_path / "rank1.json").is_file()
+
+
+def test_a_run_resumes_only_from_its_own_checkpoints(tmp_path):
+    """An older run's checkpoint_44 stays in the folder; the new run resumes from its own 22."""
+    older = launch(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=2", "trainer.seed=1", QUIET)
+    assert older.returncode == 0, older.stderr
+    new = ["trainer.max_epochs=1", QUIET]
+    launch(f"hydra.run.dir={tmp_path}", *new, "checkpoint.resume=never", check=True)
+    again = launch(f"hydra.run.dir={tmp_path}", *new, check=True)  # finished: validates only
+    assert f"resumed from {tmp_path}/checkpoints/checkpoint_22.pt (iteration 22)" in again.stdout
+    assert f"the run in {tmp_path} already finished 1 epochs" in again.stdout
+    assert (tmp_path / "checkpoints" / "checkpoint_44.pt").is_file()  # nothing was deleted
+
+
+def test_corrupt_checkpoints_are_set_aside_and_reported(tmp_path):
+    launch(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=1", QUIET, check=True)
+    folder = tmp_path / "checkpoints"
+    names = sorted(p.name for p in folder.glob("checkpoint_*.pt"))
+    for name in names:
+        (folder / name).write_bytes((folder / name).read_bytes()[:1000])  # every one truncated
+    run = launch(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=1", QUIET, check=True)
+    for name in names:
+        assert f"checkpoint {folder / name} is corrupt" in run.stdout
+        assert len((folder / "corrupt" / name).read_bytes()) == 1000  # kept as it was
+    assert f"no valid checkpoint of this run is left in {folder}" in run.stdout
+    assert "starts from iteration 0" in run.stdout and "resumed from" not in run.stdout
+
+
+def test_a_changed_config_or_world_size_is_refused_before_anything_is_written(tmp_path):
+    """The folder of a finished run (its records written here), resumed with other values."""
+    from launch.config.compose import compose, job_config
+    from launch.job.folder import RunFolder
+
+    RunFolder(tmp_path).start_run(job_config(compose([])), world_size=2)  # the default job
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "checkpoint_22.pt").write_bytes(b"a checkpoint")
+    (tmp_path / "config.yaml").write_text("the run's config")
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("[]")
+    before = snapshot(tmp_path)
+    for overrides, message in [
+        (["model.hidden=64"], "model.hidden changed (128 in the run, 64 now). Use another"),
+        (["dist.nproc_per_node=1"], "world size 2 in the run, 1 now"),
+        (["optim=sgd"], "optim._target_ changed ('torch.optim.Adam' in the run, 'torch.optim"),
+    ]:
+        run = launch(f"hydra.run.dir={tmp_path}", *overrides, timeout=60)
+        assert run.returncode == 2, run.stderr
+        assert f"error: cannot resume the run in {tmp_path}: {message}" in run.stderr
+        assert "checkpoint.resume=never" in run.stderr and "Traceback" not in run.stderr
+        assert snapshot(tmp_path) == before
+    assert not (tmp_path / "stop.json").exists()
