@@ -12,7 +12,7 @@ from typing import Any
 from distengine.distributed import all_gather, get_rank, get_world_size
 
 PER_RANK = "per_rank"
-_RANK_KEYS = ("rng", "data_position")
+_RANK_KEYS = ("rng", "data_position", "metrics", "process_function")
 
 
 def with_every_rank(engine_state: dict[str, Any]) -> dict[str, Any]:

@@ -48,8 +48,12 @@ def publishable(value: Any, per_epoch: bool) -> Any:
 class MetricGroup:
     """The metrics of one engine: one update handler, one reduction per completion.
 
-    Made by ``Metric.attach``; users do not create it.
+    Made by ``Metric.attach``; users do not create it. It is registered as
+    the engine's ``"metrics"`` state, so an engine's state dict carries this
+    rank's metric states and a mid-epoch resume keeps epoch-wise values whole.
     """
+
+    checkpoint_per_rank = True
 
     def __init__(self, engine: Engine) -> None:
         self._members: list[tuple[str | None, Metric, str]] = []
@@ -71,6 +75,7 @@ class MetricGroup:
             raise ValueError(f"{type(metric).__name__} is already attached to this engine")
         if not self._members:
             self._register()
+            self._engine_ref.register_stateful("metrics", self)
         self._members.append((name, metric, usage))
         self._plan()
 
@@ -132,3 +137,42 @@ class MetricGroup:
                 value = metric.compute()
                 if name is not None:
                     engine.state.metrics[name] = publishable(value, when == "epoch")
+
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's state of every metric that accumulates, and the values published."""
+        published = self._engine_ref.state.metrics
+        return {
+            "states": [{"metric": type(m).__name__, "state": m.state_dict()} for m in self._to_update],
+            "values": {
+                name: _portable(published[name])
+                for name, _, _ in self._members
+                if name is not None and name in published
+            },
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the attached metrics must be those that were saved."""
+        saved = [entry["metric"] for entry in state_dict["states"]]
+        here = [type(m).__name__ for m in self._to_update]
+        if saved != here:
+            raise ValueError(
+                f"the checkpoint holds the states of metrics {saved}, this engine has {here} "
+                "attached: attach the same metrics, in the same order, before loading"
+            )
+        for metric, entry in zip(self._to_update, state_dict["states"]):
+            metric.load_state_dict(entry["state"])
+        self._engine_ref.state.metrics.update(state_dict["values"])
+
+
+def _portable(value: Any) -> Any:
+    """A metric value that loads with ``weights_only=True`` (NumPy values become torch's)."""
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_portable(v) for v in value)
+    kind = type(value).__module__
+    if kind == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    if kind == "numpy":
+        return torch.from_numpy(value)
+    return value
