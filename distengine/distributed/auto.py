@@ -149,9 +149,7 @@ def _single_process_loader(
     return DataLoader(dataset, **kwargs)
 
 
-def sync_buffers(
-    module: nn.Module, process_group: Any = None, src_group_rank: int = 0
-) -> None:
+def sync_buffers(module: nn.Module, process_group: Any = None, src_group_rank: int = 0) -> None:
     """Broadcast ``module``'s buffers (BatchNorm statistics) from one rank, once per dtype.
 
     What DDP's forward does before each batch, done once (e.g. before an

@@ -279,7 +279,9 @@ class Engine:
             _check_empty_shard(max_iters)
         s.dataloader, s.output, s.batch = data, None, None
         self._in_epoch = False
-        self._flow = DataFlow(data)
+        if self._flow is None or self._flow.data is not data:
+            self._flow = DataFlow(data)
+        self._flow.close()
         self._restored = self._pending_restore = None
 
     def _prepare_resume(self, data: Iterable[Any], max_epochs, epoch_length, max_iters) -> None:
@@ -308,7 +310,7 @@ class Engine:
             self._pending_restore = (position, capture_rng(data))
 
     def _restore_position(self) -> None:
-        """Put data and generators where the saved (or swapped) run stood, just before it goes on."""
+        """Put data and generators where the saved (or swapped) run stood, as it goes on."""
         if self._pending_restore is not None:
             position, saved_rng = self._pending_restore
             self._pending_restore = None

@@ -36,6 +36,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 _MASK64 = (1 << 64) - 1
+_TWIN = "_distengine_seeded_twin"
 
 
 # ------------------------------------------------------------------ generators
@@ -232,7 +233,8 @@ class _EpochPlan:
 
 
 def _rebuilt(loader: DataLoader, plan: _EpochPlan, seeded: bool) -> DataLoader:
-    """``loader`` over ``plan``; a seeded one draws its workers' base seed from its own generator."""
+    """``loader`` over ``plan``; a seeded one draws its workers' base seed from a generator
+    of its own (the batches' seeds make the workers' draws)."""
     extra: dict[str, Any] = {}
     if loader.num_workers > 0:
         extra = dict(
@@ -254,6 +256,16 @@ def _rebuilt(loader: DataLoader, plan: _EpochPlan, seeded: bool) -> DataLoader:
         generator=torch.Generator() if seeded else loader.generator,
         **extra,
     )
+
+
+def _seeded_twin(loader: DataLoader) -> tuple[_EpochPlan, DataLoader]:
+    """The seeded copy of ``loader`` (made once, kept on it: its persistent workers, if any,
+    live as long as the user's loader, as the loader's own would)."""
+    twin = loader.__dict__.get(_TWIN)
+    if twin is None:
+        plan = _EpochPlan(loader.batch_sampler)  # type: ignore[arg-type]
+        twin = loader.__dict__[_TWIN] = (plan, _rebuilt(loader, plan, seeded=True))
+    return twin
 
 
 def _pass_seed(loader: DataLoader) -> int:
@@ -295,8 +307,7 @@ class DataFlow:
         self._plan: _EpochPlan | None = None
         self._seeded_loader: DataLoader | None = None
         if _rebuildable(data) and data.num_workers > 0:  # type: ignore[attr-defined]
-            self._plan = _EpochPlan(data.batch_sampler)  # type: ignore[attr-defined]
-            self._seeded_loader = _rebuilt(data, self._plan, seeded=True)  # type: ignore[arg-type]
+            self._plan, self._seeded_loader = _seeded_twin(data)  # type: ignore[arg-type]
 
     def next_batch(self, epoch: int, iteration: int) -> Any:
         """The next batch; raises StopIteration when the data ends (the flow then restarts)."""
@@ -334,7 +345,7 @@ class DataFlow:
     def restore(
         self, position: dict[str, Any] | None, iteration: int, saved_rng: dict[str, Any]
     ) -> None:
-        """Reopen the pass of ``position`` at ``iteration``, then set the generators to ``saved_rng``.
+        """Reopen the pass of ``position`` at ``iteration``; then the generators as ``saved_rng``.
 
         ``position`` None (saved between passes) restores the generators only.
         """

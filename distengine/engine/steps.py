@@ -209,7 +209,9 @@ class TrainStep:
         """The GradScaler's state, and this rank's gradients when saved inside a window."""
         grads = None
         if self._pending:
-            grads = [p.grad.detach().clone() if p.grad is not None else None for p in self._params()]
+            grads = [
+                p.grad.detach().clone() if p.grad is not None else None for p in self._params()
+            ]
         return {
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "pending_grads": grads,

@@ -142,7 +142,9 @@ class MetricGroup:
         """This rank's state of every metric that accumulates, and the values published."""
         published = self._engine_ref.state.metrics
         return {
-            "states": [{"metric": type(m).__name__, "state": m.state_dict()} for m in self._to_update],
+            "states": [
+                {"metric": type(m).__name__, "state": m.state_dict()} for m in self._to_update
+            ],
             "values": {
                 name: _portable(published[name])
                 for name, _, _ in self._members
