@@ -89,7 +89,6 @@ def test_workers_with_random_augmentation_resume_exactly(persistent):
     want = batches_seen(lambda: loader, max_epochs=2)
     for stop in (3, 8):
         assert_same_batches(want, batches_seen(lambda: loader, 2, stop))
-    del loader
 
 
 def test_augmentation_in_the_main_process_uses_the_saved_generators():

@@ -44,9 +44,10 @@ def test_evaluation_on_ranks_equals_one_process(ranks):
     indices = range(97)
     want, _, _, _ = evaluate(indices)
     assert_matches(want, references(data()))
-    for metrics, size, _, _ in ranks.run(evaluate, indices):
+    results = ranks.run(evaluate, indices)
+    for metrics, _, _, _ in results:
         assert_matches(metrics, want)
-    sizes = [size for _, size, _, _ in ranks.run(evaluate, indices)]
+    sizes = [size for _, size, _, _ in results]
     assert sum(sizes) == 97 and max(sizes) - min(sizes) == 1
 
 
