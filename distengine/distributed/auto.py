@@ -157,7 +157,7 @@ def sync_buffers(module: nn.Module, process_group: Any = None, src_group_rank: i
 
     Example::
 
-        idist.sync_buffers(ddp_model.module)
+        sync_buffers(ddp_model.module, ddp_model.process_group)
     """
     if not (is_distributed() and get_world_size() > 1):
         return
