@@ -17,6 +17,8 @@ MODULES = [
     "distengine.distributed",
     "distengine.metrics",
     "distengine.handlers",
+    "distengine.exceptions",
+    "distengine.utils",
 ]
 TARGET = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 

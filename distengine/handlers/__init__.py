@@ -15,10 +15,15 @@ from distengine.handlers.disk_saver import DiskSaver
 from distengine.handlers.early_stopping import EarlyStopping
 from distengine.handlers.logging import setup_logger
 from distengine.handlers.param_scheduler import (
+    ConcatScheduler,
     CosineAnnealingScheduler,
+    CyclicalScheduler,
+    LinearCyclicalScheduler,
     LRScheduler,
+    ParamGroupScheduler,
     ParamScheduler,
     PiecewiseLinear,
+    ReduceLROnPlateauScheduler,
     create_lr_scheduler_with_warmup,
 )
 from distengine.handlers.preemption import EXIT_PREEMPTED, Preemption
@@ -34,13 +39,18 @@ __all__ = [
     "HangWatchdog",
     "Preemption",
     "Checkpoint",
+    "ConcatScheduler",
     "CosineAnnealingScheduler",
+    "CyclicalScheduler",
     "DiskSaver",
     "EarlyStopping",
     "LRScheduler",
+    "LinearCyclicalScheduler",
+    "ParamGroupScheduler",
     "ParamScheduler",
     "PiecewiseLinear",
     "ProgressBar",
+    "ReduceLROnPlateauScheduler",
     "TensorboardLogger",
     "TerminateOnNan",
     "TimeLimit",

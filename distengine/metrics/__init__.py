@@ -12,7 +12,16 @@ Example::
 
 from distengine.metrics.accuracy import Accuracy
 from distengine.metrics.average import Average
-from distengine.metrics.confusion_matrix import ConfusionMatrix, DiceCoefficient, IoU, mIoU
+from distengine.metrics.confusion_matrix import (
+    ConfusionMatrix,
+    DiceCoefficient,
+    IoU,
+    JaccardIndex,
+    cmAccuracy,
+    cmPrecision,
+    cmRecall,
+    mIoU,
+)
 from distengine.metrics.epoch_metric import EpochMetric
 from distengine.metrics.loss import Loss
 from distengine.metrics.metric import Metric
@@ -27,27 +36,47 @@ from distengine.metrics.roc_auc import ROC_AUC
 from distengine.metrics.running_average import RunningAverage
 from distengine.metrics.state import NotComputableError
 from distengine.metrics.top_k import TopKCategoricalAccuracy
+from distengine.metrics.usage import (
+    BatchFiltered,
+    BatchWise,
+    EpochWise,
+    MetricUsage,
+    RunningBatchWise,
+    RunningEpochWise,
+    SingleEpochRunningBatchWise,
+)
 
 __all__ = [
     "ROC_AUC",
     "Accuracy",
     "Average",
+    "BatchFiltered",
+    "BatchWise",
     "ConfusionMatrix",
     "DiceCoefficient",
     "EpochMetric",
+    "EpochWise",
     "Fbeta",
     "FbetaScore",
     "IoU",
+    "JaccardIndex",
     "Loss",
     "MeanAbsoluteError",
     "MeanSquaredError",
     "Metric",
+    "MetricUsage",
     "MetricsLambda",
     "NotComputableError",
     "Precision",
     "Recall",
     "RootMeanSquaredError",
     "RunningAverage",
+    "RunningBatchWise",
+    "RunningEpochWise",
+    "SingleEpochRunningBatchWise",
     "TopKCategoricalAccuracy",
+    "cmAccuracy",
+    "cmPrecision",
+    "cmRecall",
     "mIoU",
 ]

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from distengine.metrics.inputs import class_last, classified, hits
+from distengine.metrics.inputs import binary_error, class_last, classified, hits, non_binary
 from distengine.metrics.metric import Metric
 from distengine.metrics.state import NotComputableError
 
@@ -16,8 +16,10 @@ class Accuracy(Metric):
     """Fraction of correct predictions.
 
     Multiclass: ``y_pred`` holds scores (N, C, ...), ``y`` labels (N, ...).
-    Binary: ``y_pred`` and ``y`` hold 0/1 of the same shape. Multilabel
-    (``is_multilabel=True``): a sample counts when all its labels match.
+    Binary: ``y_pred`` and ``y`` hold 0/1 of the same shape (or ``y_pred``
+    (N, 1, ...)). Multilabel (``is_multilabel=True``): a sample counts when
+    all its labels match. Binary and multilabel values other than 0/1 make
+    ``compute`` raise ValueError, as PyTorch-Ignite's update does.
 
     Example::
 
@@ -29,13 +31,19 @@ class Accuracy(Metric):
         output_transform: Callable[[Any], Any] = lambda output: output,
         is_multilabel: bool = False,
         device: str | torch.device | None = None,
+        skip_unrolling: bool = False,
     ) -> None:
-        super().__init__(output_transform, device)
+        super().__init__(output_transform, device, skip_unrolling)
         self.is_multilabel = is_multilabel
         self._kind: str | None = None
         self._checked_shapes: tuple | None = None
         self.add_state("correct", torch.tensor(0))
         self.add_state("total", torch.tensor(0))
+        self.add_state("invalid", torch.tensor(0))  # binary/multilabel values other than 0/1
+
+    def reset(self) -> None:
+        super().reset()
+        self._kind, self._checked_shapes = None, None
 
     def update(self, output: Any) -> None:
         y_pred, y, kind = classified(self, output, self.is_multilabel, "Accuracy")
@@ -43,13 +51,19 @@ class Accuracy(Metric):
         if kind == "multiclass":
             correct = hits(y_pred, y)
         elif kind == "binary":
-            correct = y_pred.reshape(y.shape).to(y.dtype) == y
+            y_pred = y_pred.reshape(y.shape)
+            correct = y_pred.to(y.dtype) == y
+            self.invalid += non_binary(y_pred) + non_binary(y)
         else:
             correct = (class_last(y_pred).to(y.dtype) == class_last(y)).all(1)
+            self.invalid += non_binary(y_pred) + non_binary(y)
         self.correct += correct.sum()
         self.tally("total", correct.numel())
 
     def compute(self) -> float:
-        if int(self.total) == 0:
+        correct, total, invalid = torch.stack([self.correct, self.total, self.invalid]).tolist()
+        if total == 0:
             raise NotComputableError("Accuracy needs at least one example before compute()")
-        return (self.correct.double() / self.total).item()
+        if invalid:
+            raise binary_error("Accuracy", invalid)
+        return correct / total

@@ -19,12 +19,15 @@ class Average(Metric):
         Average(output_transform=lambda out: out["grad_norm"]).attach(trainer, "grad_norm")
     """
 
+    required_output_keys = None  # a mapping output must be picked from by output_transform
+
     def __init__(
         self,
         output_transform: Callable[[Any], Any] = lambda output: output,
         device: str | torch.device | None = None,
+        skip_unrolling: bool = False,
     ) -> None:
-        super().__init__(output_transform, device)
+        super().__init__(output_transform, device, skip_unrolling)
         self.add_state("total", None)  # shaped by the first output
         self.add_state("n", torch.tensor(0.0, dtype=torch.float64))  # beside total: one collective
 

@@ -1,4 +1,4 @@
-"""The confusion matrix, and IoU, mIoU and Dice computed from it."""
+"""The confusion matrix, and the metrics computed from it: IoU, mIoU, Dice, accuracy, ..."""
 
 from __future__ import annotations
 
@@ -20,8 +20,11 @@ class ConfusionMatrix(Metric):
 
     ``y_pred`` holds scores (N, C, ...) and ``y`` labels (N, ...); labels
     outside ``[0, num_classes)`` (e.g. an ignore label 255) are skipped.
-    ``average``: None (counts), ``"samples"`` (divide by the total),
-    ``"recall"`` (rows sum to 1) or ``"precision"`` (columns sum to 1).
+    ``average``: None (counts, int64), ``"samples"`` (divided by the
+    number of examples, i.e. of rows of ``y_pred``, as PyTorch-Ignite
+    does), ``"recall"`` (rows sum to 1) or ``"precision"`` (columns sum
+    to 1). Counting uses ``index_add_`` on integer cell codes: deterministic
+    on every device, allowed under ``torch.use_deterministic_algorithms``.
 
     Example::
 
@@ -35,16 +38,18 @@ class ConfusionMatrix(Metric):
         average: str | None = None,
         output_transform: Callable[[Any], Any] = lambda output: output,
         device: str | torch.device | None = None,
+        skip_unrolling: bool = True,
     ) -> None:
-        super().__init__(output_transform, device)
+        super().__init__(output_transform, device, skip_unrolling)
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
         if average not in NORMALISATIONS:
             raise ValueError(f"average must be one of {NORMALISATIONS}, got {average!r}")
         self.num_classes = num_classes
         self.average = average
-        # float64 counts are exact up to 2**53 and take histc's output without a cast
-        self.add_state("matrix", torch.zeros(num_classes * num_classes, dtype=torch.float64))
+        # the c * c cells, row-major, between two bins for skipped labels (below 0, c and up)
+        self.add_state("matrix", torch.zeros(num_classes * num_classes + 2, dtype=torch.int64))
+        self.add_state("n", torch.tensor(0))  # examples (rows of y_pred), counted on the host
 
     def update(self, output: Any) -> None:
         y_pred, y = pair(output, "ConfusionMatrix")
@@ -59,29 +64,44 @@ class ConfusionMatrix(Metric):
                 f"ConfusionMatrix(num_classes={c}) expects y_pred (N, {c}, ...) and y (N, ...), "
                 f"got {tuple(y_pred.shape)} and {tuple(y.shape)}"
             )
-        pred, target = predicted_classes(y_pred), y
-        if y.dim() > 1:
-            pred, target = pred.reshape(-1), target.reshape(-1)
-        # cell index target * c + pred; histc drops labels outside [0, c) (e.g. 255, -100)
-        cells = pred.add(target, alpha=c).float()
-        self.matrix += torch.histc(cells, bins=c * c, min=-0.5, max=c * c - 0.5)
+        # cell target * c + pred, shifted by one; a label outside [0, c) lands in a bin
+        cells = predicted_classes(y_pred).reshape(-1).add(y.reshape(-1), alpha=c)
+        cells = cells.add_(1).clamp_(0, c * c + 1)
+        self.matrix.index_add_(0, cells, torch.ones_like(cells))
+        self.tally("n", y_pred.shape[0])
 
     def compute(self) -> torch.Tensor:
-        matrix = self.matrix.view(self.num_classes, self.num_classes)
-        if int(matrix.sum()) == 0:
+        if int(self.n) == 0:
             raise NotComputableError("ConfusionMatrix needs at least one example")
+        matrix = self.matrix[1:-1].view(self.num_classes, self.num_classes)
         if self.average is None:
-            return matrix.round().long()
-        m = matrix
+            return matrix.clone()  # not a view of the state that later updates change
+        m = matrix.double()
         if self.average == "samples":
-            return m / m.sum()
+            return m / self.n
         dim = 1 if self.average == "recall" else 0
         return m / m.sum(dim=dim, keepdim=True).clamp_min(1e-15)
 
 
-def _check_counts(cm: ConfusionMatrix) -> None:
-    if not isinstance(cm, ConfusionMatrix) or cm.average is not None:
-        raise ValueError("expects a ConfusionMatrix with average=None (raw counts)")
+def _checked(cm: Any, averages: tuple[str | None, ...], what: str) -> ConfusionMatrix:
+    if not isinstance(cm, ConfusionMatrix):
+        raise TypeError(f"{what} needs a ConfusionMatrix, got {type(cm).__name__}")
+    if cm.average not in averages:
+        raise ValueError(
+            f"{what} needs a ConfusionMatrix with average in {averages}, got {cm.average!r}"
+        )
+    return cm
+
+
+def _check_ignore(cm: ConfusionMatrix, ignore_index: int | None) -> None:
+    if ignore_index is not None and not (
+        isinstance(ignore_index, int)
+        and not isinstance(ignore_index, bool)
+        and 0 <= ignore_index < cm.num_classes
+    ):
+        raise ValueError(
+            f"ignore_index must be None or an int in [0, {cm.num_classes}), got {ignore_index!r}"
+        )
 
 
 def _drop(values: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
@@ -91,30 +111,115 @@ def _drop(values: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
     return values[keep]
 
 
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    return num / den.clamp_min(1e-15)
+
+
 def IoU(cm: ConfusionMatrix, ignore_index: int | None = None) -> MetricsLambda:  # noqa: N802
-    """Per-class intersection over union, ``tp / (tp + fp + fn)``, from a confusion matrix."""
-    _check_counts(cm)
+    """Per-class intersection over union, ``tp / (tp + fp + fn)``, from a confusion matrix.
+
+    ``cm`` counts (``average=None``) or is normalised by samples; a class
+    never seen nor predicted scores 0.
+
+    Example::
+
+        IoU(ConfusionMatrix(num_classes=21), ignore_index=0).attach(evaluator, "iou")
+    """
+    _checked(cm, (None, "samples"), "IoU")
+    _check_ignore(cm, ignore_index)
 
     def iou(matrix: torch.Tensor) -> torch.Tensor:
         m = matrix.double()
         tp = m.diag()
-        union = m.sum(0) + m.sum(1) - tp
-        return _drop(tp / union.clamp_min(1e-15), ignore_index)
+        return _drop(_ratio(tp, m.sum(0) + m.sum(1) - tp), ignore_index)
 
     return MetricsLambda(iou, cm)
 
 
+def JaccardIndex(cm: ConfusionMatrix, ignore_index: int | None = None) -> MetricsLambda:  # noqa: N802
+    """The Jaccard index per class: the same as :func:`IoU`.
+
+    Example::
+
+        JaccardIndex(ConfusionMatrix(num_classes=3)).attach(evaluator, "jaccard")
+    """
+    return IoU(cm, ignore_index)
+
+
 def mIoU(cm: ConfusionMatrix, ignore_index: int | None = None) -> MetricsLambda:  # noqa: N802
-    """Mean IoU over classes (``ignore_index`` left out)."""
+    """Mean IoU over classes (``ignore_index`` left out).
+
+    Example::
+
+        mIoU(ConfusionMatrix(num_classes=21), ignore_index=0).attach(evaluator, "miou")
+    """
     return MetricsLambda(lambda per_class: per_class.mean().item(), IoU(cm, ignore_index))
 
 
 def DiceCoefficient(cm: ConfusionMatrix, ignore_index: int | None = None) -> MetricsLambda:  # noqa: N802
-    """Per-class Dice, ``2 tp / (2 tp + fp + fn)``, from a confusion matrix."""
-    _check_counts(cm)
+    """Per-class Dice, ``2 tp / (2 tp + fp + fn)``, from a confusion matrix.
+
+    Example::
+
+        DiceCoefficient(ConfusionMatrix(num_classes=3)).attach(evaluator, "dice")
+    """
+    _checked(cm, (None, "samples"), "DiceCoefficient")
+    _check_ignore(cm, ignore_index)
 
     def dice(matrix: torch.Tensor) -> torch.Tensor:
         m = matrix.double()
-        return _drop(2 * m.diag() / (m.sum(0) + m.sum(1)).clamp_min(1e-15), ignore_index)
+        return _drop(_ratio(2 * m.diag(), m.sum(0) + m.sum(1)), ignore_index)
 
     return MetricsLambda(dice, cm)
+
+
+def cmAccuracy(cm: ConfusionMatrix) -> MetricsLambda:  # noqa: N802
+    """Accuracy from a confusion matrix: the diagonal's share of all counted examples.
+
+    Example::
+
+        cmAccuracy(ConfusionMatrix(num_classes=3)).attach(evaluator, "accuracy")
+    """
+    _checked(cm, (None, "samples"), "cmAccuracy")
+
+    def accuracy(matrix: torch.Tensor) -> float:
+        m = matrix.double()
+        return _ratio(m.diag().sum(), m.sum()).item()
+
+    return MetricsLambda(accuracy, cm)
+
+
+def cmPrecision(cm: ConfusionMatrix, average: bool = True) -> MetricsLambda:  # noqa: N802
+    """Per-class precision from a confusion matrix, or its mean over classes (``average``).
+
+    A class never predicted scores 0 (and counts in the mean), as in PyTorch-Ignite.
+
+    Example::
+
+        cmPrecision(ConfusionMatrix(num_classes=3), average=False).attach(evaluator, "precision")
+    """
+    _checked(cm, (None, "samples", "precision"), "cmPrecision")
+    return _per_class_mean(cm, 0, average)
+
+
+def cmRecall(cm: ConfusionMatrix, average: bool = True) -> MetricsLambda:  # noqa: N802
+    """Per-class recall from a confusion matrix, or its mean over classes (``average``).
+
+    Example::
+
+        cmRecall(ConfusionMatrix(num_classes=3)).attach(evaluator, "recall")
+    """
+    _checked(cm, (None, "samples", "recall"), "cmRecall")
+    return _per_class_mean(cm, 1, average)
+
+
+def _per_class_mean(cm: ConfusionMatrix, dim: int, average: bool) -> MetricsLambda:
+    if not isinstance(average, bool):
+        raise ValueError(f"average must be True or False, got {average!r}")
+
+    def per_class(matrix: torch.Tensor) -> Any:
+        m = matrix.double()
+        values = _ratio(m.diag(), m.sum(dim))
+        return values.mean().item() if average else values
+
+    return MetricsLambda(per_class, cm)

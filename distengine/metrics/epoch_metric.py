@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,9 @@ class EpochMetric(Metric):
 
     ``y_pred`` and ``y`` are (N,) or (N, C) tensors. Ranks may hold
     different numbers of examples, none included; every rank gets the same
-    value.
+    value. ``check_compute_fn=True`` runs ``compute_fn`` once on the first
+    batch and warns if it raises (off by default, unlike PyTorch-Ignite:
+    ``compute_fn`` usually reads values on the host, a sync in an update).
 
     Example::
 
@@ -29,12 +32,15 @@ class EpochMetric(Metric):
         self,
         compute_fn: Callable[[torch.Tensor, torch.Tensor], Any],
         output_transform: Callable[[Any], Any] = lambda output: output,
+        check_compute_fn: bool = False,
         device: str | torch.device | None = None,
+        skip_unrolling: bool = False,
     ) -> None:
         if not callable(compute_fn):
             raise TypeError(f"compute_fn must be callable, got {compute_fn!r}")
-        super().__init__(output_transform, device)
+        super().__init__(output_transform, device, skip_unrolling)
         self.compute_fn = compute_fn
+        self._check_compute_fn = check_compute_fn
         self.add_state("predictions", reduce="cat")
         self.add_state("targets", reduce="cat")
 
@@ -50,6 +56,16 @@ class EpochMetric(Metric):
             raise ValueError(f"y_pred has {y_pred.shape[0]} rows, y has {y.shape[0]}")
         self.predictions.append(y_pred.clone())
         self.targets.append(y.clone())
+        if self._check_compute_fn:
+            self._check_compute_fn = False
+            try:
+                self.compute_fn(self.predictions[0], self.targets[0])
+            except Exception as error:  # noqa: BLE001 - any failure is worth a warning
+                warnings.warn(
+                    f"{type(self).__name__}: compute_fn failed on the first batch: {error!r}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
 
     def compute(self) -> Any:
         if self.predictions is None or len(self.predictions) == 0:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from numbers import Number
 from typing import Any
 
 import torch
@@ -35,25 +36,44 @@ def _detached(t: torch.Tensor) -> torch.Tensor:
 def classification_kind(
     y_pred: torch.Tensor, y: torch.Tensor, multilabel: bool, metric: str
 ) -> str:
-    """``binary``, ``multiclass`` or ``multilabel``, from the shapes; errors name them."""
+    """``binary``, ``multiclass`` or ``multilabel``, from the shapes; errors name them.
+
+    As in PyTorch-Ignite: equal shapes are binary (0/1 values), ``y_pred``
+    with one more dimension is multiclass (scores ``(N, C, ...)``, integer
+    labels ``(N, ...)``), or binary when that dimension has size 1.
+    """
     if multilabel:
-        if y_pred.shape != y.shape or y_pred.dim() < 2:
+        if y_pred.shape != y.shape or y_pred.dim() < 2 or y_pred.shape[1] < 2:
             raise ValueError(
-                f"{metric} (multilabel) expects y_pred and y of the same shape (N, C, ...), "
+                f"{metric} (multilabel) expects y_pred and y of the same shape (N, C >= 2, ...), "
                 f"got {tuple(y_pred.shape)} and {tuple(y.shape)}"
             )
         return "multilabel"
-    if y.is_floating_point():
-        raise TypeError(f"{metric} expects integer class labels y, got {y.dtype}")
     if y_pred.dim() == y.dim() + 1 and y_pred.shape[:1] + y_pred.shape[2:] == y.shape:
-        if y_pred.shape[1] < 2:
-            raise ValueError(f"{metric}: y_pred of shape {tuple(y_pred.shape)} has one class")
+        if y_pred.shape[1] == 1:
+            return "binary"
+        if y.is_floating_point():
+            raise TypeError(f"{metric} expects integer class labels y, got {y.dtype}")
         return "multiclass"
-    if y_pred.shape == y.shape or (y_pred.dim() == 2 and y_pred.shape == (y.shape[0], 1)):
+    if y_pred.shape == y.shape:
         return "binary"
     raise ValueError(
         f"{metric} expects y_pred (N, C, ...) with y (N, ...) for multiclass, or equal shapes "
         f"for binary; got y_pred {tuple(y_pred.shape)} and y {tuple(y.shape)}"
+    )
+
+
+def non_binary(t: torch.Tensor) -> torch.Tensor:
+    """How many values of ``t`` are neither 0 nor 1 (a device tensor: no sync)."""
+    return ((t != 0) & (t != 1)).sum()
+
+
+def binary_error(metric: str, count: int) -> ValueError:
+    """The error for binary or multilabel inputs that held other values than 0 and 1."""
+    return ValueError(
+        f"{metric}: binary and multilabel inputs must hold 0s and 1s, but {count} value(s) "
+        "did not; threshold scores first, e.g. output_transform=lambda out: "
+        "((out[0] > 0.5).long(), out[1])"
     )
 
 
@@ -103,3 +123,61 @@ def hits(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``y_pred.argmax(1) == y`` (multiclass), shared across metrics."""
     key = ("hits", y.data_ptr(), y._version, tuple(y.shape))
     return derived(y_pred, key, lambda: predicted_classes(y_pred) == y)
+
+
+def moved(output: Any, device: torch.device) -> Any:
+    """``output`` with its tensors (also inside tuples, lists and dicts) on ``device``."""
+    if isinstance(output, torch.Tensor):
+        return output if output.device == device else output.to(device)
+    if type(output) in (tuple, list):
+        return type(output)(moved(item, device) for item in output)
+    if isinstance(output, Mapping):
+        return {key: moved(value, device) for key, value in output.items()}
+    return output
+
+
+def picked(output: Mapping, keys: tuple[str, ...] | None, metric: str) -> tuple:
+    """The values of ``keys`` from a mapping output, in order (PyTorch-Ignite's
+    ``required_output_keys``); errors name the missing keys."""
+    if keys is None:
+        raise TypeError(
+            f"{metric} expects its (transformed) output as a tuple or a value, got a "
+            f"{type(output).__name__}; pick the value with output_transform"
+        )
+    missing = [key for key in keys if key not in output]
+    if missing:
+        raise ValueError(
+            f"{metric}: a mapping output must hold the keys {list(keys)}; missing {missing} "
+            f"(it has {list(output)})"
+        )
+    return tuple(output[key] for key in keys)
+
+
+def _is_items(value: Any) -> bool:
+    return isinstance(value, Sequence) and all(isinstance(v, (torch.Tensor, Number)) for v in value)
+
+
+def unrolled(output: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """``(y_pred_list, y_list)`` as one ``(y_pred[None], y[None])`` pair per item, else None.
+
+    PyTorch-Ignite feeds outputs made of lists of tensors or numbers (e.g.
+    images of different sizes) to ``update`` one item at a time; a metric
+    made with ``skip_unrolling=True`` gets the output as it is.
+    """
+    if isinstance(output, torch.Tensor) or not isinstance(output, Sequence):
+        return None
+    if isinstance(output, str) or not output or not all(_is_items(item) for item in output):
+        return None
+    if len(output) != 2 or len(output[0]) != len(output[1]):
+        raise ValueError(
+            "an output made of lists is fed item by item and needs 2 lists of the same length, "
+            f"got {len(output)} list(s) of lengths {[len(item) for item in output]}"
+        )
+    pairs = []
+    for a, b in zip(output[0], output[1]):
+        first = a.unsqueeze(0) if isinstance(a, torch.Tensor) else torch.tensor([a])
+        if isinstance(b, torch.Tensor):
+            pairs.append((first, b.unsqueeze(0)))
+        else:
+            pairs.append((first, torch.tensor([b], device=first.device)))
+    return pairs

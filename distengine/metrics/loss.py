@@ -23,14 +23,17 @@ class Loss(Metric):
         Loss(nn.CrossEntropyLoss()).attach(evaluator, "loss")
     """
 
+    required_output_keys = ("y_pred", "y", "criterion_kwargs")  # from a mapping output
+
     def __init__(
         self,
         loss_fn: Callable[..., torch.Tensor],
         output_transform: Callable[[Any], Any] = lambda output: output,
         batch_size: Callable[[torch.Tensor], int] = len,
         device: str | torch.device | None = None,
+        skip_unrolling: bool = False,
     ) -> None:
-        super().__init__(output_transform, device)
+        super().__init__(output_transform, device, skip_unrolling)
         self.loss_fn = loss_fn
         self.batch_size = batch_size
         self.add_state("total", torch.tensor(0.0, dtype=torch.float64))

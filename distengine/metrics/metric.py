@@ -5,18 +5,18 @@ from __future__ import annotations
 import functools
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from distengine.metrics.inputs import moved, picked, unrolled
 from distengine.metrics.reduction import reduced_states
 from distengine.metrics.state import REDUCTIONS, StateSpec
 
 if TYPE_CHECKING:
     from distengine.engine import Engine
-
-USAGES = ("epoch_wise", "batch_wise", "running")
+    from distengine.metrics.usage import MetricUsage
 
 
 def _reducing(compute: Callable[[Metric], Any]) -> Callable[[Metric], Any]:
@@ -35,6 +35,19 @@ def _reducing(compute: Callable[[Metric], Any]) -> Callable[[Metric], Any]:
     return wrapper
 
 
+def _on_device(update: Callable[[Metric, Any], None]) -> Callable[[Metric, Any], None]:
+    """Make ``update`` see its inputs on the metric's device, when one was given."""
+
+    @functools.wraps(update)
+    def wrapper(self: Metric, output: Any) -> None:
+        if self._input_device is not None:
+            output = moved(output, self._input_device)
+        update(self, output)
+
+    wrapper._moves_inputs = True  # type: ignore[attr-defined]
+    return wrapper
+
+
 class Metric(ABC):
     """A quantity accumulated over batches and reduced across ranks.
 
@@ -44,6 +57,13 @@ class Metric(ABC):
     ``compute`` always sees states reduced over all ranks: either the
     engine reduces every metric attached to it in one go, or ``compute``
     does it itself when called directly.
+
+    ``device``: where the state lives; inputs on another device are moved
+    there (by default the state follows the first batch's device, so nothing
+    is copied). An output that is a mapping is read at the keys in
+    ``required_output_keys``; an output of two lists (of tensors or numbers)
+    is fed one item at a time unless ``skip_unrolling=True``, as in
+    PyTorch-Ignite.
 
     Example::
 
@@ -66,14 +86,21 @@ class Metric(ABC):
 
     #: Each rank accumulates its own state: a checkpoint keeps every rank's.
     checkpoint_per_rank = True
+    #: Keys read, in this order, from an engine output that is a mapping.
+    required_output_keys: tuple[str, ...] | None = ("y_pred", "y")
 
     def __init__(
         self,
         output_transform: Callable[[Any], Any] = lambda output: output,
         device: str | torch.device | None = None,
+        skip_unrolling: bool = False,
     ) -> None:
+        if not callable(output_transform):
+            raise TypeError(f"output_transform must be callable, got {output_transform!r}")
         self._output_transform = output_transform
         self._device = torch.device(device) if device is not None else None
+        self._input_device = self._device
+        self._skip_unrolling = skip_unrolling
         self._specs: dict[str, StateSpec] = {}
         self._synced = False
         self._cache: dict[int, Any] = {}
@@ -85,6 +112,10 @@ class Metric(ABC):
             cls.__dict__["compute"], "__isabstractmethod__", False
         ):
             cls.compute = _reducing(cls.__dict__["compute"])
+        update = cls.__dict__.get("update")
+        if update is not None and not getattr(update, "__isabstractmethod__", False):
+            if not getattr(update, "_moves_inputs", False):
+                cls.update = _on_device(update)
 
     # ------------------------------------------------------------------ state
     def add_state(
@@ -171,30 +202,90 @@ class Metric(ABC):
         self._host_counts.clear()
 
     # ------------------------------------------------------------- engine use
-    def attach(self, engine: Engine, name: str | None = None, usage: str = "epoch_wise") -> None:
-        """Update on every iteration of ``engine`` and publish in ``engine.state.metrics[name]``.
+    def attach(
+        self,
+        engine: Engine,
+        name: str | None = None,
+        usage: str | MetricUsage = "epoch_wise",
+    ) -> None:
+        """Update on ``engine``'s iterations and publish in ``engine.state.metrics[name]``.
 
-        ``usage``: ``epoch_wise`` (reset each epoch, value at epoch end),
-        ``batch_wise`` (value of each batch) or ``running`` (value after each
-        batch, never reset). All metrics of one engine are reduced together.
+        ``usage`` (a :class:`~distengine.metrics.MetricUsage` or its name):
+        ``epoch_wise`` (reset each epoch, value at epoch end), ``batch_wise``
+        (value of each batch), ``running`` (the epoch so far, after each
+        batch), or PyTorch-Ignite's ``running_batch_wise``,
+        ``running_epoch_wise``, ``single_epoch_running_batch_wise`` and
+        ``BatchFiltered(every=k)``. All metrics of one engine are reduced
+        together.
+
+        Example::
+
+            Accuracy().attach(evaluator, "accuracy")
+            Accuracy().attach(trainer, "acc_so_far", usage=RunningBatchWise())
         """
         from distengine.metrics.group import MetricGroup
+        from distengine.metrics.usage import as_usage
 
-        if usage not in USAGES:
-            raise ValueError(f"usage must be one of {USAGES}, got {usage!r}")
-        MetricGroup.of(engine).add(self, name, usage)
+        MetricGroup.of(engine).add(self, name, as_usage(usage))
 
-    def detach(self, engine: Engine) -> None:
-        """Stop updating on ``engine`` and remove its value from ``state.metrics``."""
+    def detach(self, engine: Engine, usage: str | MetricUsage | None = None) -> None:
+        """Stop updating on ``engine`` and remove its value from ``state.metrics``.
+
+        With ``usage``, only an attachment with that usage is removed.
+        """
         from distengine.metrics.group import MetricGroup
+        from distengine.metrics.usage import as_usage
 
-        MetricGroup.of(engine).remove(self)
+        MetricGroup.of(engine).remove(self, None if usage is None else as_usage(usage))
 
-    def is_attached(self, engine: Engine) -> bool:
-        """Whether this metric is attached to ``engine`` under a name."""
+    def is_attached(self, engine: Engine, usage: str | MetricUsage | None = None) -> bool:
+        """Whether this metric is attached to ``engine`` (with ``usage``, if given)."""
         from distengine.metrics.group import MetricGroup
+        from distengine.metrics.usage import as_usage
 
-        return MetricGroup.of(engine).has(self)
+        return MetricGroup.of(engine).has(self, None if usage is None else as_usage(usage))
+
+    def started(self, engine: Engine) -> None:
+        """Reset (PyTorch-Ignite's handler name): ``engine.add_event_handler(e, m.started)``."""
+        self.reset()
+
+    @torch.no_grad()
+    def iteration_completed(self, engine: Engine) -> None:
+        """Update with ``engine.state.output``, transformed as ``attach`` would feed it.
+
+        Example::
+
+            engine.add_event_handler(Events.ITERATION_COMPLETED, metric.iteration_completed)
+        """
+        self._feed(engine.state.output)
+
+    def completed(self, engine: Engine, name: str) -> None:
+        """Compute (reduced over ranks) and publish in ``engine.state.metrics[name]``.
+
+        A mapping value also publishes each of its keys; a 0-d tensor becomes a float.
+
+        Example::
+
+            engine.add_event_handler(Events.EPOCH_COMPLETED, metric.completed, "acc")
+        """
+        from distengine.metrics.group import publish
+
+        publish(engine, name, self.compute(), per_epoch=True)
+
+    def _feed(self, output: Any) -> None:
+        """``update`` with the engine's output: transformed, keys picked, lists unrolled."""
+        value = self._output_transform(output)
+        if type(value) is tuple and value and type(value[0]) is torch.Tensor:
+            self.update(value)  # the usual (y_pred, y): nothing to pick or unroll
+            return
+        if isinstance(value, Mapping):
+            value = picked(value, self.required_output_keys, type(self).__name__)
+        pairs = None if self._skip_unrolling else unrolled(value)
+        if pairs is None:
+            self.update(value)
+            return
+        for pair in pairs:
+            self.update(pair)
 
     # ------------------------------------------------------------- arithmetic
     def _combine(self, other: Any, op: Callable[[Any, Any], Any], reverse: bool = False):
@@ -229,6 +320,15 @@ class Metric(ABC):
     def __pow__(self, other):
         return self._combine(other, operator.pow)
 
+    def __rpow__(self, other):
+        return self._combine(other, operator.pow, reverse=True)
+
+    def __mod__(self, other):
+        return self._combine(other, operator.mod)
+
+    def __floordiv__(self, other):
+        return self._combine(other, operator.floordiv)
+
     def __getitem__(self, index):
         return self._combine(index, operator.getitem)
 
@@ -236,3 +336,18 @@ class Metric(ABC):
         from distengine.metrics.metrics_lambda import MetricsLambda
 
         return MetricsLambda(operator.neg, self)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        # a method of the metric's tensor value, e.g. (precision * 2).mean(), cm.diag();
+        # anything else (a typo such as .atach) is an error, not a silent new metric
+        if name.startswith("_") or not callable(getattr(torch.Tensor, name, None)):
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r} (only methods of "
+                "torch.Tensor, such as .mean() or .item(), make a new metric from a metric's value)"
+            )
+        from distengine.metrics.metrics_lambda import MetricsLambda
+
+        def method(*args: Any, **kwargs: Any) -> MetricsLambda:
+            return MetricsLambda(lambda value: getattr(value, name)(*args, **kwargs), self)
+
+        return method

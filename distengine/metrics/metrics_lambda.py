@@ -12,7 +12,8 @@ class MetricsLambda(Metric):
     """``fn(*values)`` where each Metric argument is replaced by its computed value.
 
     Underlying metrics are updated once per batch and reduced and computed
-    once per completion, however often they appear.
+    once per completion, however often they appear. Its state is theirs:
+    ``state_dict``/``load_state_dict``/``reset`` pass through to them.
 
     Example::
 
@@ -21,8 +22,10 @@ class MetricsLambda(Metric):
         f1.attach(evaluator, "f1")      # or: (2 * precision * recall / (precision + recall)).mean()
     """
 
-    def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        super().__init__()
+    def __init__(
+        self, fn: Callable[..., Any], *args: Any, skip_unrolling: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(skip_unrolling=skip_unrolling)
         if not callable(fn):
             raise TypeError(f"MetricsLambda needs a callable, got {fn!r}")
         self.fn = fn
@@ -38,7 +41,10 @@ class MetricsLambda(Metric):
 
     def update(self, output: Any) -> None:
         for metric in self.dependencies():
-            metric.update(metric._output_transform(output))
+            metric._feed(output)
+
+    def _feed(self, output: Any) -> None:
+        self.update(output)  # each argument transforms, picks and unrolls for itself
 
     def compute(self) -> Any:
         def value(a: Any) -> Any:
@@ -46,12 +52,29 @@ class MetricsLambda(Metric):
 
         return self.fn(*map(value, self.args), **{k: value(v) for k, v in self.kwargs.items()})
 
-    def __getattr__(self, name: str) -> Any:
-        # methods on the value, e.g. (precision * 2).mean()
-        if name.startswith("_") or name in ("fn", "args", "kwargs"):
-            raise AttributeError(name)
+    def state_dict(self) -> dict[str, Any]:
+        """The state of every metric argument (``None`` for plain values), by position and key."""
+        return {
+            "args": [a.state_dict() if isinstance(a, Metric) else None for a in self.args],
+            "kwargs": {k: v.state_dict() for k, v in self.kwargs.items() if isinstance(v, Metric)},
+        }
 
-        def method(*args: Any, **kwargs: Any) -> MetricsLambda:
-            return MetricsLambda(lambda v: getattr(v, name)(*args, **kwargs), self)
-
-        return method
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` into the metric arguments; errors name what differs."""
+        args, kwargs = state_dict.get("args"), state_dict.get("kwargs")
+        metric_kwargs = sorted(k for k, v in self.kwargs.items() if isinstance(v, Metric))
+        if (
+            set(state_dict) != {"args", "kwargs"}
+            or len(args) != len(self.args)
+            or sorted(kwargs) != metric_kwargs
+        ):
+            raise ValueError(
+                "MetricsLambda state dict does not fit: expected 'args' of length "
+                f"{len(self.args)} and 'kwargs' with keys {metric_kwargs}, "
+                f"got keys {sorted(state_dict)}"
+            )
+        for arg, state in zip(self.args, args):
+            if isinstance(arg, Metric):
+                arg.load_state_dict(state)
+        for key in metric_kwargs:
+            self.kwargs[key].load_state_dict(kwargs[key])

@@ -22,8 +22,9 @@ class _ErrorMean(Metric):
         self,
         output_transform: Callable[[Any], Any] = lambda output: output,
         device: str | torch.device | None = None,
+        skip_unrolling: bool = False,
     ) -> None:
-        super().__init__(output_transform, device)
+        super().__init__(output_transform, device, skip_unrolling)
         self.add_state("total", torch.tensor(0.0, dtype=torch.float64))
         self.add_state("n", torch.tensor(0.0, dtype=torch.float64))  # beside total: one collective
 

@@ -67,6 +67,8 @@ class ROC_AUC(EpochMetric):  # noqa: N801 - the name users know from PyTorch-Ign
     def __init__(
         self,
         output_transform: Callable[[Any], Any] = lambda output: output,
+        check_compute_fn: bool = False,
         device: str | torch.device | None = None,
+        skip_unrolling: bool = False,
     ) -> None:
-        super().__init__(roc_auc, output_transform, device)
+        super().__init__(roc_auc, output_transform, check_compute_fn, device, skip_unrolling)

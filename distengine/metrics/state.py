@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
+from distengine.exceptions import NotComputableError
+
+__all__ = ["REDUCTIONS", "NotComputableError", "StateSpec"]
+
 REDUCTIONS = ("sum", "max", "min", "cat")
 
 
@@ -33,7 +37,3 @@ class StateSpec:
         if self.default is None:
             return None
         return self.default.clone() if device is None else self.default.to(device, copy=True)
-
-
-class NotComputableError(RuntimeError):
-    """A metric was computed before it saw any data."""

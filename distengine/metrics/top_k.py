@@ -25,8 +25,9 @@ class TopKCategoricalAccuracy(Metric):
         k: int = 5,
         output_transform: Callable[[Any], Any] = lambda output: output,
         device: str | torch.device | None = None,
+        skip_unrolling: bool = False,
     ) -> None:
-        super().__init__(output_transform, device)
+        super().__init__(output_transform, device, skip_unrolling)
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
         self.k = k

@@ -16,6 +16,7 @@ from distengine.metrics import (
     EpochMetric,
     Fbeta,
     IoU,
+    JaccardIndex,
     Loss,
     MeanAbsoluteError,
     MeanSquaredError,
@@ -23,6 +24,9 @@ from distengine.metrics import (
     Recall,
     RootMeanSquaredError,
     TopKCategoricalAccuracy,
+    cmAccuracy,
+    cmPrecision,
+    cmRecall,
     mIoU,
 )
 
@@ -34,9 +38,12 @@ def data(seed: int = 0) -> dict[str, torch.Tensor]:
     logits = torch.randn(N, C, generator=g)
     labels = torch.randint(0, C, (N,), generator=g)
     labels[:40] = logits[:40].argmax(1)  # better than chance
+    ignored = labels.clone()
+    ignored[torch.randperm(N, generator=g)[:12]] = torch.tensor([-100, 255]).repeat(6)
     return {
         "logits": logits,
         "labels": labels,
+        "ignored": ignored,  # labels with ignore labels (-100, 255) mixed in
         "bin_pred": torch.randint(0, 2, (N,), generator=g),
         "bin_true": torch.randint(0, 2, (N,), generator=g),
         "ml_pred": torch.randint(0, 2, (N, 3), generator=g),
@@ -57,6 +64,10 @@ def _binary(out):
 
 def _multilabel(out):
     return out["ml_pred"], out["ml_true"]
+
+
+def _ignoring(out):
+    return out["logits"], out["ignored"]
 
 
 def _regression(out):
@@ -84,6 +95,16 @@ def make_metrics(num_classes: int | None = C) -> dict:
         "prec_micro": Precision(_multiclass, average="micro", num_classes=num_classes),
         "prec_weighted": Precision(_multiclass, average="weighted", num_classes=num_classes),
         "prec_bin": Precision(_binary),
+        "prec_bin_macro": Precision(_binary, average="macro"),
+        "prec_bin_both": Precision(_binary, average=None),
+        "rec_bin_weighted": Recall(_binary, average="weighted"),
+        "rec_bin_micro": Recall(_binary, average="micro"),
+        "f1_bin": Fbeta(1.0, output_transform=_binary),
+        "prec_ml_samples": Precision(_multilabel, average="samples", is_multilabel=True),
+        "f2_ml_samples": Fbeta(2.0, "samples", output_transform=_multilabel, is_multilabel=True),
+        "prec_ignoring": Precision(_ignoring, average="macro", num_classes=num_classes),
+        "rec_ignoring": Recall(_ignoring, average=None, num_classes=num_classes),
+        "cm_ignoring": ConfusionMatrix(C, output_transform=_ignoring),
         "prec_ml": Precision(_multilabel, average="macro", is_multilabel=True),
         "rec_per_class": Recall(_multiclass, average=False, num_classes=num_classes),
         "rec_macro": Recall(_multiclass, average="macro", num_classes=num_classes),
@@ -102,6 +123,11 @@ def make_metrics(num_classes: int | None = C) -> dict:
         "iou": IoU(cm),
         "miou_ignore0": mIoU(cm, ignore_index=0),
         "dice": DiceCoefficient(cm),
+        "jaccard_ignore1": JaccardIndex(cm, ignore_index=1),
+        "cm_samples": ConfusionMatrix(C, "samples", _multiclass),
+        "cm_acc": cmAccuracy(cm),
+        "cm_prec": cmPrecision(cm),
+        "cm_rec_per_class": cmRecall(cm, average=False),
         "avg": Average(lambda out: out["reg_pred"]),
         "auc": ROC_AUC(_auc),
         "spread": EpochMetric(_spread, _regression),
@@ -115,6 +141,10 @@ def references(d: dict[str, torch.Tensor]) -> dict:
     tp, rows, cols = np.diag(cm), cm.sum(1), cm.sum(0)
     iou = tp / (rows + cols - tp)
     reg_diff = (d["reg_pred"] - d["reg_true"]).double().numpy()
+    keep = (d["ignored"] >= 0) & (d["ignored"] < C)
+    y_kept, pred_kept = d["ignored"][keep].numpy(), pred[keep.numpy()]
+    bt, bp = d["bin_true"].numpy(), d["bin_pred"].numpy()
+    mlt, mlp = d["ml_true"].numpy(), d["ml_pred"].numpy()
     p_cls = sk.precision_score(y, pred, average=None, zero_division=0)
     r_cls = sk.recall_score(y, pred, average=None, zero_division=0)
     return {
@@ -125,6 +155,20 @@ def references(d: dict[str, torch.Tensor]) -> dict:
         "prec_micro": sk.precision_score(y, pred, average="micro", zero_division=0),
         "prec_weighted": sk.precision_score(y, pred, average="weighted", zero_division=0),
         "prec_bin": sk.precision_score(d["bin_true"], d["bin_pred"], zero_division=0),
+        "prec_bin_macro": sk.precision_score(bt, bp, average="macro", zero_division=0),
+        "prec_bin_both": sk.precision_score(bt, bp, average=None, zero_division=0),
+        "rec_bin_weighted": sk.recall_score(bt, bp, average="weighted", zero_division=0),
+        "rec_bin_micro": sk.recall_score(bt, bp, average="micro", zero_division=0),
+        "f1_bin": sk.f1_score(bt, bp, zero_division=0),
+        "prec_ml_samples": sk.precision_score(mlt, mlp, average="samples", zero_division=0),
+        "f2_ml_samples": sk.fbeta_score(mlt, mlp, beta=2.0, average="samples", zero_division=0),
+        "prec_ignoring": sk.precision_score(
+            y_kept, pred_kept, labels=list(range(C)), average="macro", zero_division=0
+        ),
+        "rec_ignoring": sk.recall_score(
+            y_kept, pred_kept, labels=list(range(C)), average=None, zero_division=0
+        ),
+        "cm_ignoring": sk.confusion_matrix(y_kept, pred_kept, labels=list(range(C))),
         "prec_ml": sk.precision_score(d["ml_true"], d["ml_pred"], average="macro", zero_division=0),
         "rec_per_class": r_cls,
         "rec_macro": sk.recall_score(y, pred, average="macro", zero_division=0),
@@ -141,6 +185,11 @@ def references(d: dict[str, torch.Tensor]) -> dict:
         "iou": iou,
         "miou_ignore0": iou[1:].mean(),
         "dice": 2 * tp / (rows + cols),
+        "jaccard_ignore1": np.delete(iou, 1),
+        "cm_samples": cm / N,
+        "cm_acc": tp.sum() / cm.sum(),
+        "cm_prec": np.mean(tp / cols),
+        "cm_rec_per_class": tp / rows,
         "avg": d["reg_pred"].double().mean(0).numpy(),
         "auc": sk.roc_auc_score(d["bin_true"], d["scores"]),
         "spread": (d["reg_pred"].max() - d["reg_pred"].min()).item(),
