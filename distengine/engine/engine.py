@@ -279,9 +279,7 @@ class Engine:
             _check_empty_shard(max_iters)
         s.dataloader, s.output, s.batch = data, None, None
         self._in_epoch = False
-        if self._flow is None or self._flow.data is not data:
-            self._flow = DataFlow(data)
-        self._flow.close()
+        self._flow = DataFlow(data)
         self._restored = self._pending_restore = None
 
     def _prepare_resume(self, data: Iterable[Any], max_epochs, epoch_length, max_iters) -> None:

@@ -135,6 +135,7 @@ class TrainStep:
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"gradient_accumulation_steps must be an int >= 1, got {steps!r}")
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self._module = model.module if isinstance(model, DistributedDataParallel) else model
         self.device = torch.device(device) if device is not None else model_device(model)
         self.non_blocking, self.prepare_batch = non_blocking, prepare_batch
         self.output_transform = output_transform
@@ -148,7 +149,7 @@ class TrainStep:
 
     def __call__(self, engine: Engine, batch: Any) -> Any:
         model = self.model
-        if not model.training:
+        if not self._module.training:  # an evaluator may have switched the inner module
             model.train()
         if engine.state.dataloader is not self._checked_data:
             self._check_data(engine)

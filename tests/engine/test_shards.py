@@ -146,3 +146,23 @@ def test_seed_works_with_one_process():
     # bug: auto_dataloader(seed=...) raised TypeError at world size 1
     assert seeded_order(3) == seeded_order(3) != seeded_order(4)
     assert sorted(seeded_order(3)) == list(range(8))
+
+
+def train_and_validate_ddp():
+    model = idist.auto_model(nn.Sequential(nn.Linear(2, 4), nn.Dropout(0.5), nn.Linear(4, 2)))
+    modes = []
+    model.module.register_forward_pre_hook(
+        lambda module, _: modes.append(module.training) if torch.is_grad_enabled() else None
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = create_supervised_trainer(model, opt, nn.CrossEntropyLoss())
+    evaluator = create_supervised_evaluator(model)
+    data = [(torch.randn(4, 2), torch.zeros(4, dtype=torch.long))] * 2
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(data))
+    trainer.run(data, max_epochs=2)
+    return modes
+
+
+def test_training_after_an_evaluation_of_the_unwrapped_module_is_in_train_mode(ranks2):
+    # the evaluator switches model.module to eval; the next training step must switch it back
+    assert ranks2.run(train_and_validate_ddp) == [[True] * 4] * 2
