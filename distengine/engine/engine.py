@@ -419,11 +419,18 @@ class Engine:
         tensors and plain values: it loads with ``weights_only=True``.
         """
         state = {k: getattr(self.state, k) for k in _STATE_DICT_KEYS}
+        if self._restored is not None:  # loaded, not run yet: what was loaded
+            position, rng = self._restored["data_position"], self._restored["rng"]
+        elif self._pending_restore is not None:  # about to go on (STARTED handlers)
+            position, rng = self._pending_restore
+        else:
+            position = self._flow.position() if self._flow is not None else None
+            rng = capture_rng(self.state.dataloader)
         state.update(
             in_epoch=self._in_epoch,
             epoch_start_iteration=self._epoch_start_iteration,
-            data_position=self._flow.position() if self._flow is not None else None,
-            rng=capture_rng(self.state.dataloader),
+            data_position=position,
+            rng=rng,
         )
         for name, obj in self._all_statefuls().items():
             state[name] = obj.state_dict()

@@ -204,3 +204,13 @@ def test_a_terminated_run_frees_its_loader_workers_and_continues_in_place():
     assert engine._flow._it is None  # no iterator (and no workers) left behind
     engine.run(loader)
     assert [b[:, 0].tolist() for b in seen] == [b[:, 0].tolist() for b in want]
+
+
+def test_a_loaded_state_saved_again_before_running_is_the_same_state():
+    state = stopped_state(DataLoader(list(range(8)), batch_size=2, shuffle=True))
+    engine = Engine(lambda e, b: b)
+    engine.load_state_dict(state)
+    torch.manual_seed(5)  # the global generators move on before the run resumes
+    again = engine.state_dict()
+    assert again["data_position"] is not None
+    assert torch.equal(again["rng"]["torch"], state["rng"]["torch"])
