@@ -10,11 +10,14 @@ Example::
     idist.initialize()                                  # from torchrun's environment
     model = idist.auto_model(Net())
     loader = idist.auto_dataloader(dataset, batch_size=256, shuffle=True)
-    mean = idist.all_reduce(torch.tensor(1.0), op="mean")
+    mean = idist.all_reduce(torch.tensor(1.0), op="mean")   # in place, as torch does
+    if idist.any_rank(stop_requested):                       # every rank gets the same answer
+        ...
 """
 
 from distengine.distributed.auto import auto_dataloader, auto_model, auto_optim
 from distengine.distributed.collectives import all_gather, all_reduce, barrier, broadcast
+from distengine.distributed.consensus import agree, all_ranks, any_rank, decide
 from distengine.distributed.env import (
     backend,
     device,
@@ -30,7 +33,10 @@ from distengine.distributed.group import finalize, initialize
 from distengine.distributed.utils import manual_seed, one_rank_first, rank_zero_only
 
 __all__ = [
+    "agree",
     "all_gather",
+    "all_ranks",
+    "any_rank",
     "all_reduce",
     "auto_dataloader",
     "auto_model",
@@ -38,6 +44,7 @@ __all__ = [
     "backend",
     "barrier",
     "broadcast",
+    "decide",
     "device",
     "finalize",
     "get_local_rank",

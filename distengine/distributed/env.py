@@ -96,11 +96,39 @@ def backend() -> str | None:
     return dist.get_backend() if is_distributed() else None
 
 
-def device() -> torch.device:
-    """Where this rank computes: ``cuda:<local rank>`` when it has a GPU, else the CPU.
+def _bound_device() -> torch.device | None:
+    """The CUDA device the default process group was bound to (``device_id=``), if any."""
+    if not is_distributed():
+        return None
+    try:
+        bound = dist.distributed_c10d._get_default_group().bound_device_id
+    except (AttributeError, RuntimeError):
+        return None
+    return bound if bound is not None and bound.type == "cuda" else None
 
-    With a ``gloo`` process group the CPU is used even where GPUs exist.
+
+def device() -> torch.device:
+    """Where this rank computes: its GPU when it has one, else the CPU.
+
+    The one source of truth for "my device", also for collectives: the device
+    the process group was bound to (``init_process_group(device_id=...)``, as
+    :func:`~distengine.distributed.initialize` does), else
+    ``cuda:<LOCAL_RANK % GPUs>``; the CPU without CUDA or with a ``gloo``
+    process group (even where GPUs exist). It never sets or initialises CUDA.
+
+    Example::
+
+        model = Net().to(idist.device())
     """
-    if torch.cuda.is_available() and backend() != "gloo":
-        return torch.device("cuda", get_local_rank() % torch.cuda.device_count())
-    return torch.device("cpu")
+    if not torch.cuda.is_available() or backend() == "gloo":
+        return torch.device("cpu")
+    bound = _bound_device()
+    if bound is not None:
+        return bound
+    return torch.device("cuda", get_local_rank() % torch.cuda.device_count())
+
+
+def comm_device() -> torch.device:
+    """Where tensors must live for the process group's collectives: :func:`device` for nccl,
+    else the CPU."""
+    return device() if backend() == "nccl" else torch.device("cpu")

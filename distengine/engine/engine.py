@@ -52,6 +52,7 @@ class Engine:
         trainer.run(train_loader, max_epochs=10)
     """
 
+    #: Checkpoints save every rank's state (generators, data position) and give each its own.
     checkpoint_per_rank = True
 
     def __init__(self, process_function: ProcessFunction) -> None:

@@ -2,57 +2,72 @@
 
 from __future__ import annotations
 
+import inspect
+import json
+import math
 import os
-import re
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from distengine.checkpoint.disk import SUFFIX, DiskSaver
+from distengine.checkpoint.loading import find_latest_checkpoint, load_checkpoint_file
+from distengine.checkpoint.stateful import check_stateful, gather_states, load_state
+from distengine.distributed import get_world_size
+from distengine.distributed.consensus import decide
 from distengine.engine import Engine
-from distengine.handlers.disk_saver import SUFFIX, DiskSaver, checksum_path, file_checksum
-from distengine.handlers.rank_states import for_this_rank, with_every_rank
+from distengine.handlers.watchdog import suspended
+
+__all__ = ["Checkpoint", "find_latest_checkpoint", "load_checkpoint_file"]
+
+_RESERVED = ("crc32", "iteration", "epoch", "world_size")
+
+Metadata = Mapping[str, Any] | Callable[[Engine], Mapping[str, Any]]
 
 
-def _unwrap(obj: Any) -> Any:
-    """The module inside DistributedDataParallel/DataParallel, so checkpoints load anywhere."""
-    return getattr(obj, "module", obj) if isinstance(obj, torch.nn.Module) else obj
-
-
-def _check_stateful(objects: Mapping[str, Any], what: str) -> None:
-    if not isinstance(objects, Mapping) or not objects:
-        raise TypeError(f"{what} must be a non-empty dict of name -> object, got {objects!r}")
-    for name, obj in objects.items():
-        if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
-            raise TypeError(
-                f"{what}[{name!r}] is a {type(obj).__name__}, which has no "
-                "state_dict/load_state_dict"
-            )
+def _accepts_metadata(save_handler: Callable[..., Any]) -> bool:
+    """Whether ``save_handler(checkpoint, filename, metadata)`` fits its signature."""
+    try:
+        inspect.signature(save_handler).bind(None, None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature: assume the two-argument form
+        return False
+    return True
 
 
 class Checkpoint:
     """A handler that saves ``to_save`` and keeps the ``n_saved`` best or latest files.
 
     Files are named ``{prefix}_{name}_{step}[_{score_name}={score}].pt``, where
-    ``name`` is ``checkpoint`` (or the only key of ``to_save``) and ``step``
-    comes from ``global_step_transform(engine, event)`` or the engine's counter
-    for the event. With ``score_function`` the best scores are kept, else
-    the latest steps. Only files this handler wrote are ever removed.
-    Every rank must call it (saving ends with a barrier); rank 0 writes.
+    ``name`` is ``checkpoint`` (or the only key of ``to_save``) and ``step`` is
+    the engine's **iteration** (``global_step_transform(engine, event)``
+    chooses another; Ignite uses the event's own counter, e.g. the epoch).
+    With ``score_function`` the best scores are kept, else the latest steps.
+    Rank 0's score and step decide for every rank (one tiny broadcast), so
+    ranks never disagree on whether to save. Only files this handler wrote are
+    ever removed. Objects that declare ``checkpoint_per_rank = True`` (the
+    engine, metrics) are saved as every rank's state and loaded back per rank.
+    Every rank must call it; rank 0 writes. Each file gets a sidecar with its
+    CRC-32, iteration, epoch, world size and ``metadata`` (a dict, or a
+    function of the engine returning one), which
+    :func:`find_latest_checkpoint` orders and filters by.
 
     Example::
 
         checkpoint = Checkpoint({"model": model, "optimizer": optimizer, "trainer": trainer},
-                                "runs/exp1/checkpoints", n_saved=2)
+                                "runs/exp1/checkpoints", n_saved=2,
+                                metadata={"run": "exp1"})
         trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
+        checkpoint.last_checkpoint    # Path("runs/exp1/checkpoints/checkpoint_<iteration>.pt")
     """
 
     def __init__(
         self,
         to_save: Mapping[str, Any],
-        save_handler: str | os.PathLike | DiskSaver | Callable[[dict, str], None],
+        save_handler: str | os.PathLike | DiskSaver | Callable[..., None],
         filename_prefix: str = "",
         score_function: Callable[[Engine], float] | None = None,
         score_name: str | None = None,
@@ -61,8 +76,9 @@ class Checkpoint:
         filename_pattern: str | None = None,
         include_self: bool = False,
         greater_or_equal: bool = False,
+        metadata: Metadata | None = None,
     ) -> None:
-        _check_stateful(to_save, "to_save")
+        check_stateful(to_save, "to_save")
         if include_self and "checkpointer" in to_save:
             raise ValueError("to_save cannot hold 'checkpointer' when include_self=True")
         if n_saved is not None and (not isinstance(n_saved, int) or n_saved < 1):
@@ -73,6 +89,12 @@ class Checkpoint:
             save_handler = DiskSaver(save_handler, require_empty=False)
         if not callable(save_handler):
             raise TypeError(f"save_handler must be a folder or a callable, got {save_handler!r}")
+        if metadata is not None and not (isinstance(metadata, Mapping) or callable(metadata)):
+            raise TypeError(
+                f"metadata must be a dict or a function of the engine, got {metadata!r}"
+            )
+        if isinstance(metadata, Mapping):
+            _check_metadata(metadata)
         self.to_save = dict(to_save)
         self.save_handler = save_handler
         self.filename_prefix = filename_prefix
@@ -83,34 +105,50 @@ class Checkpoint:
         self.filename_pattern = filename_pattern
         self.include_self = include_self
         self.greater_or_equal = greater_or_equal
+        self.metadata = metadata
         self.saved: list[tuple[float, str]] = []  # (priority, filename), worst first
         self._last: str | None = None
+        self._with_metadata = _accepts_metadata(save_handler)
 
     @property
-    def last_checkpoint(self) -> str | None:
-        """The file name of the most recent save that was kept."""
-        return self._last
+    def last_checkpoint(self) -> Path | None:
+        """The path of the most recent save (under the saver's folder), or None before one."""
+        if self._last is None:
+            return None
+        folder = getattr(self.save_handler, "dirname", None)
+        return Path(folder) / self._last if folder is not None else Path(self._last)
 
     def __call__(self, engine: Engine) -> None:
-        step = self._global_step(engine)
-        score = float(self.score_function(engine)) if self.score_function else None
+        step, score = self._agreed_step_and_score(engine)
         priority = score if score is not None else float(step)
         if not self._worth_keeping(priority):
             return
         filename = self._filename(step, score)
         if any(name == filename for _, name in self.saved):
             return
-        self.saved.append((priority, filename))
-        self.saved.sort(key=lambda item: item[0])
+        kept = sorted([*self.saved, (priority, filename)], key=lambda item: item[0])
         dropped = []
-        if self.n_saved is not None and len(self.saved) > self.n_saved:
-            dropped, self.saved = self.saved[: -self.n_saved], self.saved[-self.n_saved :]
-        self.save_handler(self._gather(), filename)
-        self._last = filename
+        if self.n_saved is not None and len(kept) > self.n_saved:
+            dropped, kept = kept[: -self.n_saved], kept[-self.n_saved :]
+        with suspended():
+            checkpoint = gather_states(self.to_save)
+            if self.include_self:
+                checkpoint["checkpointer"] = {"saved": [list(i) for i in kept], "last": filename}
+            self._store(checkpoint, filename, self._metadata_for(engine, step, score))
+        self.saved, self._last = kept, filename
         remove = getattr(self.save_handler, "remove", None)
         for _, old in dropped:
             if remove is not None:
                 remove(old)
+
+    def _agreed_step_and_score(self, engine: Engine) -> tuple[int, float | None]:
+        """This rank's step and score, then rank 0's for every rank (one tiny broadcast)."""
+        step = self._global_step(engine)
+        score = float(self.score_function(engine)) if self.score_function else None
+        if get_world_size() > 1:
+            step, score = decide((step, math.nan if score is None else score))
+            score = None if self.score_function is None else score
+        return int(step), score
 
     def _worth_keeping(self, priority: float) -> bool:
         if self.n_saved is None or len(self.saved) < self.n_saved:
@@ -119,11 +157,9 @@ class Checkpoint:
         return priority >= worst if self.greater_or_equal else priority > worst
 
     def _global_step(self, engine: Engine) -> int:
-        event = engine.last_event_name
         if self.global_step_transform is not None:
-            return int(self.global_step_transform(engine, event))
-        attr = engine.state.counter_for(event) if event is not None else None
-        return int(getattr(engine.state, attr or "iteration"))
+            return int(self.global_step_transform(engine, engine.last_event_name))
+        return int(engine.state.iteration)
 
     def _filename(self, step: int, score: float | None) -> str:
         name = "checkpoint" if len(self.to_save) > 1 else next(iter(self.to_save))
@@ -142,21 +178,33 @@ class Checkpoint:
             parts.append(f"{self.score_name}={score:.4f}" if self.score_name else f"{score:.4f}")
         return "_".join(parts) + SUFFIX
 
-    def _gather(self) -> dict[str, Any]:
-        checkpoint = {name: _unwrap(obj).state_dict() for name, obj in self.to_save.items()}
-        for name, obj in self.to_save.items():
-            if isinstance(obj, Engine):
-                checkpoint[name] = with_every_rank(checkpoint[name])
-        if self.include_self:
-            checkpoint["checkpointer"] = self.state_dict()
-        return checkpoint
+    def _metadata_for(self, engine: Engine, step: int, score: float | None) -> dict[str, Any]:
+        extra = self.metadata(engine) if callable(self.metadata) else self.metadata or {}
+        _check_metadata(extra)
+        meta: dict[str, Any] = {
+            "iteration": int(engine.state.iteration),
+            "epoch": int(engine.state.epoch),
+            "world_size": get_world_size(),
+            "step": step,
+        }
+        if score is not None:
+            meta.update(score=score, score_name=self.score_name)
+        return {**meta, **extra}
+
+    def _store(self, checkpoint: dict[str, Any], filename: str, metadata: dict) -> None:
+        if self._with_metadata:
+            self.save_handler(checkpoint, filename, metadata)
+        else:
+            self.save_handler(checkpoint, filename)
 
     def state_dict(self) -> dict[str, Any]:
         """The kept files and their priorities (so a resumed run keeps pruning them)."""
-        return {"saved": [[priority, name] for priority, name in self.saved]}
+        return {"saved": [[priority, name] for priority, name in self.saved], "last": self._last}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`: the kept files and the last one saved."""
         self.saved = [(float(p), str(n)) for p, n in state_dict["saved"]]
+        self._last = state_dict.get("last", self.saved[-1][1] if self.saved else None)
 
     @staticmethod
     def load_objects(
@@ -169,12 +217,16 @@ class Checkpoint:
 
         Files load with ``torch.load(weights_only=True)``. Every key of
         ``to_load`` must be in the checkpoint; errors name the missing ones.
+        Per-rank entries give each rank its own state; one saved with another
+        world size goes to the object's ``load_per_rank_state_dicts`` or is
+        refused by name.
 
         Example::
 
-            Checkpoint.load_objects({"model": model, "trainer": trainer}, "ckpt/checkpoint_3.pt")
+            Checkpoint.load_objects({"model": model, "trainer": trainer},
+                                    "ckpt/checkpoint_300.pt")
         """
-        _check_stateful(to_load, "to_load")
+        check_stateful(to_load, "to_load")
         if isinstance(checkpoint, (str, os.PathLike)):
             checkpoint = load_checkpoint_file(Path(checkpoint), map_location)
         if not isinstance(checkpoint, Mapping):
@@ -186,62 +238,23 @@ class Checkpoint:
                 "(load only those, or save them too)"
             )
         for name, obj in to_load.items():
-            target = _unwrap(obj)
-            if isinstance(target, torch.nn.Module):
-                target.load_state_dict(checkpoint[name], strict=strict)
-            elif isinstance(target, Engine):
-                target.load_state_dict(for_this_rank(checkpoint[name]))
-            else:
-                target.load_state_dict(checkpoint[name])
+            load_state(name, obj, checkpoint[name], strict=strict)
 
 
-def load_checkpoint_file(path: Path, map_location: str | torch.device | None = "cpu") -> dict:
-    """``torch.load(path, weights_only=True)``, checked against its CRC-32 where one was kept.
-
-    A truncated or corrupt file raises ValueError naming the file.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    expected = checksum_path(path)
-    if expected.is_file() and file_checksum(path) != expected.read_text().strip():
-        raise ValueError(f"checkpoint {path} is corrupt: its CRC-32 differs from {expected.name}")
+def _check_metadata(extra: Any) -> None:
+    """On every rank, before anything is gathered or written (so no rank waits for another)."""
+    if not isinstance(extra, Mapping):
+        raise TypeError(f"metadata must be a dict, got {extra!r}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        raise ValueError(f"checkpoint {path} is corrupt or truncated ({error})") from error
-
-
-def _step_of(path: Path) -> int:
-    numbers = re.findall(r"_(\d+)(?:_|\.pt$)", path.name)
-    return int(numbers[-1]) if numbers else -1
-
-
-def find_latest_checkpoint(
-    dirname: str | os.PathLike, map_location: str | torch.device | None = "cpu"
-) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint in ``dirname`` that loads, with its contents, or None.
-
-    Newest means the highest step in the name, then the latest modification.
-    Files that fail to load (truncated, corrupt) are skipped with a warning
-    naming them.
-
-    Example::
-
-        found = find_latest_checkpoint("runs/exp1/checkpoints")
-        if found:
-            Checkpoint.load_objects(to_load, found[1])
-    """
-    folder = Path(dirname)
-    if not folder.is_dir():
-        return None
-    candidates = sorted(
-        (p for p in folder.glob(f"*{SUFFIX}") if not p.name.startswith(".")),
-        key=lambda p: (_step_of(p), p.stat().st_mtime),
-        reverse=True,
-    )
-    for path in candidates:
-        try:
-            return path, load_checkpoint_file(path, map_location)
-        except ValueError as error:
-            warnings.warn(f"skipping {error}", RuntimeWarning, stacklevel=2)
-    return None
+        json.dumps(dict(extra))
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"checkpoint metadata must be JSON-serialisable (str, numbers, lists, dicts): "
+            f"{dict(extra)!r} is not ({error})"
+        ) from None
+    clash = sorted(set(extra) & set(_RESERVED))
+    if clash:
+        raise ValueError(
+            f"metadata keys {clash} are recorded by Checkpoint itself; use other names "
+            f"(reserved: {list(_RESERVED)})"
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from distengine.distributed import broadcast
+from distengine.distributed.consensus import decide
 from distengine.engine import Engine
 
 
@@ -13,8 +13,10 @@ class EarlyStopping:
     """Terminate ``trainer`` after ``patience`` calls without improvement of the score.
 
     Attach it where the score is computed (usually the evaluator's
-    ``COMPLETED``). Rank 0's decision is broadcast, so every rank stops at
-    the same iteration even if scores differed in the last bits.
+    ``COMPLETED``). Rank 0's score decides for every rank (one tiny
+    broadcast): all ranks count the same patience, keep the same best score
+    (so its state is the same everywhere) and stop at the same iteration,
+    even if their scores differed.
 
     Example::
 
@@ -46,7 +48,7 @@ class EarlyStopping:
         self.best_score: float | None = None
 
     def __call__(self, engine: Engine) -> None:
-        score = float(self.score_function(engine))
+        score = decide(float(self.score_function(engine)))
         if self.mode == "min":
             score = -score
         if self.best_score is None:
@@ -58,7 +60,7 @@ class EarlyStopping:
         else:
             self.best_score = score
             self.counter = 0
-        if broadcast(int(self.counter >= self.patience)):
+        if self.counter >= self.patience:
             self.trainer.terminate()
 
     def state_dict(self) -> dict[str, Any]:

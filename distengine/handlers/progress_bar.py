@@ -23,7 +23,10 @@ class ProgressBar:
 
     The bar is redrawn at most every ``mininterval`` seconds; between redraws
     an iteration costs a counter increment and a clock read. Outputs and
-    metrics that are tensors are read from the device only at a redraw.
+    metrics are read only at a redraw (tensors are read from the device
+    then), and reading them never runs a collective: values such as a
+    :class:`~distengine.metrics.RunningAverage` are already agreed across
+    ranks when published. A run that is terminated closes its bar too.
     With ``persist=False`` the bar is cleared at the end of each epoch, so
     an evaluator's bar under the trainer's leaves no lines behind. Pass
     ``disable=None`` (a tqdm option) to turn it off where stdout is no
@@ -65,7 +68,9 @@ class ProgressBar:
         self.metric_names, self.output_transform = metric_names, output_transform
         engine.add_event_handler(event_name, self._advance)
         engine.add_event_handler(closing_event_name, self._close)
-        engine.add_event_handler(Events.COMPLETED | Events.EXCEPTION_RAISED, self._finish)
+        engine.add_event_handler(
+            Events.COMPLETED | Events.TERMINATE | Events.EXCEPTION_RAISED, self._finish
+        )
 
     def _advance(self, engine: Engine) -> None:
         self._pending += 1

@@ -4,30 +4,47 @@ from __future__ import annotations
 
 import time
 
-from distengine.distributed import broadcast, get_world_size
+from distengine.distributed.consensus import any_rank, board_of, check_every
 from distengine.engine import Engine
+from distengine.handlers.terminate_on_nan import ITERATION_EVENTS
 
 
 class TimeLimit:
-    """Terminate after ``limit_sec`` seconds of the run (rank 0's clock decides for all).
+    """Terminate once ``limit_sec`` seconds have passed since it was made, on every rank at once.
 
-    Checked on every call; with several ranks each check is one tiny
-    broadcast, so attach it to a filtered event to check less often.
+    On ``ITERATION_COMPLETED`` the clocks are compared in the engine's
+    consensus board (one asynchronous collective shared with the other
+    checks, about every half second, or every ``every`` iterations): when any
+    rank's clock is past the limit, every rank terminates one iteration after
+    that exchange. Between exchanges a call costs nothing. Attached to
+    another event it agrees on the spot (one tiny all-reduce).
 
     Example::
 
-        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=10), TimeLimit(3600))
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, TimeLimit(3600))
     """
 
-    def __init__(self, limit_sec: float) -> None:
-        if not isinstance(limit_sec, (int, float)) or limit_sec <= 0:
+    def __init__(self, limit_sec: float = 28800, every: int | None = None) -> None:
+        if isinstance(limit_sec, bool) or not isinstance(limit_sec, (int, float)) or limit_sec <= 0:
             raise ValueError(f"limit_sec must be a positive number, got {limit_sec!r}")
         self.limit_sec = limit_sec
+        self.every = check_every(every)
         self.start = time.monotonic()
 
+    def _over(self) -> bool:
+        return time.monotonic() - self.start > self.limit_sec
+
+    def attach(self, engine: Engine) -> None:
+        """Check ``engine`` at its board's exchanges (set up before the run)."""
+        self._slot(engine)
+
+    def _slot(self, engine: Engine) -> None:
+        board = board_of(engine)
+        if not board.has(self):
+            board.flag(self, self.every, engine.terminate, poll=self._over)
+
     def __call__(self, engine: Engine) -> None:
-        over = int(time.monotonic() - self.start > self.limit_sec)
-        if get_world_size() > 1:
-            over = broadcast(over)
-        if over:
+        if engine.last_event_name in ITERATION_EVENTS:
+            self._slot(engine)
+        elif any_rank(self._over()):
             engine.terminate()

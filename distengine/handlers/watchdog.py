@@ -19,6 +19,8 @@ DUMP_MARKER = "Timeout ("
 #: ``suspended()`` blocks are open (a suspended watchdog does not re-arm).
 _armed: HangWatchdog | None = None
 _suspensions = 0
+#: Where the SIGTERM stack dump goes (Preemption re-registers it after installing its handler).
+_sigterm_dump_file: TextIO | None = None
 
 
 @contextlib.contextmanager
@@ -100,7 +102,9 @@ class HangWatchdog:
         Also dumps the stacks when the rank gets SIGTERM (as the launcher sends
         to the other ranks once one has failed), then lets the signal act.
         """
-        faulthandler.register(signal.SIGTERM, file=self.file or sys.stderr, chain=True)
+        global _sigterm_dump_file
+        _sigterm_dump_file = self.file or sys.stderr
+        faulthandler.register(signal.SIGTERM, file=_sigterm_dump_file, chain=True)
         engine.add_event_handler(
             Events.STARTED | Events.ITERATION_COMPLETED | Events.EPOCH_COMPLETED, self.arm
         )

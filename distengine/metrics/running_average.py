@@ -1,31 +1,62 @@
-"""An exponential moving average of a metric or of the engine's output."""
+"""An exponential moving average of the engine's output, or of a metric."""
 
 from __future__ import annotations
 
+import copy
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from distengine.distributed import all_reduce, get_world_size
+from distengine.distributed.consensus import check_every
 from distengine.metrics.metric import Metric
+from distengine.metrics.state import NotComputableError
 
 if TYPE_CHECKING:
     from distengine.engine import Engine
 
+_KEPT = (torch.float32, torch.float64)
+_MAX_UNFOLDED = 1024  # outputs kept aside before they are folded in anyway
+
 
 class RunningAverage(Metric):
-    """``value = alpha * value + (1 - alpha) * current``, updated after every iteration.
+    """``value = alpha * value + (1 - alpha) * current``, after every iteration.
 
-    ``current`` is ``src.compute()`` on the last batch, or the mean over
-    ranks of the (transformed) output. The value is a 0-d tensor when it comes
-    from outputs, so nothing waits for the device each iteration. With
-    ``epoch_bound=True`` it starts afresh every epoch.
+    **Output form** (``output_transform=``, e.g. a running loss): each rank
+    keeps the average of its own outputs where they are (a 0-d tensor on the
+    device for tensor outputs, a float for numbers): no host sync and no
+    collective per iteration. The average is linear, so the mean over ranks
+    of the per-rank averages is the average of the per-rank means: ranks
+    exchange them only when the value is published. With one process
+    ``engine.state.metrics[name]`` is refreshed every iteration. With several
+    it is the mean over ranks, refreshed through the engine's consensus board
+    (one asynchronous collective shared with the consensus checks, launched
+    at iteration ``k`` and published at ``k + 1``): about every half second
+    by default, or every ``every`` iterations, and once more when the run
+    completes (the final value is fresh). Every rank holds the same value at
+    every point, and reading it (a progress bar on rank 0, a logger) never
+    triggers a collective. Numbers stay floats; tensors stay 0-d tensors (on
+    the CPU once exchanged).
+
+    **Metric form** (``src=``): the average of ``src``'s value on each global
+    batch, as in PyTorch-Ignite. ``src`` is copied: the copy is updated and
+    reset every iteration, so ``src`` itself is never touched and may also be
+    attached on its own. This form reduces the copy's state across ranks and
+    computes it every iteration (one collective per iteration with several
+    ranks); use the output form for the typical running loss.
+
+    ``epoch_bound=True`` starts afresh every epoch.
 
     Example::
 
         RunningAverage(output_transform=lambda loss: loss).attach(trainer, "loss")
         RunningAverage(Accuracy(output_transform=...)).attach(trainer, "running_acc")
     """
+
+    #: Each rank's own average is saved and restored (the output form's value differs per rank).
+    checkpoint_per_rank = True
 
     def __init__(
         self,
@@ -34,56 +65,176 @@ class RunningAverage(Metric):
         output_transform: Callable[[Any], Any] | None = None,
         epoch_bound: bool = False,
         device: str | torch.device | None = None,
+        every: int | None = None,
     ) -> None:
         if (src is None) == (output_transform is None):
             raise ValueError("give exactly one of src (a Metric) or output_transform")
         if src is not None and not isinstance(src, Metric):
             raise TypeError(f"src must be a Metric, got {type(src).__name__}")
-        if not 0.0 < alpha <= 1.0:
+        if not isinstance(alpha, (int, float)) or not 0.0 < alpha <= 1.0:
             raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
         super().__init__(output_transform or (lambda output: output), device)
-        self.src, self.alpha, self.epoch_bound = src, alpha, epoch_bound
+        self.src = copy.deepcopy(src) if src is not None else None
+        self.alpha, self.epoch_bound = float(alpha), epoch_bound
+        self.every = check_every(every)
         self.value: Any = None
-        if src is None:
-            self.add_state("total", torch.tensor(0.0, dtype=torch.float64))
-            self.add_state(
-                "n", torch.tensor(0.0, dtype=torch.float64)
-            )  # beside total: one collective
+        self._unfolded: list[Any] = []  # outputs not yet folded into ``value``
+        self._attached: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def dependencies(self) -> list[Metric]:
         return [self.src] if self.src is not None else []
 
+    # ------------------------------------------------------------------ the average
     def update(self, output: Any) -> None:
-        if self.src is not None:
-            return  # the engine's metric group updates src itself
-        value = output.detach() if isinstance(output, torch.Tensor) else torch.tensor(output)
-        self._follow(value)
-        self.total += value.double().mean()
-        self.tally("n", 1)
+        """Take one (transformed) output into this rank's average (output form).
 
-    def compute(self) -> Any:
-        current = self.src.compute() if self.src is not None else self.total / self.n
-        if self.value is None:
-            self.value = current
+        It is kept aside (no device operation for a 0-d tensor) and folded in
+        when the average is read, in one vectorised step.
+        """
+        if self.src is not None:
+            return  # the engine's metric group updates the copy of src itself
+        self._unfolded.append(_current(output, self._device))
+        if len(self._unfolded) >= _MAX_UNFOLDED:
+            self._fold()
+
+    def _fold(self) -> Any:
+        """``value`` brought up to date with the outputs kept aside; returns it."""
+        pending, self._unfolded = self._unfolded, []
+        if pending and self.value is None:
+            first = pending.pop(0)
+            self.value = first.clone() if isinstance(first, torch.Tensor) else first
+        if not pending:
+            return self.value
+        tensors = [x for x in pending if isinstance(x, torch.Tensor)]
+        if not tensors and not isinstance(self.value, torch.Tensor):
+            for x in pending:
+                self.value = self.alpha * self.value + (1.0 - self.alpha) * x
+        elif len(pending) == 1 and isinstance(self.value, torch.Tensor) and tensors:
+            self.value = torch.lerp(self.value, tensors[0].to(self.value.dtype), 1.0 - self.alpha)
         else:
-            self.value = self.alpha * self.value + (1.0 - self.alpha) * current
+            self.value = _folded(self.value, pending, self.alpha)
         return self.value
 
+    def compute(self) -> Any:
+        """Metric form: one step of the average with ``src``'s value. Output form: the mean
+        over ranks of the per-rank averages (a collective with several ranks: call it on all)."""
+        if self.src is not None:
+            current = self.src.compute()
+            if self.value is None:
+                self.value = current
+            else:
+                self.value = self.alpha * self.value + (1.0 - self.alpha) * current
+            return self.value
+        if self._fold() is None:
+            raise NotComputableError("RunningAverage has seen no output yet")
+        if get_world_size() <= 1:
+            return self.value
+        if isinstance(self.value, torch.Tensor):
+            return all_reduce(self.value.detach().clone(), "mean")
+        return all_reduce(float(self.value), "mean")
+
+    # ------------------------------------------------------------------- engine use
     def attach(self, engine: Engine, name: str | None = None, usage: str = "batch_wise") -> None:
-        """Attach with a value after every iteration (``usage`` is always batch-wise)."""
+        """Publish ``engine.state.metrics[name]`` after iterations (``usage`` is ignored)."""
+        from distengine.distributed.consensus import board_of
         from distengine.engine import Events
 
-        super().attach(engine, name, "batch_wise")
+        if self.src is not None:
+            super().attach(engine, name, "batch_wise")
+            handles = []
+        else:
+            if self.is_attached(engine):
+                raise ValueError("RunningAverage is already attached to this engine")
+            alone = get_world_size() <= 1  # with one process, publish every iteration
+            step = self._step_and_publish if alone and name is not None else self._step
+            handles = [engine.add_event_handler(Events.ITERATION_COMPLETED, step, name)]
+            if not alone:
+                board_of(engine).value(
+                    self, self.every, self._local, lambda mean: self._publish(engine, name, mean)
+                )
         if self.epoch_bound:
-            engine.add_event_handler(Events.EPOCH_STARTED, self._restart)
+            handles.append(engine.add_event_handler(Events.EPOCH_STARTED, self._restart))
+        self._attached[engine] = handles
+
+    def _step(self, engine: Engine, name: str | None) -> None:
+        self.update(self._output_transform(engine.state.output))
+
+    def _step_and_publish(self, engine: Engine, name: str) -> None:
+        self.update(self._output_transform(engine.state.output))
+        engine.state.metrics[name] = self._fold()
+
+    def _local(self) -> Any:
+        return self._fold()
+
+    def _publish(self, engine: Engine, name: str | None, mean: float) -> None:
+        if name is None:
+            return
+        if isinstance(self.value, torch.Tensor):
+            engine.state.metrics[name] = torch.tensor(mean, dtype=self.value.dtype)
+        else:
+            engine.state.metrics[name] = mean
 
     def _restart(self) -> None:
-        self.value = None
+        self.value, self._unfolded = None, []
 
+    def detach(self, engine: Engine) -> None:
+        """Stop updating on ``engine`` (every rank at the same point) and drop its value."""
+        from distengine.distributed.consensus import board_of
+
+        if engine not in self._attached:
+            return
+        for handle in self._attached.pop(engine):
+            handle.remove()
+        if self.src is not None:
+            super().detach(engine)
+        else:
+            board_of(engine).remove(self)
+
+    def is_attached(self, engine: Engine) -> bool:
+        """Whether this average is attached to ``engine``."""
+        return engine in self._attached
+
+    # ------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "value": self.value}
+        """This rank's average (and, in the metric form, nothing of ``src``: it is per batch)."""
+        return {"value": self._fold()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = dict(state_dict)
-        self.value = state.pop("value", None)
-        super().load_state_dict(state)
+        """Restore :meth:`state_dict` (older states with extra keys load too)."""
+        if "value" not in state_dict:
+            raise ValueError(
+                f"RunningAverage state dict lacks 'value'; it has {sorted(state_dict)}"
+            )
+        self.value, self._unfolded = state_dict["value"], []
+
+
+def _folded(value: Any, pending: list[Any], alpha: float) -> torch.Tensor:
+    """``value`` after the averages of ``pending``, computed at once in float64:
+    ``alpha**n * value + sum((1 - alpha) * alpha**(n - 1 - i) * pending[i])``."""
+    like = (
+        value
+        if isinstance(value, torch.Tensor)
+        else next(x for x in pending if isinstance(x, torch.Tensor))
+    )
+    device = like.device
+    xs = torch.stack(
+        [x if isinstance(x, torch.Tensor) else torch.tensor(x, device=device) for x in pending]
+    ).double()
+    n = xs.numel()
+    powers = torch.arange(n - 1, -1, -1, dtype=torch.float64, device=device)
+    weights = torch.pow(alpha, powers) * (1.0 - alpha)
+    return (value * alpha**n + (weights * xs).sum()).to(like.dtype)
+
+
+def _current(output: Any, device: torch.device | None) -> Any:
+    """This batch's value: a float, or a floating 0-d tensor (the mean of a larger one)."""
+    if not isinstance(output, torch.Tensor):
+        return float(output)
+    if output.dim() == 0 and output.dtype in _KEPT and device is None:
+        return output.detach()  # the common case, a loss: no device operation
+    value = output.detach()
+    if device is not None:
+        value = value.to(device)
+    if not value.is_floating_point() or value.dtype in (torch.float16, torch.bfloat16):
+        value = value.float()
+    return value.mean() if value.numel() != 1 else value.reshape(())

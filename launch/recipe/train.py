@@ -45,7 +45,8 @@ def _resume(cfg: Any, to_load: dict, folder: Path) -> None:
         Checkpoint.load_objects({"run": to_load["run"]}, state)  # refuses a mismatched run first
         Checkpoint.load_objects(to_load, state)
         if idist.get_rank() == 0:
-            print(f"resumed from {path} (iteration {state['trainer']['iteration']})", flush=True)
+            iteration = to_load["trainer"].state.iteration  # the engine's state is per rank
+            print(f"resumed from {path} (iteration {iteration})", flush=True)
 
 
 def _write_summary(run_dir: Path, trainer: Any, evaluator: Any) -> None:

@@ -27,12 +27,19 @@ def test_layout(ranks):
 
 def reduce_all_ops():
     r = idist.get_rank()
-    x = torch.tensor([r + 1.0, 10.0 * (r + 1)])
-    out = {op: idist.all_reduce(x, op).tolist() for op in ("sum", "mean", "min", "max", "product")}
-    out["int_mean"] = idist.all_reduce(torch.tensor([r]), "mean").tolist()
+    out = {}
+    for op in ("sum", "mean", "min", "max", "product"):
+        x = torch.tensor([r + 1.0, 10.0 * (r + 1)])
+        result = idist.all_reduce(x, op)
+        out[op] = result.tolist()
+        out[f"{op}_in_place"] = result is x and x.tolist() == out[op]
+    strided = torch.arange(6.0).reshape(2, 3).t()[0]  # not contiguous: reduced through a copy
+    out["strided"] = idist.all_reduce(strided) is strided and strided.tolist()
+    out["int_sum"] = idist.all_reduce(torch.tensor([r], dtype=torch.int64)).tolist()
     out["number"] = idist.all_reduce(r + 1)
     out["float"] = idist.all_reduce(0.5 * r, "max")
-    out["input_untouched"] = x.tolist() == [r + 1.0, 10.0 * (r + 1)]
+    out["mixed"] = idist.all_reduce(0 if r == 0 else 2.25)  # an int here, a float there
+    out["number_types"] = type(idist.all_reduce(r + 1)).__name__
     return out
 
 
@@ -48,12 +55,17 @@ def test_all_reduce_ops_tensors_and_numbers(ranks):
         "min": [1.0, 10.0],
         "max": [float(n), 10.0 * n],
         "product": [prod, prod * 10**n],
-        "int_mean": [sum(range(n)) / n],
+        "strided": [0.0, 3.0 * n],
+        "int_sum": [sum(range(n))],
         "number": sum(range(1, n + 1)),
         "float": 0.5 * (n - 1),
-        "input_untouched": True,
+        "mixed": 2.25 * (n - 1),  # was 4612811918334230528 on the int rank
+        "number_types": "int",
     }
-    assert ranks.run(reduce_all_ops) == [expected] * n
+    expected.update({f"{op}_in_place": True for op in ("sum", "mean", "min", "max", "product")})
+    results = ranks.run(reduce_all_ops)
+    assert results == [expected] * n
+    assert [type(r["mixed"]) for r in results] == [float] * n
 
 
 def gather_uneven():
@@ -86,14 +98,25 @@ def test_all_gather_uneven_tensors_numbers_strings_objects(ranks):
 
 def broadcast_things():
     r = idist.get_rank()
-    t = idist.broadcast(torch.full((3,), float(r)), src=1)
+    mine = torch.full((3,), float(r))
+    t = idist.broadcast(mine, src=1)
     obj = idist.broadcast({"cfg": [1, 2]} if r == 0 else None)
     idist.barrier()
-    return t.tolist(), obj
+    return t.tolist(), t is mine, obj
 
 
-def test_broadcast_tensors_and_objects(ranks):
-    assert ranks.run(broadcast_things) == [([1.0] * 3, {"cfg": [1, 2]})] * ranks.world_size
+def test_broadcast_tensors_in_place_and_objects(ranks):
+    expected = ([1.0] * 3, True, {"cfg": [1, 2]})
+    assert ranks.run(broadcast_things) == [expected] * ranks.world_size
+
+
+def int_mean():
+    idist.all_reduce(torch.tensor([1]), "mean")
+
+
+def test_mean_of_an_integer_tensor_is_refused_as_it_cannot_be_held_in_place(ranks2):
+    with pytest.raises(RankFailure, match=r"op='mean' reduces in place and needs a floating"):
+        ranks2.run(int_mean)
 
 
 def bad_op():
@@ -180,8 +203,9 @@ def test_single_process_without_group(monkeypatch):
     assert not idist.is_distributed()
     assert (idist.get_rank(), idist.get_world_size(), idist.backend()) == (0, 1, None)
     x = torch.tensor([1.0, 2.0])
-    assert torch.equal(idist.all_reduce(x, "mean"), x)
-    assert idist.all_reduce(3) == 3
+    assert idist.all_reduce(x, "mean") is x and x.tolist() == [1.0, 2.0]
+    assert idist.all_reduce(3) == 3 and isinstance(idist.all_reduce(3), int)
+    assert idist.all_reduce(2.5) == 2.5
     assert torch.equal(idist.all_gather(x), x) and idist.all_gather("a") == ["a"]
     assert idist.broadcast({"a": 1}) == {"a": 1}
     idist.barrier()
@@ -241,3 +265,31 @@ def test_bad_backend_and_bad_environment(monkeypatch):
     monkeypatch.setenv("RANK", "one")
     with pytest.raises(ValueError, match="RANK='one' is not an integer"):
         idist.get_rank()
+
+
+# ------------------------------------------------------------------ one device per rank
+@pytest.mark.parametrize(
+    "local_rank, gpus, backend, bound, expected",
+    [
+        (3, 4, "nccl", None, "cuda:3"),  # no set_device: still this rank's own GPU
+        (5, 4, "nccl", None, "cuda:1"),
+        (1, 2, None, None, "cuda:1"),  # no process group yet
+        (1, 4, "gloo", None, "cpu"),  # gloo computes on the CPU even where GPUs exist
+        (0, 4, "nccl", 2, "cuda:2"),  # the group's bound device wins
+        (2, 0, None, None, "cpu"),  # no CUDA
+    ],
+)
+def test_device_and_collective_device_have_one_source(
+    monkeypatch, local_rank, gpus, backend, bound, expected
+):
+    from distengine.distributed import env
+
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)  # nobody called set_device
+    monkeypatch.setattr(env, "backend", lambda: backend)
+    bound_device = None if bound is None else torch.device("cuda", bound)
+    monkeypatch.setattr(env, "_bound_device", lambda: bound_device)
+    assert str(idist.device()) == expected
+    assert str(env.comm_device()) == (expected if backend == "nccl" else "cpu")

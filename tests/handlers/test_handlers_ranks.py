@@ -3,6 +3,7 @@
 import io
 import os
 
+import pytest
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -12,6 +13,7 @@ from distengine.engine import Engine, Events, create_supervised_trainer
 from distengine.handlers import (
     Checkpoint,
     EarlyStopping,
+    Preemption,
     ProgressBar,
     TensorboardLogger,
     TerminateOnNan,
@@ -67,9 +69,9 @@ def test_only_rank_zero_writes_checkpoints_event_files_and_bars(ranks2, tmp_path
     results = ranks2.run(train_with_all_writers, str(tmp_path))
     (bar0, last0), (bar1, last1) = results
     assert "Epoch [3/3]" in bar0 and "acc=" in bar0 and bar1 == ""
-    assert last0 == last1 == "checkpoint_3.pt"
+    assert last0 == last1 == tmp_path / "ckpt" / "checkpoint_15.pt"  # named by iteration
     kept = sorted(n for n in os.listdir(tmp_path / "ckpt") if not n.startswith("."))
-    assert kept == ["checkpoint_2.pt", "checkpoint_3.pt"]
+    assert kept == ["checkpoint_10.pt", "checkpoint_15.pt"]
     event_files = [f for _, _, files in os.walk(tmp_path / "tb") for f in files]
     assert event_files and all("events.out.tfevents" in f for f in event_files)
     assert "[rank 0]" in (tmp_path / "rank0.log").read_text()
@@ -84,7 +86,8 @@ def test_only_rank_zero_writes_checkpoints_event_files_and_bars(ranks2, tmp_path
     assert [e.step for e in accumulator.Scalars("validation/acc")] == [5, 10, 15]
     assert any(t.startswith("weights_hist/") for t in accumulator.Tags()["histograms"])
     _, state = find_latest_checkpoint(tmp_path / "ckpt")
-    assert state["trainer"]["epoch"] == 3 and "weight" in state["model"]  # saved unwrapped
+    per_rank = state["trainer"]["__per_rank__"]
+    assert [s["epoch"] for s in per_rank] == [3, 3] and "weight" in state["model"]  # unwrapped
 
 
 def early_stop_on_rank_dependent_scores():
@@ -97,45 +100,168 @@ def early_stop_on_rank_dependent_scores():
     trainer.add_event_handler(Events.EPOCH_COMPLETED, stopper)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: idist.barrier())  # a collective
     trainer.run([0, 1], max_epochs=6)
-    return trainer.state.epoch
+    return trainer.state.epoch, stopper.state_dict()
 
 
 def test_early_stopping_stops_every_rank_at_the_same_epoch(ranks2):
-    # rank 0's scores stall after epoch 2; rank 1's do not, but it follows rank 0's decision
-    assert ranks2.run(early_stop_on_rank_dependent_scores) == [4, 4]
+    # rank 0's scores stall after epoch 2; rank 1's do not, but it follows rank 0's scores
+    assert (
+        ranks2.run(early_stop_on_rank_dependent_scores)
+        == [(4, {"counter": 2, "best_score": 0.6})] * 2
+    )
 
 
-def nan_on_rank_1():
+def nan_on_rank_1(every, event):
     rank = dist.get_rank()
 
     def step(engine, batch):
-        bad = rank == 1 and engine.state.iteration == 3
-        return torch.tensor(float("nan") if bad else 1.0)
+        bad = rank == 1 and engine.state.iteration >= 3  # NaN weights stay NaN
+        return {"loss": torch.tensor(float("nan") if bad else 1.0), "n": 1}
 
     trainer = Engine(step)
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    trainer.add_event_handler(event, TerminateOnNan(lambda out: out, every=every))
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda: idist.barrier())
     trainer.run(range(10), max_epochs=2)
     return trainer.state.iteration, getattr(trainer.state, "terminated_on_nan", False)
 
 
-def test_nan_on_one_rank_stops_all_ranks_at_that_iteration(ranks2):
-    assert ranks2.run(nan_on_rank_1) == [(3, True), (3, True)]
+@pytest.mark.parametrize(
+    "every, event, stop",
+    [
+        (1, Events.ITERATION_COMPLETED, 4),  # first at 3, exchanged at 3, read at 4
+        (2, Events.ITERATION_COMPLETED, 5),  # exchanged at 4
+        (10, Events.ITERATION_COMPLETED, 11),  # exchanged at 10
+        (None, Events.ITERATION_COMPLETED, None),  # timed: whenever rank 0 proposed
+        (1, Events.EPOCH_COMPLETED, 10),  # checked on the spot, at the epoch's end
+    ],
+)
+def test_nan_on_one_rank_stops_all_ranks_at_the_same_iteration(ranks2, every, event, stop):
+    (first, nan0), (second, nan1) = ranks2.run(nan_on_rank_1, every, event)
+    assert first == second and nan0 and nan1
+    assert first == stop if stop is not None else 3 < first <= 20
 
 
-def time_limit_run():
+def time_limit_run(every):
     import time
 
     trainer = Engine(lambda e, b: time.sleep(0.01 * (1 + dist.get_rank())))
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, TimeLimit(0.2))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TimeLimit(0.2, every=every))
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda: idist.barrier())
     trainer.run(range(1000))
     return trainer.state.iteration
 
 
-def test_time_limit_stops_all_ranks_together(ranks2):
-    first, second = ranks2.run(time_limit_run)
-    assert first == second < 1000
+@pytest.mark.parametrize("every", [1, 5])
+def test_time_limit_stops_all_ranks_together(ranks2, every):
+    first, second = ranks2.run(time_limit_run, every)
+    assert first == second < 1000 and first % every == 1 % every  # one iteration after a check
+
+
+def per_rank_scores(folder):
+    rank = dist.get_rank()
+    scores = iter([0.5, 0.9, 0.7, 0.6] if rank == 0 else [0.9, 0.1, 0.95, 0.99])
+    trainer = Engine(lambda e, b: b)
+    checkpoint = Checkpoint(
+        {"trainer": trainer},
+        folder,
+        score_function=lambda e: next(scores),
+        score_name="acc",
+        n_saved=2,
+    )
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: idist.barrier())
+    trainer.run(range(3), max_epochs=4)
+    return checkpoint.saved, sorted(n for n in os.listdir(folder) if not n.startswith("."))
+
+
+def test_a_per_rank_score_is_decided_by_rank_0_for_every_rank(ranks2, tmp_path):
+    # before: rank 1 found its scores worth keeping when rank 0 did not, and entered the
+    # gather of per-rank states alone
+    kept = [(0.7, "trainer_9_acc=0.7000.pt"), (0.9, "trainer_6_acc=0.9000.pt")]
+    files = ["trainer_6_acc=0.9000.pt", "trainer_9_acc=0.7000.pt"]
+    assert ranks2.run(per_rank_scores, str(tmp_path)) == [(kept, files)] * 2
+
+
+def preempt_rank_1(folder, every, signum):
+    import signal
+
+    rank = dist.get_rank()
+    trainer = Engine(lambda e, b: b)
+    checkpoint = Checkpoint({"trainer": trainer}, folder)
+    stops = []
+
+    def on_stop(engine):
+        stops.append(engine.state.iteration)
+        checkpoint(engine)
+
+    preemption = Preemption(on_stop=on_stop, every=every)
+    preemption.attach(trainer)
+
+    @trainer.on(Events.ITERATION_COMPLETED(once=3))
+    def signal_on_rank_1():
+        if rank == 1:
+            os.kill(os.getpid(), getattr(signal, signum))
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda: idist.barrier())
+    try:
+        trainer.run(range(20), max_epochs=2)
+    finally:
+        preemption.restore()
+    s = trainer.state
+    return s.iteration, s.preempted, s.stop_signal, stops, checkpoint.last_checkpoint.name
+
+
+@pytest.mark.parametrize(
+    "every, signum, stop", [(1, "SIGTERM", 5), (4, "SIGINT", 5), (10, "SIGTERM", 11)]
+)
+def test_a_signal_on_one_rank_stops_every_rank_at_the_same_iteration(
+    ranks2, tmp_path, every, signum, stop
+):
+    # the signal lands after the check of iteration 3: the next check at or after 4 carries
+    # it, and every rank stops one iteration later, runs on_stop and is marked preempted
+    expected = (stop, True, signum, [stop], f"trainer_{stop}.pt")
+    assert ranks2.run(preempt_rank_1, str(tmp_path), every, signum) == [expected] * 2
+
+
+def preempt_during_uneven_evaluation():
+    import signal
+
+    rank = dist.get_rank()
+    trainer, evaluator = Engine(lambda e, b: b), Engine(lambda e, b: b)
+    evaluations, stops = [], []
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def validate():
+        evaluator.run(range(12 if rank == 0 else 7))  # unpadded shards: uneven lengths
+        evaluations.append((evaluator.state.iteration, evaluator.state.preempted))
+
+    preemption = Preemption(on_stop=lambda e: stops.append(e.state.iteration), every=2)
+    preemption.attach(trainer)
+    preemption.attach(evaluator, final=False)
+
+    @evaluator.on(Events.ITERATION_COMPLETED(once=2))
+    def signal_rank_1_in_epoch_2():
+        if rank == 1 and trainer.state.epoch == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    evaluator.add_event_handler(Events.COMPLETED, lambda: idist.barrier())
+    try:
+        trainer.run(range(5), max_epochs=3)
+    finally:
+        preemption.restore()
+    return evaluations, stops, trainer.state.iteration, trainer.state.preempted
+
+
+def test_a_signal_during_an_uneven_evaluation_stops_it_then_the_trainer(ranks2):
+    # checks in the evaluator stop below 7 (the shorter shard): at 2, 4 and 6. Epoch 1 runs
+    # 12 and 7 iterations without a hang; in epoch 2 the signal after 2 is seen at 4, read
+    # at 5, and the evaluation ends there on both ranks, uncomputed; then the trainer stops
+    (first0, _), (first1, _) = [r[0][0] for r in ranks2.run(preempt_during_uneven_evaluation)]
+    results = ranks2.run(preempt_during_uneven_evaluation)
+    assert (first0, first1) == (12, 7)
+    for rank, (evaluations, stops, iteration, preempted) in enumerate(results):
+        assert evaluations == [((12, 7)[rank], False), (5, True)]
+        assert (stops, iteration, preempted) == ([10], 10, True)
 
 
 def train_with_rank_seeds(folder, stop_at):

@@ -1,0 +1,43 @@
+"""Durable checkpoints: what a checkpoint holds, and how it is stored and found again.
+
+- :mod:`~distengine.checkpoint.stateful`: the :class:`Stateful` contract and
+  per-rank states (gathering what to save is kept apart from storing it).
+- :mod:`~distengine.checkpoint.disk`: one atomic file per save, written by
+  rank 0, with a sidecar holding its CRC-32 and metadata.
+- :mod:`~distengine.checkpoint.loading`: verified loading and
+  :func:`find_latest_checkpoint`.
+
+The :class:`~distengine.handlers.Checkpoint` handler (naming, retention,
+agreement across ranks) lives in :mod:`distengine.handlers`, which also
+re-exports :class:`DiskSaver` and :func:`find_latest_checkpoint`.
+
+Example::
+
+    from distengine.checkpoint import find_latest_checkpoint, read_meta
+
+    path, state = find_latest_checkpoint("runs/exp1/checkpoints")
+    read_meta(path)   # {"crc32": "...", "iteration": 300, "epoch": 3, "world_size": 2, ...}
+"""
+
+from distengine.checkpoint.disk import DiskSaver, meta_path, read_meta
+from distengine.checkpoint.loading import (
+    CheckpointLoadError,
+    CorruptCheckpointError,
+    find_latest_checkpoint,
+    load_checkpoint_file,
+)
+from distengine.checkpoint.stateful import PER_RANK, Stateful, gather_states, load_state
+
+__all__ = [
+    "PER_RANK",
+    "CheckpointLoadError",
+    "CorruptCheckpointError",
+    "DiskSaver",
+    "Stateful",
+    "find_latest_checkpoint",
+    "gather_states",
+    "load_checkpoint_file",
+    "load_state",
+    "meta_path",
+    "read_meta",
+]

@@ -1,0 +1,184 @@
+"""One checkpoint file per save, written atomically by rank 0, with a metadata sidecar.
+
+``name.pt`` is written to a temporary file in the same folder, flushed,
+fsynced and renamed over the final name; then its sidecar
+``.name.pt.meta.json`` (also written atomically) records the file's CRC-32
+and the caller's metadata (iteration, epoch, world size, ...), so a later
+reader can both verify the file and order files without loading them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+
+from distengine.distributed import barrier, get_rank
+
+SUFFIX = ".pt"
+
+
+def meta_path(path: Path) -> Path:
+    """The sidecar holding a checkpoint file's CRC-32 and metadata (a hidden file beside it)."""
+    return path.with_name(f".{path.name}.meta.json")
+
+
+def legacy_checksum_path(path: Path) -> Path:
+    """Where versions before the metadata sidecar kept a file's CRC-32."""
+    return path.with_name(f".{path.name}.crc32")
+
+
+def read_meta(path: Path) -> dict[str, Any] | None:
+    """The sidecar of ``path`` as a dict, or None when it has none (or it is unreadable)."""
+    try:
+        meta = json.loads(meta_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def file_checksum(path: Path, chunk: int = 1 << 24) -> str:
+    """CRC-32 of a file, read in chunks (fast, and enough to catch corruption)."""
+    crc = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            crc = zlib.crc32(block, crc)
+    return f"{crc:08x}"
+
+
+class _HashingWriter:
+    """A file wrapper that checksums every byte written through it."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.crc = 0
+
+    def hexdigest(self) -> str:
+        return f"{self.crc:08x}"
+
+    def write(self, data: bytes) -> int:
+        self.crc = zlib.crc32(data, self.crc)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+class DiskSaver:
+    """Saves checkpoints to ``dirname`` on rank 0; a crash mid-write never leaves a bad file.
+
+    Each save goes to a temporary file in the same folder (created with the
+    process's umask, like any file it writes), is flushed and fsynced, then
+    renamed over the final name; its sidecar ``.<name>.meta.json`` then records
+    the CRC-32 (checked at load) and the ``metadata`` the caller passes
+    (:class:`~distengine.handlers.Checkpoint` passes iteration, epoch and world
+    size). Every rank calls it (it ends with a barrier, so no rank reads a file
+    not yet written); only rank 0 touches the disk. The hang watchdog is paused
+    while it writes.
+
+    Example::
+
+        saver = DiskSaver("runs/exp1/checkpoints", require_empty=False)
+        Checkpoint({"model": model}, saver, n_saved=3)
+    """
+
+    def __init__(
+        self,
+        dirname: str | os.PathLike,
+        atomic: bool = True,
+        create_dir: bool = True,
+        require_empty: bool = True,
+    ) -> None:
+        self.dirname = Path(dirname)
+        self.atomic = atomic
+        if get_rank() != 0:
+            return
+        if not self.dirname.exists():
+            if not create_dir:
+                raise ValueError(
+                    f"checkpoint folder {self.dirname} does not exist (create_dir=False)"
+                )
+            self.dirname.mkdir(parents=True, exist_ok=True)
+        if require_empty:
+            found = sorted(p.name for p in self.dirname.glob(f"*{SUFFIX}"))
+            if found:
+                raise ValueError(
+                    f"checkpoint folder {self.dirname} already holds {found[:3]}: pass "
+                    "require_empty=False to write beside them, or choose another folder"
+                )
+
+    def __call__(
+        self, checkpoint: Mapping[str, Any], filename: str, metadata: Mapping | None = None
+    ) -> None:
+        """Write ``checkpoint`` as ``dirname/filename`` (rank 0), then wait for every rank."""
+        from distengine.handlers.watchdog import suspended  # handlers/ imports this module
+
+        with suspended():
+            if get_rank() == 0:
+                self._write(checkpoint, self.dirname / filename, dict(metadata or {}))
+            barrier()
+
+    def _write(self, checkpoint: Mapping[str, Any], path: Path, metadata: dict) -> None:
+        try:
+            json.dumps(metadata)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"checkpoint metadata must be JSON-serialisable (str, numbers, lists, dicts): "
+                f"{metadata!r} is not ({error})"
+            ) from None
+        for stale in (meta_path(path), legacy_checksum_path(path)):
+            stale.unlink(missing_ok=True)  # a crash below must not pair the new file with them
+        if not self.atomic:
+            with open(path, "wb") as handle:
+                writer = _HashingWriter(handle)
+                torch.save(checkpoint, writer)
+        else:
+            writer = self._write_atomic(checkpoint, path)
+        _write_small(meta_path(path), json.dumps({"crc32": writer.hexdigest(), **metadata}))
+        _fsync_dir(self.dirname)
+
+    def _write_atomic(self, checkpoint: Mapping[str, Any], path: Path) -> _HashingWriter:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                writer = _HashingWriter(handle)
+                torch.save(checkpoint, writer)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return writer
+
+    def remove(self, filename: str) -> None:
+        """Delete a file this saver wrote, with its sidecar (rank 0 only)."""
+        if get_rank() == 0:
+            path = self.dirname / filename
+            path.unlink(missing_ok=True)
+            meta_path(path).unlink(missing_ok=True)
+            legacy_checksum_path(path).unlink(missing_ok=True)
+
+
+def _write_small(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(dirname: Path) -> None:
+    dir_fd = os.open(dirname, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,126 @@
+"""What a checkpoint holds: objects with ``state_dict``/``load_state_dict``, some of them per rank.
+
+An object whose state differs from rank to rank (the engine's random
+generators and data position, a metric's local accumulation, a training
+step's pending gradients) declares the class attribute
+``checkpoint_per_rank = True``. Rank 0 writes the checkpoint, so such an
+object is saved as every rank's state, ``{"__per_rank__": [sd_0, sd_1, ...]}``
+(one gather for all of them), and on load each rank gets its own. There is no
+special case for any class: the engine is one such object among others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from distengine.distributed import all_gather, get_rank, get_world_size
+
+PER_RANK = "__per_rank__"
+_LEGACY_PER_RANK = "per_rank"  # engine states saved before the Stateful contract
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """Anything a checkpoint can hold: ``state_dict()`` and ``load_state_dict(sd)``.
+
+    Set ``checkpoint_per_rank = True`` on the class when the state differs per
+    rank; define ``load_per_rank_state_dicts(list_of_sds)`` to accept states
+    saved with another world size (otherwise that load is refused by name).
+
+    Example::
+
+        class Counter:
+            checkpoint_per_rank = True          # each rank counts its own batches
+
+            def __init__(self):
+                self.n = 0
+
+            def state_dict(self):
+                return {"n": self.n}
+
+            def load_state_dict(self, state):
+                self.n = state["n"]
+    """
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None: ...
+
+
+def unwrap(obj: Any) -> Any:
+    """The module inside DistributedDataParallel/DataParallel, so checkpoints load anywhere."""
+    return getattr(obj, "module", obj) if isinstance(obj, torch.nn.Module) else obj
+
+
+def is_per_rank(obj: Any) -> bool:
+    """Whether ``obj`` declares a state that differs per rank."""
+    return bool(getattr(unwrap(obj), "checkpoint_per_rank", False))
+
+
+def check_stateful(objects: Mapping[str, Any], what: str) -> None:
+    """Raise TypeError naming the first entry of ``objects`` that is not :class:`Stateful`."""
+    if not isinstance(objects, Mapping) or not objects:
+        raise TypeError(f"{what} must be a non-empty dict of name -> object, got {objects!r}")
+    for name, obj in objects.items():
+        if not isinstance(unwrap(obj), Stateful):
+            raise TypeError(
+                f"{what}[{name!r}] is a {type(obj).__name__}, which has no "
+                "state_dict/load_state_dict"
+            )
+
+
+def gather_states(objects: Mapping[str, Any]) -> dict[str, Any]:
+    """Every object's state; per-rank ones as every rank's (a collective: all ranks call it).
+
+    Which objects are per rank is the same on every rank (it is declared by
+    their classes), so every rank runs the same one gather, or none.
+    """
+    states = {name: unwrap(obj).state_dict() for name, obj in objects.items()}
+    mine = {name: states[name] for name, obj in objects.items() if is_per_rank(obj)}
+    if not mine:
+        return states
+    every = all_gather(mine) if get_world_size() > 1 else [mine]
+    for name in mine:
+        states[name] = {PER_RANK: [rank_states[name] for rank_states in every]}
+    return states
+
+
+def load_state(name: str, obj: Any, entry: Any, strict: bool = True) -> None:
+    """Load checkpoint entry ``name`` into ``obj``, giving this rank its own per-rank state."""
+    target = unwrap(obj)
+    if isinstance(entry, Mapping) and PER_RANK in entry:
+        states = list(entry[PER_RANK])
+        if len(states) != get_world_size():
+            _load_other_world(name, target, states)
+            return
+        entry = states[get_rank()]
+    elif isinstance(entry, Mapping) and _LEGACY_PER_RANK in entry:
+        entry = _legacy_for_this_rank(entry)
+    if isinstance(target, torch.nn.Module):
+        target.load_state_dict(entry, strict=strict)
+    else:
+        target.load_state_dict(entry)
+
+
+def _load_other_world(name: str, target: Any, states: list[Any]) -> None:
+    loader = getattr(target, "load_per_rank_state_dicts", None)
+    if loader is None:
+        raise ValueError(
+            f"checkpoint entry {name!r} holds per-rank states of {len(states)} rank(s) and this "
+            f"run has {get_world_size()}: a {type(target).__name__} cannot be resumed with another "
+            "world size (it has no load_per_rank_state_dicts); resume with "
+            f"{len(states)} rank(s)"
+        )
+    loader(states)
+
+
+def _legacy_for_this_rank(state: Mapping[str, Any]) -> dict[str, Any]:
+    """An engine state from before the Stateful contract, with this rank's own generators."""
+    per_rank = state[_LEGACY_PER_RANK]
+    merged = {k: v for k, v in state.items() if k != _LEGACY_PER_RANK}
+    if per_rank and len(per_rank) == get_world_size():
+        merged.update(per_rank[get_rank()])
+    return merged
