@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, get_w
 import distengine.distributed as idist
 from distengine.engine import Engine, Events, create_supervised_trainer
 from distengine.handlers import LRScheduler
-from distengine.metrics import Accuracy, Loss, RunningAverage
+from distengine.metrics import Accuracy, Average, Loss
 
 CONFIGS = (
     "plain",
@@ -155,7 +155,8 @@ def build(config: str) -> Run:
     if config == "metrics":
         Accuracy(lambda out: out[:2]).attach(trainer, "accuracy")
         Loss(nn.functional.cross_entropy, lambda out: out[:2]).attach(trainer, "loss")
-        RunningAverage(output_transform=lambda out: out[2], alpha=0.5).attach(trainer, "ra")
+        Average(lambda out: out[2]).attach(trainer, "mean_loss")
+        Accuracy(lambda out: out[:2]).attach(trainer, "running_accuracy", usage="running")
     run = Run(model, optimizer, trainer, make_loader(config), to_save)
     trainer.add_event_handler(
         Events.ITERATION_COMPLETED, lambda e: run.losses.append(e.state.output[2])
