@@ -4,6 +4,7 @@ from distengine.engine.engine import Engine
 from distengine.engine.events import EventEnum, Events, EventsList, FilteredEvent
 from distengine.engine.handlers import RemovableEventHandle, observer
 from distengine.engine.state import State
+from distengine.engine.steps import TrainStep
 from distengine.engine.supervised import (
     create_supervised_evaluator,
     create_supervised_trainer,
@@ -19,6 +20,7 @@ __all__ = [
     "FilteredEvent",
     "RemovableEventHandle",
     "State",
+    "TrainStep",
     "create_supervised_evaluator",
     "create_supervised_trainer",
     "observer",

@@ -6,8 +6,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from distengine.engine import rng
-from distengine.engine.dataflow import DataFlow, data_length
+from distengine.distributed.env import get_world_size, is_distributed
 from distengine.engine.events import AnyEvent, EventEnum, Events, EventsList, FilteredEvent
 from distengine.engine.handlers import (
     EVENT_ARGS,
@@ -16,11 +15,17 @@ from distengine.engine.handlers import (
     is_observer,
     takes_engine,
 )
+from distengine.engine.resume import DataFlow, capture_rng, data_length, is_one_shot
 from distengine.engine.state import State
 
 ProcessFunction = Callable[["Engine", Any], Any]
 
 _STATE_DICT_KEYS = ("iteration", "epoch", "epoch_length", "max_epochs", "max_iters", "seed")
+_PROCESS_KEY = "process_function"
+
+
+def _several_ranks() -> bool:
+    return is_distributed() and get_world_size() > 1
 
 
 class Engine:
@@ -28,6 +33,8 @@ class Engine:
 
     Only events that have handlers cost anything. ``run`` resumes where a
     terminated or restored run stopped, batch for batch (see :meth:`state_dict`).
+    Its state differs per rank (data position, generators, metrics), so a
+    checkpoint keeps every rank's (``checkpoint_per_rank``).
 
     Example::
 
@@ -62,8 +69,44 @@ class Engine:
         self._in_epoch = False
         self._epoch_start_iteration = 0
         self._flow: DataFlow | None = None
-        self._restored_position: dict[str, Any] | None = None
+        self._restored: dict[str, Any] | None = None
+        self._pending_restore: tuple[dict[str, Any] | None, dict[str, Any]] | None = None
         self._empty_restart_at: int | None = None
+        self._statefuls: dict[str, Any] = {}
+
+    @property
+    def process_function(self) -> ProcessFunction:
+        """The ``(engine, batch) -> output`` callable this engine runs (e.g. a TrainStep)."""
+        return self._process_function
+
+    @property
+    def epoch_iteration(self) -> int:
+        """Iterations done in the current epoch (1-based while an iteration runs)."""
+        return self.state.iteration - self._epoch_start_iteration
+
+    def register_stateful(self, name: str, obj: Any) -> None:
+        """Keep ``obj.state_dict()`` in this engine's state dict under ``name``.
+
+        For state that belongs to the run, such as the metrics attached to the
+        engine (registered as ``"metrics"``): ``load_state_dict`` gives it
+        back to ``obj``. The process function's state, if it has one, is
+        kept under ``"process_function"`` without registering.
+
+        Example::
+
+            trainer.register_stateful("ema", ema_tracker)
+        """
+        if name in _STATE_DICT_KEYS or name == _PROCESS_KEY or not isinstance(name, str):
+            raise ValueError(f"{name!r} cannot name engine state: it is taken or not a str")
+        if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+            raise TypeError(f"{type(obj).__name__} has no state_dict/load_state_dict")
+        self._statefuls[name] = obj
+
+    def _all_statefuls(self) -> dict[str, Any]:
+        found = dict(self._statefuls)
+        if hasattr(self._process_function, "state_dict"):
+            found[_PROCESS_KEY] = self._process_function
+        return found
 
     # ----------------------------------------------------------------- handlers
     def add_event_handler(
@@ -191,6 +234,7 @@ class Engine:
         self.should_terminate = self.should_terminate_single_epoch = False
         try:
             self._run_epochs()
+            self._flow.park()  # type: ignore[union-attr]  # no idle loader workers left behind
         except Exception as error:
             handlers = list(self._handlers[Events.EXCEPTION_RAISED])
             self._fire(Events.EXCEPTION_RAISED, error)
@@ -231,12 +275,13 @@ class Engine:
         s.iteration = s.epoch = 0
         s.max_iters = max_iters
         s.max_epochs = None if max_iters is not None else (max_epochs or 1)
-        s.epoch_length = epoch_length or data_length(data)
+        s.epoch_length = epoch_length if epoch_length is not None else data_length(data)
         if s.epoch_length == 0:
-            raise ValueError("data is empty (len 0): an engine needs at least one batch per epoch")
+            _check_empty_shard(max_iters)
         s.dataloader, s.output, s.batch = data, None, None
         self._in_epoch = False
         self._flow = DataFlow(data)
+        self._restored = self._pending_restore = None
 
     def _prepare_resume(self, data: Iterable[Any], max_epochs, epoch_length, max_iters) -> None:
         s = self.state
@@ -252,25 +297,36 @@ class Engine:
             raise ValueError(
                 f"epoch_length={epoch_length} differs from the resumed run's {s.epoch_length}"
             )
-        s.epoch_length = s.epoch_length or epoch_length or data_length(data)
-        if self._flow is None or self._flow.data is not data:
-            position = self._flow.position() if self._flow else self._restored_position
-            s.dataloader = data
-            self._flow = DataFlow(data)
-            self._flow.restore(position, s.iteration)
-        self._restored_position = None
+        if s.epoch_length is None:
+            s.epoch_length = epoch_length if epoch_length is not None else data_length(data)
+        if self._restored is not None:
+            s.dataloader, self._flow = data, DataFlow(data)
+            self._pending_restore = (self._restored["data_position"], self._restored["rng"])
+            self._restored = None
+        elif self._flow is None or self._flow.data is not data:
+            position = self._flow.position() if self._flow else None
+            s.dataloader, self._flow = data, DataFlow(data)
+            self._pending_restore = (position, capture_rng(data))
+
+    def _restore_position(self) -> None:
+        """Put data and generators where the saved (or swapped) run stood, as it goes on."""
+        if self._pending_restore is not None:
+            position, saved_rng = self._pending_restore
+            self._pending_restore = None
+            self._flow.restore(position, self.state.iteration, saved_rng)  # type: ignore[union-attr]
 
     def _run_epochs(self) -> None:
         s = self.state
         run_start = time.perf_counter()
         self._fire(Events.STARTED)
+        self._restore_position()
         while not self._is_done() and not self.should_terminate:
+            epoch_start = time.perf_counter()
             if not self._in_epoch:
                 s.epoch += 1
                 self._epoch_start_iteration = s.iteration
                 self._in_epoch = True
-            epoch_start = time.perf_counter()
-            self._fire(Events.EPOCH_STARTED)
+                self._fire(Events.EPOCH_STARTED)
             self._run_iterations()
             if self.should_terminate:
                 break
@@ -329,6 +385,10 @@ class Engine:
         done_in_epoch = s.iteration - self._epoch_start_iteration
         self._fire(Events.DATALOADER_STOP_ITERATION)
         if s.epoch_length is None:
+            if done_in_epoch == 0 and _several_ranks() and not is_one_shot(s.dataloader):
+                _check_empty_shard(s.max_iters)
+                s.epoch_length = 0  # this rank's shard is empty; it still joins every event
+                return False
             if done_in_epoch == 0:
                 raise RuntimeError(
                     f"the data yielded no batch in epoch {s.epoch}: it is empty, or a one-shot "
@@ -348,38 +408,70 @@ class Engine:
 
     # ------------------------------------------------------------ state dicts
     def state_dict(self) -> dict[str, Any]:
-        """What an exact resume needs: counters, data position and generator states.
+        """What an exact resume needs: counters, data position, generators, attached state.
 
         Save it (e.g. with :class:`~distengine.handlers.Checkpoint`) at any
         iteration; ``load_state_dict`` then ``run(data)`` continues with exactly
-        the batches, in the same order, that the uninterrupted run would see.
-        It holds only tensors and plain values (loads with ``weights_only=True``).
+        the batches, in the same order and with the same random draws, that the
+        uninterrupted run would see (see ``distengine.engine.resume`` for what
+        is covered and what is refused). It also holds the process function's
+        state (e.g. a TrainStep's GradScaler and pending gradients) and that of
+        every :meth:`register_stateful` object (the attached metrics). Only
+        tensors and plain values: it loads with ``weights_only=True``.
         """
-        data = self.state.dataloader
         state = {k: getattr(self.state, k) for k in _STATE_DICT_KEYS}
+        if self._restored is not None:  # loaded, not run yet: what was loaded
+            position, rng = self._restored["data_position"], self._restored["rng"]
+        elif self._pending_restore is not None:  # about to go on (STARTED handlers)
+            position, rng = self._pending_restore
+        else:
+            position = self._flow.position() if self._flow is not None else None
+            rng = capture_rng(self.state.dataloader)
         state.update(
             in_epoch=self._in_epoch,
             epoch_start_iteration=self._epoch_start_iteration,
-            data_position=self._flow.position() if self._flow is not None else None,
-            rng=rng.snapshot(data),
+            data_position=position,
+            rng=rng,
         )
+        for name, obj in self._all_statefuls().items():
+            state[name] = obj.state_dict()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; the next ``run(data)`` resumes from it."""
-        missing = [k for k in ("iteration", "epoch") if k not in state_dict]
+        """Restore a :meth:`state_dict`; the next ``run(data)`` resumes from it.
+
+        Attached state (process function, metrics) is restored now; the data
+        position and the generators when ``run`` goes on, after ``STARTED``.
+        A mid-epoch resume does not fire ``EPOCH_STARTED`` again.
+        """
+        missing = [k for k in ("iteration", "epoch", "rng") if k not in state_dict]
+        missing += [k for k in self._all_statefuls() if k not in state_dict]
         if missing:
             raise ValueError(f"engine state dict lacks {missing}; it has {sorted(state_dict)}")
         if state_dict.get("max_epochs") is None and state_dict.get("max_iters") is None:
             raise ValueError("engine state dict needs max_epochs or max_iters")
+        for name, obj in self._all_statefuls().items():
+            obj.load_state_dict(state_dict[name])
         for key in _STATE_DICT_KEYS:
             setattr(self.state, key, state_dict.get(key))
         self._in_epoch = bool(state_dict.get("in_epoch", False))
         self._epoch_start_iteration = int(state_dict.get("epoch_start_iteration", 0))
-        self._restored_position = state_dict.get("data_position")
-        self._flow = None
-        if state_dict.get("rng") is not None:
-            rng.restore(state_dict["rng"], self.state.dataloader)
+        self._restored = {
+            "data_position": state_dict.get("data_position"),
+            "rng": state_dict["rng"],
+        }
+        self._flow, self._pending_restore = None, None
+
+
+def _check_empty_shard(max_iters: int | None) -> None:
+    """An empty epoch is a rank's empty shard (several ranks), never a whole run's data."""
+    if not _several_ranks():
+        raise ValueError("data is empty (len 0): an engine needs at least one batch per epoch")
+    if max_iters is not None:
+        raise ValueError(
+            f"this rank's data is empty, so max_iters={max_iters} can never be reached; "
+            "give max_epochs (an empty shard still joins every epoch's events)"
+        )
 
 
 def _check_run_args(max_epochs, epoch_length, max_iters) -> None:

@@ -79,8 +79,12 @@ def publish(engine: Engine, name: str | None, value: Any, per_epoch: bool) -> No
 class MetricGroup:
     """The metrics of one engine: one update handler, one reduction per completion.
 
-    Made by ``Metric.attach``; users do not create it.
+    Made by ``Metric.attach``; users do not create it. It is registered as
+    the engine's ``"metrics"`` state, so an engine's state dict carries this
+    rank's metric states and a mid-epoch resume keeps epoch-wise values whole.
     """
+
+    checkpoint_per_rank = True
 
     def __init__(self, engine: Engine) -> None:
         self._members: list[_Member] = []
@@ -102,6 +106,8 @@ class MetricGroup:
             raise ValueError(
                 f"{type(metric).__name__} is already attached to this engine as {name!r}"
             )
+        if not self._members:
+            self._engine_ref.register_stateful("metrics", self)
         self._members.append(_Member(name, metric, usage))
         self._plan()
         self._register()
@@ -202,3 +208,44 @@ class MetricGroup:
         with reduced_states([m for _, m in done]):
             for name, metric in done:
                 publish(engine, name, metric.compute(), event is Events.EPOCH_COMPLETED)
+
+    def _accumulating(self) -> list[Metric]:
+        """Every metric that holds state, in attachment order (lambdas looked through)."""
+        return _unique([leaf for member in self._members for leaf in _leaves(member.metric)])
+
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's state of every attached metric, and the engine's published values."""
+        return {
+            "states": [
+                {"metric": type(m).__name__, "state": m.state_dict()} for m in self._accumulating()
+            ],
+            "values": _portable(dict(self._engine_ref.state.metrics)),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the attached metrics must be those that were saved."""
+        saved = [entry["metric"] for entry in state_dict["states"]]
+        metrics = self._accumulating()
+        here = [type(m).__name__ for m in metrics]
+        if saved != here:
+            raise ValueError(
+                f"the checkpoint holds the states of metrics {saved}, this engine has {here} "
+                "attached: attach the same metrics, in the same order, before loading"
+            )
+        for metric, entry in zip(metrics, state_dict["states"]):
+            metric.load_state_dict(entry["state"])
+        self._engine_ref.state.metrics.update(state_dict["values"])
+
+
+def _portable(value: Any) -> Any:
+    """A metric value that loads with ``weights_only=True`` (NumPy values become torch's)."""
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_portable(v) for v in value)
+    kind = type(value).__module__
+    if kind == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    if kind == "numpy":
+        return torch.from_numpy(value)
+    return value

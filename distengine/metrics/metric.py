@@ -84,6 +84,8 @@ class Metric(ABC):
         MeanAbsolute().attach(evaluator, "mae")
     """
 
+    #: Each rank accumulates its own state: a checkpoint keeps every rank's.
+    checkpoint_per_rank = True
     #: Keys read, in this order, from an engine output that is a mapping.
     required_output_keys: tuple[str, ...] | None = ("y_pred", "y")
 
@@ -173,7 +175,7 @@ class Metric(ABC):
         """The metric's value from the (reduced) state."""
 
     def state_dict(self) -> dict[str, Any]:
-        """This rank's accumulated state (for checkpoints)."""
+        """This rank's accumulated (unreduced) state, for checkpoints (one per rank)."""
         self.flush_counts()
         state = {}
         for spec in self._specs.values():
@@ -190,8 +192,14 @@ class Metric(ABC):
                 f"{type(self).__name__} state dict: missing {sorted(missing)}, "
                 f"unexpected {sorted(unexpected)}"
             )
+        device = self._device
         for name, value in state_dict.items():
-            setattr(self, name, list(value) if isinstance(value, list) else value)
+            if isinstance(value, list):
+                value = [v.to(device) if device is not None else v for v in value]
+            elif isinstance(value, torch.Tensor) and device is not None:
+                value = value.to(device)
+            setattr(self, name, value)
+        self._host_counts.clear()
 
     # ------------------------------------------------------------- engine use
     def attach(
