@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from torch.distributed.elastic.multiprocessing import Std
-from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from torch.distributed.run import determine_local_world_size
@@ -27,10 +26,9 @@ from torch.distributed.run import determine_local_world_size
 from launch import exit_codes
 from launch.job import rendezvous
 from launch.job.attempts import FirstFailures, JobLogs, print_restart, what_failed
-from launch.job.failures import all_finished
 from launch.job.folder import RunFolder
 from launch.job.outcome import Outcome, after_failure, after_stop
-from launch.job.signals import AGENT_SIGNALS, CtrlC
+from launch.job.signals import AGENT_SIGNALS, StopSignals
 
 
 @dataclass
@@ -50,7 +48,7 @@ class Job:
 
 
 class StopRequested(Exception):
-    """The ranks stopped on a signal (they wrote stop.json): no restart."""
+    """The ranks were asked to stop (a signal, or they wrote stop.json): no restart."""
 
 
 def free_port(addr: str = "127.0.0.1") -> int:
@@ -147,11 +145,13 @@ class _Attempts:
         self.job, self.deadline, self.offset = job, deadline, offset
         self.failures = FirstFailures()
         self.previous: Path | None = None
+        self.stops: StopSignals | None = None
 
     def __call__(self, attempt: int, folder: Path) -> None:
         self.deadline.met()
         if attempt > 0:
-            if self.job.folder.read_stop() is not None:
+            asked = self.stops is not None and self.stops.first is not None
+            if asked or self.job.folder.read_stop() is not None:
                 raise StopRequested
             what = what_failed(self.previous, self.failures.last, self.offset)
             then = f"the {self.job.kind} starts again"
@@ -163,6 +163,14 @@ class _Attempts:
             print_restart(attempt, self.job.cfg.dist.max_restarts, what, then)
             self.failures.last = None
         self.previous = folder
+
+
+def _how(stops: StopSignals) -> str:
+    """The stop request in words, for the launcher's last message."""
+    later_ctrl_c = stops.count - (1 if stops.first == "SIGINT" else 0)
+    if later_ctrl_c > 0:
+        return "a second Ctrl-C"
+    return "Ctrl-C (SIGINT)" if stops.first == "SIGINT" else str(stops.first)
 
 
 def run_job(job: Job) -> Outcome:
@@ -197,25 +205,20 @@ def run_job(job: Job) -> Outcome:
         if job.kind == "recipe"
         else f"Ctrl-C: sent SIGINT to the ranks of the {job.kind} (Ctrl-C again stops them at once)"
     )
-    with CtrlC(first) as ctrl_c:
+    with StopSignals(first, float(cfg.dist.shutdown_grace_s)) as stops:
+        attempts.stops = stops
         deadline.start()
         try:
             elastic_launch(config, entrypoint)(*args)
         except ChildFailedError as error:
+            if stops.first is not None:
+                return after_stop(job.folder, _how(stops), job.resume_command, cfg.run_id)
             failures = {f.local_rank: f for f in error.failures.values()}
             last = logs.attempts[-1] if logs.attempts else None
             return after_failure(failures, last, job.folder, job.resume_command, offset, cfg.run_id)
-        except SignalException as stop:
-            if logs.attempts and all_finished(logs.attempts[-1]):
-                return Outcome(
-                    exit_codes.DONE, f"note: {stop.sigval.name} came after the ranks finished"
-                )
-            how = "Ctrl-C (SIGINT)" if stop.sigval.name == "SIGINT" else stop.sigval.name
-            if ctrl_c.count > 1:
-                how = "a second Ctrl-C"
-            return after_stop(job.folder, how, job.resume_command, cfg.run_id)
         except StopRequested:
-            return after_stop(job.folder, "a signal to the ranks", job.resume_command, cfg.run_id)
+            how = _how(stops) if stops.first is not None else "a signal to the ranks"
+            return after_stop(job.folder, how, job.resume_command, cfg.run_id)
         except Exception as error:
             if not rendezvous.is_rendezvous_error(error):
                 raise
@@ -228,4 +231,6 @@ def run_job(job: Job) -> Outcome:
             )
         finally:
             deadline.met()
+    if stops.first is not None:
+        return Outcome(exit_codes.DONE, f"note: {stops.first} came after the ranks finished")
     return Outcome(exit_codes.DONE)

@@ -1,15 +1,22 @@
-"""Ctrl-C in the launcher: the first stops the ranks at a boundary, the second at once.
+"""Ctrl-C and SIGTERM in the launcher: forwarded to the ranks, which decide how to stop.
 
-torch's agent turns SIGTERM, SIGHUP and SIGQUIT into ``SignalException``:
-it forwards the signal once to each rank, waits ``dist.shutdown_grace_s``,
-then SIGKILLs. SIGINT is taken out of its hands (``signals_to_handle``)
-because a second Ctrl-C must not restart that wait: the first SIGINT raises
-the same ``SignalException`` (so the agent forwards one SIGINT and stops
-without restarting), the second forwards another SIGINT to the ranks ("stop
-at once") and SIGKILLs those still alive a few seconds later, a third
-SIGKILLs them now. Ranks lead their own process groups
+The launcher takes SIGINT and SIGTERM out of torch's agent (``signals_to_handle``
+keeps SIGHUP and SIGQUIT there) and forwards them to its ranks itself, while
+the agent goes on watching them. So a rank that stops at a boundary and exits
+75, a rank that finishes its last iterations and exits 0, and a script that
+dies of the signal are each seen as they are, and nothing waits on a rank
+that already returned. After a stop was asked for, the agent is never let
+restart the ranks (see :class:`~launch.job.agent.StopRequested`).
+
+- The first signal is forwarded once; ranks still alive ``grace_s`` later
+  are killed.
+- A second Ctrl-C forwards SIGINT again ("stop at once": the ranks raise
+  KeyboardInterrupt) and kills the ranks still alive :data:`AT_ONCE_S` later;
+  a third kills them now.
+
+Ranks lead their own process groups
 (:func:`launch.rank.process.leave_terminal_group`), so a terminal's Ctrl-C
-reaches the launcher only, and each rank gets exactly the SIGINTs above.
+reaches the launcher only, and each rank gets exactly the signals above.
 """
 
 from __future__ import annotations
@@ -21,10 +28,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from torch.distributed.elastic.multiprocessing.api import SignalException
-
-#: The signals torch's agent handles for us (SIGINT is ours).
-AGENT_SIGNALS = "SIGTERM,SIGHUP,SIGQUIT"
+#: The signals torch's agent handles (SIGINT and SIGTERM are the launcher's).
+AGENT_SIGNALS = "SIGHUP,SIGQUIT"
 #: After a second Ctrl-C, ranks still alive this long are killed.
 AT_ONCE_S = 5.0
 
@@ -56,44 +61,73 @@ def _send(pids: list[int], signum: int) -> None:
             pass
 
 
-class CtrlC:
-    """Install the launcher's SIGINT handler for the duration of a job (a context manager).
+class StopSignals:
+    """The launcher's SIGINT and SIGTERM handlers for the duration of a job (a context manager).
 
-    ``first_message`` is printed on the first Ctrl-C (it says what the ranks will do).
+    ``first_message`` is printed on the first Ctrl-C (it says what the ranks
+    will do); ``grace_s`` is ``dist.shutdown_grace_s``.
+
+    Example::
+
+        with StopSignals("Ctrl-C: ...", grace_s=60) as stops:
+            elastic_launch(config, entrypoint)(*args)
+        if stops.first: ...          # "SIGINT" or "SIGTERM": a stop was asked for
     """
 
-    def __init__(self, first_message: str) -> None:
+    def __init__(self, first_message: str, grace_s: float) -> None:
         self.first_message = first_message
-        self.count = 0
-        self._previous: Any = None
-        self._timer: threading.Timer | None = None
+        self.grace_s = grace_s
+        self.first: str | None = None
+        self.interrupts = 0
+        self._previous: dict[int, Any] = {}
+        self._timers: list[threading.Timer] = []
 
-    def __enter__(self) -> CtrlC:
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+    @property
+    def count(self) -> int:
+        """How many Ctrl-Cs (SIGINT) the launcher got."""
+        return self.interrupts
+
+    def __enter__(self) -> StopSignals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        # once asked to stop, a late Ctrl-C must not turn the reported outcome into a traceback
-        signal.signal(signal.SIGINT, signal.SIG_IGN if self.count else self._previous)
-        if self._timer is not None:
-            self._timer.cancel()
+        # once asked to stop, a late signal must not turn the reported outcome into a traceback
+        for signum, previous in self._previous.items():
+            signal.signal(signum, signal.SIG_IGN if self.first else previous)
+        for timer in self._timers:
+            timer.cancel()
+
+    def _kill_later(self, seconds: float) -> None:
+        timer = threading.Timer(seconds, lambda: _send(rank_pids(), signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
+        self._timers.append(timer)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.count += 1
-        if self.count == 1:
-            print(f"\n{self.first_message}", file=sys.stderr, flush=True)
-            raise SignalException(f"Process {os.getpid()} got signal: SIGINT", signal.SIGINT)
-        pids = rank_pids()
-        if self.count == 2:
-            print(
-                "\nsecond Ctrl-C: stopping the ranks at once, without a checkpoint "
-                f"(they are killed if still running in {AT_ONCE_S:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
-            _send(pids, signal.SIGINT)
-            self._timer = threading.Timer(AT_ONCE_S, lambda: _send(rank_pids(), signal.SIGKILL))
-            self._timer.daemon = True
-            self._timer.start()
-        else:
-            _send(pids, signal.SIGKILL)
+        name = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            self.interrupts += 1
+        first = self.first is None
+        if first:
+            self.first = name
+            if signum == signal.SIGINT:
+                print(f"\n{self.first_message}", file=sys.stderr, flush=True)
+            _send(rank_pids(), signum)
+            self._kill_later(self.grace_s)
+            return
+        if signum != signal.SIGINT:
+            return  # a repeated SIGTERM: the ranks already have it and the grace runs
+        at_once = 2 if self.first == "SIGINT" else 1  # the Ctrl-C after the first stop request
+        if self.interrupts > at_once:
+            _send(rank_pids(), signal.SIGKILL)
+            return
+        print(
+            "\nsecond Ctrl-C: stopping the ranks at once, without a checkpoint "
+            f"(they are killed if still running in {AT_ONCE_S:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        _send(rank_pids(), signal.SIGINT)
+        self._kill_later(AT_ONCE_S)

@@ -58,6 +58,7 @@ def run(cfg: Any) -> Any:
         idist.finalize()
         raise
     process.mark_finished()  # before leaving the group: the others may fail at once
+    process.finished_signals()
     leave_group()
     return result
 

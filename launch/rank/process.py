@@ -46,6 +46,17 @@ def reset_signals() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def finished_signals() -> None:
+    """A rank whose task returned has nothing left to stop.
+
+    A Ctrl-C forwarded while it hands its result to the agent is ignored (it
+    would turn a finished rank into a failed one); SIGTERM still ends it (the
+    agent stops the other ranks with it when one fails).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def set_threads() -> None:
     """Apply OMP_NUM_THREADS to torch (a forked rank inherits the launcher's thread pool)."""
     import torch

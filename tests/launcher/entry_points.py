@@ -108,11 +108,18 @@ def train_and_sigterm_launcher_once(cfg) -> None:
     marker = Path(cfg.run_dir) / "preempted_once"
 
     def fault(engine):
+        time.sleep(ITERATION_S)
         if idist.get_rank() == 0 and engine.state.iteration == 31 and not marker.exists():
             marker.write_text("1")
             os.kill(os.getppid(), signal.SIGTERM)
 
     _with_fault(cfg, fault)
+
+
+#: Extra time per training iteration in the stop tests. The ranks agree on a stop about every
+#: half second of training; at this pace a signal at iteration 31 is acted on well before the
+#: run's last iteration (88), as in any real run, however fast the machine.
+ITERATION_S = 0.02
 
 
 def train_and_ctrl_c(cfg) -> None:
@@ -136,6 +143,7 @@ def train_and_ctrl_c(cfg) -> None:
             os.killpg(os.getpgid(launcher), signal.SIGINT)
 
     def fault(engine):
+        time.sleep(ITERATION_S)
         if idist.get_rank() == 0 and engine.state.iteration == 31 and not marker.exists():
             marker.write_text("1")
             press()
