@@ -102,6 +102,14 @@ class Engine:
             raise TypeError(f"{type(obj).__name__} has no state_dict/load_state_dict")
         self._statefuls[name] = obj
 
+    def unregister_stateful(self, name: str) -> None:
+        """Stop keeping ``name`` in this engine's state dict (no-op if it is not kept)."""
+        self._statefuls.pop(name, None)
+
+    def statefuls(self) -> dict[str, Any]:
+        """The objects registered with :meth:`register_stateful`, by name."""
+        return dict(self._statefuls)
+
     def _all_statefuls(self) -> dict[str, Any]:
         found = dict(self._statefuls)
         if hasattr(self._process_function, "state_dict"):

@@ -80,6 +80,7 @@ class RunningAverage(Metric):
         self.value: Any = None
         self._unfolded: list[Any] = []  # outputs not yet folded into ``value``
         self._attached: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._keys: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def dependencies(self) -> list[Metric]:
         return [self.src] if self.src is not None else []
@@ -152,6 +153,10 @@ class RunningAverage(Metric):
                 board_of(engine).value(
                     self, self.every, self._local, lambda mean: self._publish(engine, name, mean)
                 )
+            # the average is part of the run: {"trainer": trainer} in a checkpoint keeps it
+            taken = sum(key.startswith("running_average") for key in engine.statefuls())
+            self._keys[engine] = f"running_average[{name if name else taken}]"
+            engine.register_stateful(self._keys[engine], self)
         if self.epoch_bound:
             handles.append(engine.add_event_handler(Events.EPOCH_STARTED, self._restart))
         self._attached[engine] = handles
@@ -189,6 +194,7 @@ class RunningAverage(Metric):
             super().detach(engine)
         else:
             board_of(engine).remove(self)
+            engine.unregister_stateful(self._keys.pop(engine))
 
     def is_attached(self, engine: Engine) -> bool:
         """Whether this average is attached to ``engine``."""

@@ -1,5 +1,7 @@
 """RunningAverage: per-rank averages on the device, agreed across ranks only when published."""
 
+import io
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -149,3 +151,36 @@ def test_every_rank_sees_the_same_mean_of_averages_published_at_agreed_iteration
     assert len(direct_means) == 1  # compute() called directly agrees on every rank too
     per_rank = [ema(outputs_of(r, length), alpha)[-1] for r in range(world)]
     assert direct_means.pop() == pytest.approx(sum(per_rank) / world, rel=1e-5)
+
+
+def _averaged_engine():
+    engine = Engine(lambda e, batch: torch.tensor(float(batch)))
+    RunningAverage(output_transform=lambda x: x, alpha=0.5).attach(engine, "loss")
+    return engine
+
+
+@pytest.mark.parametrize("stop_at", [3, 7, 10, 14])
+def test_the_running_average_resumes_with_the_engine_state(stop_at):
+    """``{"trainer": trainer}`` in a checkpoint is enough: the average is part of the run."""
+    data = list(range(10))
+    whole = _averaged_engine()
+    whole.run(data, max_epochs=2)
+    first = _averaged_engine()
+    first.add_event_handler(Events.ITERATION_COMPLETED(once=stop_at), lambda e: e.terminate())
+    first.run(data, max_epochs=2)
+    saved = io.BytesIO()
+    torch.save(first.state_dict(), saved)
+    saved.seek(0)
+    resumed = _averaged_engine()
+    resumed.load_state_dict(torch.load(saved, weights_only=True))
+    resumed.run(data, max_epochs=2)
+    assert torch.equal(resumed.state.metrics["loss"], whole.state.metrics["loss"])
+
+
+def test_a_detached_running_average_leaves_the_engine_state():
+    engine = Engine(lambda e, batch: torch.tensor(float(batch)))
+    average = RunningAverage(output_transform=lambda x: x)
+    average.attach(engine, "loss")
+    assert "running_average[loss]" in engine.state_dict()
+    average.detach(engine)
+    assert "running_average[loss]" not in engine.state_dict()
