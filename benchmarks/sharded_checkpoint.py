@@ -153,8 +153,8 @@ def ddp_cases(folder: Path, model, opt):
 
 
 def fsdp_cases(folder: Path, model, opt, async_save: bool):
-    from distengine.checkpoint_sharded import ShardedStorage
-    from distengine.sharded_state import gather_state, restore_state
+    from distengine.checkpoint.sharded import ShardedStorage
+    from distengine.checkpoint.sharded_state import gather_state, restore_state
 
     storage = ShardedStorage(folder, async_save=async_save)
     objects = {"model": model, "optimizer": opt}
@@ -186,7 +186,7 @@ def measure(folder: str, strategy: str, width: int, depth: int, repeats: int) ->
     """Every rank's figures: model+optimizer memory, then each case's median time and peak."""
     import torch.distributed as dist
 
-    import distengine.checkpoint_sharded  # noqa: F401 - imports are not the model's memory
+    import distengine.checkpoint.sharded  # noqa: F401 - imports are not the model's memory
     import distengine.distributed.fsdp  # noqa: F401
     import distengine.handlers  # noqa: F401
 

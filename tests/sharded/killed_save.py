@@ -25,8 +25,8 @@ def _rank(rank: int, port: int, folder: str) -> None:
     import torch.distributed as dist
     from torch.distributed.checkpoint.filesystem import FileSystemWriter
 
-    from distengine.checkpoint_sharded import ShardedStorage
-    from distengine.sharded_state import gather_state
+    from distengine.checkpoint.sharded import ShardedStorage
+    from distengine.checkpoint.sharded_state import gather_state
     from tests.sharded.common import build
 
     torch.set_num_threads(1)
