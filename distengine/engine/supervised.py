@@ -128,7 +128,9 @@ def supervised_evaluation_step(
     cast = autocast(None if mixed_precision_dtype(model) else dtype, device)
     if isinstance(model, DistributedDataParallel):
         model = model.module
-    even = EvenForwards(model, device) if is_fsdp_module(model) else None
+    even = (
+        EvenForwards(model, prepare_batch, device, non_blocking) if is_fsdp_module(model) else None
+    )
 
     def step(engine: Engine, batch: Any) -> Any:
         if model.training:
@@ -176,8 +178,10 @@ def create_supervised_evaluator(
     )
     engine = Engine(step)
     if step.even_forwards is not None:  # before the metrics' reduction at EPOCH_COMPLETED
-        engine.add_event_handler(Events.STARTED, step.even_forwards.reset)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, step.even_forwards.even_out)
+        even = step.even_forwards
+        engine.add_event_handler(Events.STARTED, even.started)
+        engine.add_event_handler(Events.EPOCH_STARTED, even.epoch_started)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, even.even_out)
     if isinstance(model, DistributedDataParallel) and model.broadcast_buffers:
         module, group = model.module, model.process_group
         engine.add_event_handler(Events.STARTED, lambda: sync_buffers(module, group))

@@ -191,9 +191,8 @@ class Checkpoint:
             folder = getattr(self.save_handler, "dirname", None)
             if folder is None:
                 raise ValueError(
-                    f"to_save holds sharded (DTensor) state, which is saved as a folder of "
-                    f"shards: give Checkpoint a folder or a DiskSaver, not "
-                    f"{type(self.save_handler).__name__} {self.save_handler!r}"
+                    "to_save holds sharded (DTensor) state, which is saved as a folder of "
+                    f"shards: give Checkpoint a folder or a DiskSaver, not {self.save_handler!r}"
                 )
             self._storage = ShardedStorage(folder, async_save=self.async_save)
         return self._storage

@@ -11,8 +11,8 @@ import torch
 import torch.distributed.checkpoint as dcp
 
 from distengine.checkpoint.sharded import MANIFEST, ShardedStorage, consolidate, read_manifest
-from distengine.distributed import get_world_size
 from distengine.checkpoint.sharded_state import gather_state, restore_state
+from distengine.distributed import get_world_size
 from tests.sharded.common import (
     TinyTransformer,
     build,
