@@ -28,7 +28,6 @@ import os
 import shutil
 import uuid
 import warnings
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from distengine.checkpoint.disk import file_checksum
 from distengine.checkpoint.sharded_state import restore_state, sharded_template
 from distengine.distributed import all_gather, broadcast, get_rank, get_world_size
 from distengine.distributed.env import is_distributed
@@ -62,19 +62,8 @@ def _failures() -> tuple[type[BaseException], ...]:
     return (Exception, CheckpointException)
 
 
-def file_crc32(path: Path, chunk: int = 1 << 20) -> str:
-    """CRC-32 of a file as 8 hex digits, read through one small reused buffer."""
-    crc = 0
-    buffer = bytearray(chunk)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while count := handle.readinto(buffer):
-            crc = zlib.crc32(view[:count], crc)
-    return f"{crc:08x}"
-
-
 def _describe(path: Path) -> dict[str, Any]:
-    return {"size": path.stat().st_size, "crc32": file_crc32(path)}
+    return {"size": path.stat().st_size, "crc32": file_checksum(path)}
 
 
 def one_line(error: BaseException) -> str:
