@@ -337,13 +337,31 @@ def load_folder(
     if not sharded:
         return plain
     dcp = _dcp()
-    planner = dcp.DefaultLoadPlanner(allow_partial_load=not strict)
+    planner = _weights_only_planner(dcp)(allow_partial_load=not strict)
     try:
         with _single_process_is_intended():
             dcp.load(sharded, checkpoint_id=folder, planner=planner)
     except _failures()[1] as exc:
         raise RuntimeError(f"{what}: {one_line(exc)}") from None
     return plain
+
+
+def _weights_only_planner(dcp: Any) -> type:
+    """DCP's load planner, reading non-tensor leaves (an optimizer's hyperparameters) with
+    ``torch.load(weights_only=True)`` instead of DCP's unrestricted unpickling."""
+    from torch.distributed.checkpoint.default_planner import set_element
+
+    class WeightsOnlyLoadPlanner(dcp.DefaultLoadPlanner):
+        def load_bytes(self, read_item: Any, value: Any) -> None:
+            loaded = torch.load(value, weights_only=True)
+            if self.flatten_state_dict:
+                set_element(
+                    self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded
+                )
+            else:
+                self.state_dict[read_item.dest_index.fqn] = loaded
+
+    return WeightsOnlyLoadPlanner
 
 
 def _read_plain(folder: Path, verify: bool) -> dict[str, Any]:
@@ -418,7 +436,10 @@ def consolidate(
     dict, the optimizer's is keyed by parameter name
     (``set_optimizer_state_dict``). One process, no process group (torch's
     ``dcp_to_torch_save`` does the work); the folder is verified against its
-    manifest first, and the output is written atomically. From a shell:
+    manifest first, and the output is written atomically. Like any DCP reader,
+    torch's converter unpickles the checkpoint's non-tensor leaves (an
+    optimizer's hyperparameters) without ``weights_only``: consolidate folders
+    you trust (loading them into objects uses ``weights_only``). From a shell:
     ``python -m distengine.checkpoint.consolidate <folder> <out.pt> [--entry model]``.
 
     Example::
