@@ -1,19 +1,26 @@
 """Single-file (DDP) vs sharded (FSDP + DCP) checkpoints on 2 gloo ranks: time and host memory.
 
-- DDP, one file: the model is replicated; rank 0 writes one file (DiskSaver:
-  temporary file, fsync, rename, CRC-32), every rank reads all of it back
-  (``Checkpoint.load_objects``: CRC check, ``torch.load``, ``load_state_dict``).
-- FSDP, DCP: the model is sharded with ``shard_model``; ``ShardedStorage``
-  has every rank write its shards, rank 0 commit the folder. Sync: ``save``
-  returns when committed. Async: ``save`` returns once the shards are staged
-  in host memory ("blocking"), the writing runs in a thread and is committed by
-  ``wait()`` ("total"). Load: manifest check, DCP read, ``set_state_dict``.
+Everything goes through the ``Checkpoint`` handler, as a user's run does:
+
+- DDP, one file: the model is replicated; rank 0 writes one file (temporary
+  file, fsync, rename, CRC-32); every rank loads it back
+  (``Checkpoint.load_objects``: CRC check, ``torch.load``, ``load_state_dict``),
+  memory-mapped (the default now) and, for comparison, read into memory
+  (``mmap=False``, what every rank did before).
+- FSDP, DCP: the model is sharded (``auto_model(strategy="fsdp")``); every
+  rank writes its shards, rank 0 commits the folder. Sync: the save returns
+  when committed. Async (``async_save=True``): the save returns once the
+  shards are staged in host memory ("blocking"), the writing runs in a thread
+  and is committed by ``wait()`` ("total"). Load: manifest check, DCP read,
+  ``set_state_dict``. Also: the DDP file loaded into the sharded model (rank 0
+  reads, each rank receives its shards).
 - Model + optimizer memory per rank after one AdamW step, DDP vs FSDP.
 
-Peak memory is the highest RSS sampled every 2 ms during the operation,
-minus the RSS before it, per rank. The ranks run with
-``MALLOC_MMAP_THRESHOLD_=65536``: glibc's adaptive threshold otherwise keeps
-freed buffers in the heap and RSS hides what sharding saves.
+Peak memory is the highest *private* resident memory (``RssAnon``: what a
+rank really adds; memory-mapped file pages are shared through the page cache)
+sampled every 2 ms during the operation, minus that before it, per rank. The
+ranks run with ``MALLOC_MMAP_THRESHOLD_=65536``: glibc's adaptive threshold
+otherwise keeps freed buffers in the heap and hides what sharding saves.
 
 Run: ``python benchmarks/sharded_checkpoint.py [--width 384] [--depth 8] [--repeats 3]``
 """
@@ -36,16 +43,20 @@ from common import machine, on_gloo_ranks  # noqa: E402
 VOCAB = 1000
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def private_mb() -> float:
+    """This process's private resident memory (RssAnon), in MB."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
-class PeakRss:
-    """The highest RSS seen while the block runs, above the RSS at its start (MB)."""
+class PeakMemory:
+    """The highest private memory seen while the block runs, above that at its start (MB)."""
 
-    def __enter__(self) -> PeakRss:
-        self.start = self.peak = rss_mb()
+    def __enter__(self) -> PeakMemory:
+        self.start = self.peak = private_mb()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -53,12 +64,12 @@ class PeakRss:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.002):
-            self.peak = max(self.peak, rss_mb())
+            self.peak = max(self.peak, private_mb())
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, rss_mb())
+        self.peak = max(self.peak, private_mb())
         self.delta = self.peak - self.start
 
 
@@ -67,7 +78,7 @@ def timed(fn) -> tuple[float, float]:
     import torch.distributed as dist
 
     dist.barrier()
-    with PeakRss() as peak:
+    with PeakMemory() as peak:
         start = time.perf_counter()
         fn()
         seconds = time.perf_counter() - start
@@ -78,8 +89,6 @@ def timed(fn) -> tuple[float, float]:
 def build(strategy: str, width: int, depth: int):
     import torch
     from torch import nn
-
-    from distengine.distributed.fsdp import shard_model
 
     class Block(nn.Module):
         def __init__(self) -> None:
@@ -108,12 +117,10 @@ def build(strategy: str, width: int, depth: int):
                 h = layer(h)
             return self.head(h)
 
+    import distengine.distributed as idist
+
     torch.manual_seed(0)
-    model = Model()
-    if strategy == "fsdp":
-        model = shard_model(model)
-    else:
-        model = nn.parallel.DistributedDataParallel(model)
+    model = idist.auto_model(Model(), strategy=strategy)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randint(0, VOCAB, (2, 8))
     nn.functional.cross_entropy(model(x).flatten(0, 1), x.flatten()).backward()
@@ -137,69 +144,78 @@ def tensor_mb(model, opt) -> float:
     return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
-def ddp_cases(folder: Path, model, opt):
-    from distengine.handlers import Checkpoint, DiskSaver
+class Saves:
+    """A Checkpoint of model and optimizer, called as an engine at increasing iterations."""
 
-    saver = DiskSaver(folder, require_empty=False)
-    objects = {"model": model, "optimizer": opt}
+    def __init__(self, folder: Path, objects: dict, async_save: bool = False) -> None:
+        from distengine.engine import Engine
+        from distengine.handlers import Checkpoint
 
-    def save():
-        saver({"model": model.module.state_dict(), "optimizer": opt.state_dict()}, "ckpt.pt")
+        self.objects = objects
+        self.engine = Engine(lambda engine, batch: None)
+        self.checkpoint = Checkpoint(objects, folder, n_saved=1, async_save=async_save)
 
-    def load():
-        Checkpoint.load_objects(objects, folder / "ckpt.pt")
+    def save(self) -> None:
+        self.engine.state.iteration += 1
+        self.checkpoint(self.engine)
 
-    return {"save": save, "load": load}
+    def load(self, **kwargs) -> None:
+        from distengine.handlers import Checkpoint
+
+        Checkpoint.load_objects(self.objects, self.checkpoint.last_checkpoint, **kwargs)
 
 
-def fsdp_cases(folder: Path, model, opt, async_save: bool):
-    from distengine.checkpoint_sharded import ShardedStorage
-    from distengine.sharded_state import gather_state, restore_state
+def ddp_cases(folder: Path, model, opt) -> dict:
+    from distengine.checkpoint import load_checkpoint_file
+    from distengine.handlers import Checkpoint
 
-    storage = ShardedStorage(folder, async_save=async_save)
-    objects = {"model": model, "optimizer": opt}
+    saves = Saves(folder, {"model": model, "optimizer": opt})
 
-    def save():
-        storage.save("ckpt", *gather_state(objects))
+    def load_into_memory():  # without mmap: every rank holds a full private copy
+        state = load_checkpoint_file(saves.checkpoint.last_checkpoint, mmap=False)
+        Checkpoint.load_objects(saves.objects, state)
 
-    def load():
-        sharded, _ = gather_state(objects)
-        restore_state(objects, sharded, storage.load("ckpt", sharded))
-
-    bare = iter(range(1_000_000))
-
-    def bare_save():  # DCP alone, into a new folder too: no manifest (CRC), rename or removal
-        import torch.distributed.checkpoint as dcp
-
-        dcp.save(gather_state(objects)[0], checkpoint_id=folder.parent / f"bare-{next(bare)}")
-
-    if not async_save:
-        return {"save": save, "load": load, "bare dcp.save, for reference": bare_save}
-    # "blocking": until save returns (the write goes on, finished untimed before the next run)
     return {
-        "save (blocking)": (save, storage.wait),
-        "save (total)": lambda: (save(), storage.wait()),
+        "save": saves.save,
+        "load (memory-mapped)": saves.load,
+        "load (read into memory)": load_into_memory,
     }
+
+
+def fsdp_cases(folder: Path, model, opt, async_save: bool, one_file: Path) -> dict:
+    from distengine.handlers import Checkpoint
+
+    saves = Saves(folder, {"model": model, "optimizer": opt}, async_save)
+    if async_save:  # "blocking": until the save returns (committed, untimed, before the next run)
+        return {
+            "save (blocking)": (saves.save, saves.checkpoint.wait),
+            "save (total)": lambda: (saves.save(), saves.checkpoint.wait()),
+        }
+
+    def load_one_file():  # the DDP file: rank 0 reads it, every rank receives its shards
+        Checkpoint.load_objects(saves.objects, one_file)
+
+    return {"save": saves.save, "load": saves.load, "load the DDP file": load_one_file}
 
 
 def measure(folder: str, strategy: str, width: int, depth: int, repeats: int) -> list[dict]:
     """Every rank's figures: model+optimizer memory, then each case's median time and peak."""
     import torch.distributed as dist
 
-    import distengine.checkpoint_sharded  # noqa: F401 - imports are not the model's memory
-    import distengine.distributed.fsdp  # noqa: F401
+    import distengine.distributed.fsdp  # noqa: F401 - imports are not the model's memory
     import distengine.handlers  # noqa: F401
 
-    base = rss_mb()
+    base = private_mb()
     model, opt = build(strategy, width, depth)
-    figures = {"model+optimizer MB": rss_mb() - base, "tensors MB": tensor_mb(model, opt)}
+    figures = {"model+optimizer MB": private_mb() - base, "tensors MB": tensor_mb(model, opt)}
     root = Path(folder, strategy)
     if strategy == "ddp":
         groups = {"one file": ddp_cases(root, model, opt)}
     else:
+        one_file = next(Path(folder, "ddp").glob("checkpoint_*.pt"))
         groups = {
-            "DCP sync": fsdp_cases(root / "sync", model, opt, False),
-            "DCP async": fsdp_cases(root / "async", model, opt, True),
+            "DCP sync": fsdp_cases(root / "sync", model, opt, False, one_file),
+            "DCP async": fsdp_cases(root / "async", model, opt, True, one_file),
         }
     for group, cases in groups.items():
         for case, fn in cases.items():
@@ -212,7 +228,8 @@ def measure(folder: str, strategy: str, width: int, depth: int, repeats: int) ->
                 statistics.median(s for s, _ in runs),
                 max(m for _, m in runs),
             )
-    one = root / "ckpt.pt" if strategy == "ddp" else root / "sync" / "ckpt"
+    kept = root.glob("checkpoint_*") if strategy == "ddp" else (root / "sync").glob("checkpoint_*")
+    one = next(kept)
     on_disk = sum(f.stat().st_size for f in [one, *one.rglob("*")] if f.is_file())
     figures["on disk MB"] = on_disk / 2**20
     gathered: list = [None] * dist.get_world_size()
@@ -222,7 +239,7 @@ def measure(folder: str, strategy: str, width: int, depth: int, repeats: int) ->
 
 def table(results: dict[str, list[dict]]) -> str:
     lines = [
-        "| strategy | operation | seconds (rank 0 / 1) | peak extra host MB (rank 0 / 1) |",
+        "| strategy | operation | seconds (rank 0 / 1) | peak extra private MB (rank 0 / 1) |",
         "|---|---|---|---|",
     ]
     for strategy, ranks in results.items():
@@ -254,9 +271,7 @@ def main() -> None:
     )
     print(table(results))
     print()
-    print(
-        "| strategy | model + optimizer RSS MB per rank | their tensors MB per rank | on disk MB |"
-    )
+    print("| strategy | model + optimizer private MB per rank | their tensors MB | on disk MB |")
     print("|---|---|---|---|")
     for strategy, ranks in results.items():
         memory = " / ".join(f"{r['model+optimizer MB']:.0f}" for r in ranks)

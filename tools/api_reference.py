@@ -17,6 +17,7 @@ MODULES = [
     "distengine.distributed",
     "distengine.metrics",
     "distengine.handlers",
+    "distengine.checkpoint",
     "distengine.exceptions",
     "distengine.utils",
 ]
@@ -34,9 +35,9 @@ def _signature(obj: object) -> str:
 
 def _entry(module: str, name: str) -> str:
     obj = getattr(importlib.import_module(module), name)
+    if not callable(obj):  # a constant: its value (its type's docstring would say nothing)
+        return f"### `{name}`\n\n`{obj!r}`\n"
     doc = inspect.getdoc(obj) or ""
-    if not callable(obj):
-        return f"### `{name}`\n\n{doc or repr(obj)}\n"
     kind = "class" if inspect.isclass(obj) else "function"
     return f"### `{name}{_signature(obj)}` ({kind})\n\n{doc}\n"
 

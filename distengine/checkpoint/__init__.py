@@ -3,8 +3,14 @@
 - :mod:`~distengine.checkpoint.stateful`: the :class:`Stateful` contract and
   per-rank states (gathering what to save is kept apart from storing it).
 - :mod:`~distengine.checkpoint.disk`: one atomic file per save, written by
-  rank 0, with a sidecar holding its CRC-32 and metadata.
-- :mod:`~distengine.checkpoint.loading`: verified loading and
+  rank 0, with a sidecar holding its CRC-32 and metadata (plain state: DDP,
+  one process).
+- :mod:`~distengine.checkpoint.sharded`: one folder per save written with
+  torch.distributed.checkpoint (sharded state: FSDP2): every rank writes its
+  shards, rank 0 commits; :func:`consolidate` makes one file of it.
+- :mod:`~distengine.checkpoint.sharded_state`: which objects go to the
+  shards (modules, optimizers) and which to the plain part.
+- :mod:`~distengine.checkpoint.loading`: verified loading of both forms and
   :func:`find_latest_checkpoint`.
 
 The :class:`~distengine.handlers.Checkpoint` handler (naming, retention,
@@ -25,7 +31,15 @@ from distengine.checkpoint.loading import (
     CorruptCheckpointError,
     find_latest_checkpoint,
     load_checkpoint_file,
+    open_checkpoint,
 )
+from distengine.checkpoint.sharded import (
+    ShardedCheckpoint,
+    ShardedStorage,
+    consolidate,
+    read_manifest,
+)
+from distengine.checkpoint.sharded_state import gather_state, restore_state
 from distengine.checkpoint.stateful import PER_RANK, Stateful, gather_states, load_state
 
 __all__ = [
@@ -33,11 +47,18 @@ __all__ = [
     "CheckpointLoadError",
     "CorruptCheckpointError",
     "DiskSaver",
+    "ShardedCheckpoint",
+    "ShardedStorage",
     "Stateful",
+    "consolidate",
     "find_latest_checkpoint",
+    "gather_state",
     "gather_states",
     "load_checkpoint_file",
     "load_state",
     "meta_path",
+    "open_checkpoint",
+    "read_manifest",
     "read_meta",
+    "restore_state",
 ]

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 import torch
 
 from distengine.distributed import broadcast, get_rank
+from distengine.distributed.sharding import sharded_entry
 
 SUFFIX = ".pt"
 
@@ -45,12 +46,15 @@ def read_meta(path: Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) else None
 
 
-def file_checksum(path: Path, chunk: int = 1 << 24) -> str:
-    """CRC-32 of a file, read in chunks (fast, and enough to catch corruption)."""
+def file_checksum(path: Path, chunk: int = 1 << 20) -> str:
+    """CRC-32 of a file, read through one small reused buffer (fast, and enough to catch
+    corruption; a rank checking a large file holds no copy of it)."""
     crc = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            crc = zlib.crc32(block, crc)
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while count := handle.readinto(buffer):
+            crc = zlib.crc32(view[:count], crc)
     return f"{crc:08x}"
 
 
@@ -84,7 +88,9 @@ class DiskSaver:
     succeeded (one tiny broadcast), so no rank reads a file not yet written and
     none waits for a rank that failed; only rank 0 touches the disk. A full
     disk is reported as ``[ENOSPC] ... <path>``. The hang watchdog is paused
-    while it writes.
+    while it writes. State holding DTensor shards (FSDP) is refused on every
+    rank, never written: one file by one rank would hold that rank's shard
+    only (:class:`~distengine.handlers.Checkpoint` saves it as a folder).
 
     Example::
 
@@ -124,6 +130,7 @@ class DiskSaver:
         from distengine.handlers.watchdog import suspended  # handlers/ imports this module
 
         path = self.dirname / filename
+        _refuse_shards(checkpoint, path)
         failure: BaseException | None = None
         with suspended():
             if get_rank() == 0:
@@ -182,6 +189,19 @@ class DiskSaver:
             path.unlink(missing_ok=True)
             meta_path(path).unlink(missing_ok=True)
             legacy_checksum_path(path).unlink(missing_ok=True)
+
+
+def _refuse_shards(checkpoint: Mapping[str, Any], path: Path) -> None:
+    """Raise (on every rank, before any write) when ``checkpoint`` holds DTensor shards."""
+    name = sharded_entry(checkpoint) if isinstance(checkpoint, Mapping) else None
+    if name is not None:
+        raise ValueError(
+            f"checkpoint entry {name!r} holds DTensor shards (an FSDP model or its optimizer): "
+            f"written to one file by rank 0, {path} would hold rank 0's shard only, so it was "
+            "not written. Save it with Checkpoint(to_save, folder), which writes a sharded "
+            "folder (every rank its shards), or save full tensors (get_model_state_dict(model, "
+            "options=StateDictOptions(full_state_dict=True)))"
+        )
 
 
 def explain_write_error(error: BaseException, path: Path) -> BaseException:

@@ -4,25 +4,32 @@
 whether a model, optimizer or state dict holds DTensor shards (so a checkpoint
 knows it must not go to one file); ``no_gradient_sync`` and ``clip_grad_norm``
 are what a training step with gradient accumulation and clipping needs, for
-FSDP2, DDP and plain models alike.
+FSDP2, DDP and plain models alike. Importing this module imports FSDP2 (half
+a second); the helpers that only inspect live in the light
+:mod:`distengine.distributed.sharding` and are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
-from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
 from distengine.distributed.env import device, get_world_size, is_distributed
+from distengine.distributed.sharding import (
+    REPLACED,
+    clip_grad_norm,
+    is_sharded,
+    no_gradient_sync,
+)
+
+__all__ = ["clip_grad_norm", "default_blocks", "is_sharded", "no_gradient_sync", "shard_model"]
 
 _DTYPES = {
     "bf16": torch.bfloat16,
@@ -143,107 +150,12 @@ def shard_model(
         options["mp_policy"] = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=dtype)
     if cpu_offload:
         options["offload_policy"] = CPUOffloadPolicy(pin_memory=torch.cuda.is_available())
+    replaced = list(model.parameters())
     for block in blocks:
         fully_shard(block, **options)
     fully_shard(model, **options)
+    kept = {id(p) for p in model.parameters()}
+    for param in replaced:  # an optimizer built before sharding holds these: auto_optim refuses it
+        if id(param) not in kept:
+            setattr(param, REPLACED, True)
     return model
-
-
-def is_sharded(obj: Any) -> bool:
-    """Whether ``obj`` holds DTensor shards: a tensor, module, optimizer or nested state dict.
-
-    A sharded state must go to a sharded checkpoint (each rank writes its
-    shards); written to one file by one rank, it would hold that rank's shard only.
-
-    Example::
-
-        is_sharded(model.state_dict())      # True after shard_model on several ranks
-        is_sharded(torch.load(path))        # True for a file written from such a state
-    """
-    if isinstance(obj, torch.Tensor):
-        return isinstance(obj, DTensor) or type(obj).__name__ == "ShardedTensor"
-    if isinstance(obj, nn.Module):
-        return any(map(is_sharded, obj.parameters())) or any(map(is_sharded, obj.buffers()))
-    if isinstance(obj, torch.optim.Optimizer):
-        params = (p for group in obj.param_groups for p in group["params"])
-        return any(map(is_sharded, params)) or is_sharded(list(obj.state.values()))
-    if isinstance(obj, Mapping):
-        return any(is_sharded(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return any(is_sharded(v) for v in obj)
-    return False
-
-
-@contextlib.contextmanager
-def no_gradient_sync(model: nn.Module) -> Iterator[None]:
-    """Backward passes inside accumulate gradients locally, without reducing them across ranks.
-
-    For gradient accumulation: every micro-step but the last runs inside it.
-    FSDP2 modules get ``set_requires_gradient_sync(False)`` (and ``True`` again
-    after), DDP its ``no_sync()``; a plain model needs nothing.
-
-    Example::
-
-        for micro_batch in micro_batches[:-1]:
-            with no_gradient_sync(model):
-                loss_fn(model(micro_batch)).backward()
-        loss_fn(model(micro_batches[-1])).backward()   # reduces the summed gradients
-    """
-    if isinstance(model, FSDPModule):
-        model.set_requires_gradient_sync(False)
-        try:
-            yield
-        finally:
-            model.set_requires_gradient_sync(True)
-    elif isinstance(model, DistributedDataParallel):
-        with model.no_sync():
-            yield
-    else:
-        yield
-
-
-def _by_gradient_kind(params: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-    """Parameters grouped so each group's gradients are plain tensors or DTensors of one mesh."""
-    groups: dict[Any, list[torch.Tensor]] = {}
-    for p in params:
-        grad = p.grad
-        key = (id(grad.device_mesh), grad.device) if isinstance(grad, DTensor) else grad.device
-        groups.setdefault(key, []).append(p)
-    return list(groups.values())
-
-
-def clip_grad_norm(
-    parameters: Iterable[torch.Tensor],
-    max_norm: float,
-    norm_type: float = 2.0,
-    error_if_nonfinite: bool = False,
-) -> torch.Tensor:
-    """Clip gradients to a total norm of ``max_norm``; returns the total norm before clipping.
-
-    Like ``torch.nn.utils.clip_grad_norm_``, and also right for FSDP2 (DTensor)
-    gradients, alone or mixed with plain ones: the norm is over the whole
-    model, on every rank, and comes back as a plain tensor (call ``.item()``).
-
-    Example::
-
-        loss.backward()
-        norm = clip_grad_norm(model.parameters(), max_norm=1.0)
-        optimizer.step()
-    """
-    if not (isinstance(max_norm, (int, float)) and max_norm > 0):
-        raise ValueError(f"max_norm must be a positive number, got {max_norm!r}")
-    if isinstance(parameters, torch.Tensor):
-        parameters = [parameters]
-    params = [p for p in parameters if p.grad is not None]
-    if not params:
-        return torch.tensor(0.0)
-    groups = _by_gradient_kind(params)
-    norms = []
-    for group in groups:
-        norm = get_total_norm([p.grad for p in group], norm_type, error_if_nonfinite)
-        norms.append(norm.full_tensor() if isinstance(norm, DTensor) else norm)
-    device = norms[0].device
-    total = get_total_norm([n.to(device) for n in norms], norm_type)
-    for group in groups:
-        clip_grads_with_norm_(group, max_norm, total.to(group[0].grad.device))
-    return total

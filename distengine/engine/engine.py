@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from distengine.distributed.env import get_world_size, is_distributed
+from distengine.distributed.env import get_rank, get_world_size, is_distributed
 from distengine.engine.events import AnyEvent, EventEnum, Events, EventsList, FilteredEvent
 from distengine.engine.handlers import (
     EVENT_ARGS,
@@ -309,7 +310,8 @@ class Engine:
             s.epoch_length = epoch_length if epoch_length is not None else data_length(data)
         if self._restored is not None:
             s.dataloader, self._flow = data, DataFlow(data)
-            self._pending_restore = (self._restored["data_position"], self._restored["rng"])
+            rng = self._restored["rng"]  # None: this rank keeps its own generators (another world)
+            self._pending_restore = (self._restored["data_position"], rng or capture_rng(data))
             self._restored = None
         elif self._flow is None or self._flow.data is not data:
             position = self._flow.position() if self._flow else None
@@ -430,6 +432,7 @@ class Engine:
         state = {k: getattr(self.state, k) for k in _STATE_DICT_KEYS}
         if self._restored is not None:  # loaded, not run yet: what was loaded
             position, rng = self._restored["data_position"], self._restored["rng"]
+            rng = rng or capture_rng(self.state.dataloader)
         elif self._pending_restore is not None:  # about to go on (STARTED handlers)
             position, rng = self._pending_restore
         else:
@@ -460,15 +463,85 @@ class Engine:
             raise ValueError("engine state dict needs max_epochs or max_iters")
         for name, obj in self._all_statefuls().items():
             obj.load_state_dict(state_dict[name])
+        self._load_position(state_dict, state_dict.get("data_position"), state_dict["rng"])
+
+    def _load_position(self, state: dict[str, Any], position: Any, rng: Any) -> None:
         for key in _STATE_DICT_KEYS:
-            setattr(self.state, key, state_dict.get(key))
-        self._in_epoch = bool(state_dict.get("in_epoch", False))
-        self._epoch_start_iteration = int(state_dict.get("epoch_start_iteration", 0))
-        self._restored = {
-            "data_position": state_dict.get("data_position"),
-            "rng": state_dict["rng"],
-        }
+            setattr(self.state, key, state.get(key))
+        self._in_epoch = bool(state.get("in_epoch", False))
+        self._epoch_start_iteration = int(state.get("epoch_start_iteration", 0))
+        self._restored = {"data_position": position, "rng": rng}
         self._flow, self._pending_restore = None, None
+
+    def load_per_rank_state_dicts(self, states: list[dict[str, Any]]) -> None:
+        """Resume from the states of a run saved on another number of ranks (contract C1).
+
+        Counters and data position are global and must agree across the saved
+        states: every rank takes them, and skips as many of its batches as
+        each saved rank had used. With the same global batch (which the new
+        number of ranks must divide) and an ``"even"`` loader, the run thus
+        continues at the same global sample, on any number of ranks. Attached
+        state goes to each object's own ``load_per_rank_state_dicts`` (metrics
+        merge their ranks' accumulations; a training step outside an
+        accumulation window takes rank 0's scaler); an object that is not per
+        rank gets rank 0's state. Random generators cannot be redistributed:
+        rank r continues saved rank r's streams when it has one, the others
+        keep their own, and rank 0 warns that the run is not bitwise the one
+        the saved number of ranks would have made (dropout, augmentation).
+
+        Example::
+
+            Checkpoint.load_objects({"trainer": trainer}, path)   # saved on 2 ranks, run on 3
+        """
+        self._check_same_position(states)
+        absent = [k for k in self._all_statefuls() if k not in states[0]]
+        if absent:
+            raise ValueError(f"engine state dict lacks {absent}; it has {sorted(states[0])}")
+        for name, obj in self._all_statefuls().items():
+            entries = [state[name] for state in states]
+            if hasattr(obj, "load_per_rank_state_dicts"):
+                obj.load_per_rank_state_dicts(entries)
+            elif getattr(obj, "checkpoint_per_rank", False):
+                raise ValueError(
+                    f"engine state {name!r} ({type(obj).__name__}) differs per rank and has no "
+                    f"load_per_rank_state_dicts: it cannot be resumed on {get_world_size()} "
+                    f"rank(s) from {len(states)}; resume with {len(states)} rank(s)"
+                )
+            else:
+                obj.load_state_dict(entries[0])
+        rank = get_rank()
+        mine = states[rank] if rank < len(states) else None
+        position = states[0].get("data_position")
+        if position is not None:
+            pass_rng = (mine or states[0])["data_position"]["rng"]
+            position = {**position, "rng": pass_rng}
+        self._load_position(states[0], position, mine["rng"] if mine else None)
+        if rank == 0:
+            warnings.warn(
+                f"resuming on {get_world_size()} rank(s) from states saved on {len(states)}: the "
+                f"data continues at the same global position (iteration {states[0]['iteration']}"
+                f", epoch {states[0]['epoch']}), but the ranks' random streams (dropout, "
+                "augmentation) differ from the saved run's, so the result is not bitwise the "
+                "one it would have reached",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    @staticmethod
+    def _check_same_position(states: list[dict[str, Any]]) -> None:
+        keys = ("iteration", "epoch", "in_epoch", "epoch_start_iteration", "max_epochs")
+        for key in keys + ("max_iters", "epoch_length"):
+            seen = {repr(state.get(key)) for state in states}
+            if len(seen) > 1:
+                raise ValueError(
+                    f"the saved ranks disagree on {key} ({sorted(seen)}): the checkpoint's "
+                    "engine states are not of one run and cannot be resumed on another world size"
+                )
+        missing = [k for k in ("iteration", "epoch", "rng") if k not in states[0]]
+        if states[0].get("max_epochs") is None and states[0].get("max_iters") is None:
+            missing.append("max_epochs or max_iters")
+        if missing:
+            raise ValueError(f"engine state dict lacks {missing}; it has {sorted(states[0])}")
 
 
 def _check_empty_shard(max_iters: int | None) -> None:

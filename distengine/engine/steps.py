@@ -14,6 +14,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from distengine.distributed.env import get_world_size
+from distengine.distributed.sharding import (
+    check_optimizer_after_sharding,
+    is_fsdp_module,
+    mixed_precision_dtype,
+    no_gradient_sync,
+)
+from distengine.distributed.sharding import clip_grad_norm as clip_gradients
 from distengine.distributed.shards import check_training_shards
 
 if TYPE_CHECKING:
@@ -139,12 +147,24 @@ class TrainStep:
         self.device = torch.device(device) if device is not None else model_device(model)
         self.non_blocking, self.prepare_batch = non_blocking, prepare_batch
         self.output_transform = output_transform
+        if is_fsdp_module(model):
+            check_optimizer_after_sharding(optimizer)
         self.dtype = autocast_dtype(amp_mode, amp_dtype, self.device)
-        self._autocast = autocast(self.dtype, self.device)
+        policy = mixed_precision_dtype(model)
+        if policy is not None and self.dtype is not None:
+            if amp_dtype is not None and self.dtype != policy:
+                raise ValueError(
+                    f"amp_dtype={amp_dtype!r} differs from the FSDP model's mixed-precision "
+                    f"policy ({policy}): leave amp_dtype unset, or shard with "
+                    f"mp_dtype={amp_dtype!r}"
+                )
+            self.dtype = policy  # the policy casts; autocast on top would only cost
+        self._autocast = autocast(None if policy is not None else self.dtype, self.device)
         self.scaler = _grad_scaler(scaler, self.dtype, self.device)
         self.accumulation_steps = steps
         self.clip_grad_norm = clip_grad_norm
         self._pending = False
+        self._iteration = 0
         self._checked_data: Any = None
 
     def __call__(self, engine: Engine, batch: Any) -> Any:
@@ -157,8 +177,8 @@ class TrainStep:
         if first and self._pending:  # a window left open (terminate_epoch): drop it
             self.optimizer.zero_grad(set_to_none=True)
         x, y = self.prepare_batch(batch, self.device, self.non_blocking)
-        sync = last or not hasattr(model, "no_sync")
-        with contextlib.nullcontext() if sync else model.no_sync():
+        self._iteration = engine.state.iteration
+        with contextlib.nullcontext() if last else no_gradient_sync(model):
             with self._autocast():
                 y_pred = model(x)
                 loss = self.loss_fn(y_pred, y)
@@ -170,7 +190,7 @@ class TrainStep:
         return self.output_transform(x, y, y_pred, loss)
 
     def _check_data(self, engine: Engine) -> None:
-        if isinstance(self.model, DistributedDataParallel):
+        if isinstance(self.model, DistributedDataParallel) or is_fsdp_module(self.model):
             check_training_shards(engine.state.dataloader)
         self._checked_data = engine.state.dataloader
 
@@ -197,18 +217,26 @@ class TrainStep:
         if self.scaler is not None:
             if self.clip_grad_norm is not None:
                 self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(params(), self.clip_grad_norm)
+                clip_gradients(params(), self.clip_grad_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             if self.clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params(), self.clip_grad_norm)
+                clip_gradients(params(), self.clip_grad_norm)
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict[str, Any]:
         """The GradScaler's state, and this rank's gradients when saved inside a window."""
         grads = None
+        if self._pending and is_fsdp_module(self.model):
+            raise ValueError(
+                f"cannot save the training step at iteration {self._iteration}, inside a "
+                f"gradient-accumulation window of {self.accumulation_steps} iterations: FSDP "
+                "keeps the window's unreduced gradients inside the sharded model, where no "
+                "checkpoint reaches them. Save at window ends (e.g. "
+                f"Events.ITERATION_COMPLETED(every={self.accumulation_steps})) or epoch ends"
+            )
         if self._pending:
             grads = [
                 p.grad.detach().clone() if p.grad is not None else None for p in self._params()
@@ -239,6 +267,23 @@ class TrainStep:
         for param, grad in zip(params, grads or []):
             param.grad = None if grad is None else grad.to(param.device, param.dtype)
         self._pending = grads is not None
+
+    def load_per_rank_state_dicts(self, states: list[dict[str, Any]]) -> None:
+        """Resume from states saved on another number of ranks (contract C1).
+
+        Outside an accumulation window every rank's state is the GradScaler's,
+        the same on all ranks: rank 0's is loaded. Pending gradients (saved
+        inside a window) belong to their ranks' shares of the batch and are
+        refused by name.
+        """
+        if any(state["pending_grads"] is not None for state in states):
+            raise ValueError(
+                f"the training step was saved by {len(states)} rank(s) inside a gradient-"
+                f"accumulation window: their pending gradients cannot be shared among "
+                f"{get_world_size()} rank(s). Resume with {len(states)} rank(s), or from a "
+                "checkpoint taken at a window's end"
+            )
+        self.load_state_dict(states[0])
 
     def _params(self) -> list[torch.nn.Parameter]:
         return list(self.model.parameters())

@@ -9,7 +9,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from distengine.distributed.auto import sync_buffers
+from distengine.distributed.sharding import is_fsdp_module, mixed_precision_dtype
 from distengine.engine.engine import Engine
+from distengine.engine.even_forwards import EvenForwards
 from distengine.engine.events import Events
 from distengine.engine.steps import (
     TrainStep,
@@ -116,21 +118,31 @@ def supervised_evaluation_step(
     """The ``(engine, batch) -> (y_pred, y)`` step of :func:`create_supervised_evaluator`.
 
     A DistributedDataParallel model runs unwrapped (``model.module``): its
-    forward would run collectives (a buffer broadcast) per batch.
+    forward would run collectives (a buffer broadcast) per batch. An FSDP
+    model's forwards are counted (``step.even_forwards``): every rank must
+    run as many (see :mod:`distengine.engine.even_forwards`); a
+    mixed-precision policy replaces autocast.
     """
     device = torch.device(device) if device is not None else model_device(model)
-    cast = autocast(autocast_dtype(amp_mode, amp_dtype, device), device)
+    dtype = autocast_dtype(amp_mode, amp_dtype, device)
+    cast = autocast(None if mixed_precision_dtype(model) else dtype, device)
     if isinstance(model, DistributedDataParallel):
         model = model.module
+    even = (
+        EvenForwards(model, prepare_batch, device, non_blocking) if is_fsdp_module(model) else None
+    )
 
     def step(engine: Engine, batch: Any) -> Any:
         if model.training:
             model.eval()
         with torch.no_grad(), cast():
             x, y = prepare_batch(batch, device, non_blocking)
+            if even is not None:
+                even.seen(x)
             y_pred = model(x)
         return output_transform(x, y, y_pred)
 
+    step.even_forwards = even  # type: ignore[attr-defined]
     return step
 
 
@@ -151,7 +163,9 @@ def create_supervised_evaluator(
     one process on the whole dataset. A DistributedDataParallel model runs
     unwrapped, without collectives per batch; its buffers (BatchNorm
     statistics) are broadcast from rank 0 once per run, at ``STARTED``, as
-    DDP's forward would have done.
+    DDP's forward would have done. An FSDP model's forward is a collective:
+    at the epoch's end, ranks whose shard had fewer batches run the missing
+    forwards (outputs discarded), so no rank waits for another.
 
     Example::
 
@@ -159,11 +173,15 @@ def create_supervised_evaluator(
         evaluator.run(val_loader)
         print(evaluator.state.metrics["accuracy"])
     """
-    engine = Engine(
-        supervised_evaluation_step(
-            model, device, non_blocking, prepare_batch, output_transform, amp_mode, amp_dtype
-        )
+    step = supervised_evaluation_step(
+        model, device, non_blocking, prepare_batch, output_transform, amp_mode, amp_dtype
     )
+    engine = Engine(step)
+    if step.even_forwards is not None:  # before the metrics' reduction at EPOCH_COMPLETED
+        even = step.even_forwards
+        engine.add_event_handler(Events.STARTED, even.started)
+        engine.add_event_handler(Events.EPOCH_STARTED, even.epoch_started)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, even.even_out)
     if isinstance(model, DistributedDataParallel) and model.broadcast_buffers:
         module, group = model.module, model.process_group
         engine.add_event_handler(Events.STARTED, lambda: sync_buffers(module, group))

@@ -1,4 +1,11 @@
-"""Keeping the latest or best checkpoints of a run, and loading them back."""
+"""Keeping the latest or best checkpoints of a run, and loading them back.
+
+Plain state (one process, DDP) goes to one atomic file per save
+(:class:`DiskSaver`); sharded state (an FSDP2 model and its optimizer) to one
+folder per save written by every rank (:class:`ShardedStorage`, DCP). The
+handler chooses by looking at what it saves; naming, retention, scores and
+metadata work the same for both.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import inspect
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,16 +21,21 @@ from typing import Any
 import torch
 
 from distengine.checkpoint.disk import SUFFIX, DiskSaver
+from distengine.checkpoint.full_state import load_full_into
 from distengine.checkpoint.loading import find_latest_checkpoint, load_checkpoint_file
-from distengine.checkpoint.stateful import check_stateful, gather_states, load_state
+from distengine.checkpoint.sharded import RESERVED as MANIFEST_KEYS
+from distengine.checkpoint.sharded import ShardedCheckpoint, ShardedStorage
+from distengine.checkpoint.sharded_state import gather_state, is_shardable
+from distengine.checkpoint.stateful import check_stateful, gather_states, load_state, unwrap
 from distengine.distributed import get_world_size
 from distengine.distributed.consensus import decide
-from distengine.engine import Engine
+from distengine.distributed.sharding import is_sharded
+from distengine.engine import Engine, Events
 from distengine.handlers.watchdog import suspended
 
 __all__ = ["Checkpoint", "find_latest_checkpoint", "load_checkpoint_file"]
 
-_RESERVED = ("crc32", "iteration", "epoch", "world_size")
+_RESERVED = tuple(dict.fromkeys(("crc32", "iteration", "epoch", "world_size", *MANIFEST_KEYS)))
 
 Metadata = Mapping[str, Any] | Callable[[Engine], Mapping[str, Any]]
 
@@ -39,21 +52,32 @@ def _accepts_metadata(save_handler: Callable[..., Any]) -> bool:
 
 
 class Checkpoint:
-    """A handler that saves ``to_save`` and keeps the ``n_saved`` best or latest files.
+    """A handler that saves ``to_save`` and keeps the ``n_saved`` best or latest checkpoints.
 
-    Files are named ``{prefix}_{name}_{step}[_{score_name}={score}].pt``, where
-    ``name`` is ``checkpoint`` (or the only key of ``to_save``) and ``step`` is
-    the engine's **iteration** (``global_step_transform(engine, event)``
-    chooses another; Ignite uses the event's own counter, e.g. the epoch).
-    With ``score_function`` the best scores are kept, else the latest steps.
-    Rank 0's score and step decide for every rank (one tiny broadcast), so
-    ranks never disagree on whether to save. Only files this handler wrote are
-    ever removed. Objects that declare ``checkpoint_per_rank = True`` (the
-    engine, metrics) are saved as every rank's state and loaded back per rank.
-    Every rank must call it; rank 0 writes. Each file gets a sidecar with its
-    CRC-32, iteration, epoch, world size and ``metadata`` (a dict, or a
-    function of the engine returning one), which
-    :func:`find_latest_checkpoint` orders and filters by.
+    Checkpoints are named ``{prefix}_{name}_{step}[_{score_name}={score}].pt``,
+    where ``name`` is ``checkpoint`` (or the only key of ``to_save``) and
+    ``step`` is the engine's **iteration** (``global_step_transform(engine,
+    event)`` chooses another; Ignite uses the event's own counter, e.g. the
+    epoch). With ``score_function`` the best scores are kept, else the latest
+    steps. Rank 0's score and step decide for every rank (one tiny
+    broadcast), so ranks never disagree on whether to save. Only checkpoints
+    this handler wrote are ever removed. Objects that declare
+    ``checkpoint_per_rank = True`` (the engine, metrics) are saved as every
+    rank's state and loaded back per rank. Every rank must call it.
+
+    Plain state is one file written by rank 0 (``save_handler``: a folder or
+    a :class:`DiskSaver`), with a sidecar holding its CRC-32, iteration,
+    epoch, world size and ``metadata`` (a dict, or a function of the engine
+    returning one), which :func:`find_latest_checkpoint` orders and filters
+    by. **Sharded state** (an FSDP2 model, its optimizer: DTensor shards) is
+    one folder per save, named as above without ``.pt``: every rank writes
+    its shards with torch.distributed.checkpoint into a temporary folder and
+    rank 0 commits it with a ``manifest.json`` (file sizes and CRC-32s, the
+    same metadata); the other entries travel in its ``plain.pt``. With
+    ``async_save=True`` a sharded save returns once the shards are copied to
+    host memory and is written in the background; the next save (or
+    :meth:`wait`, or the engine's ``TERMINATE``/``COMPLETED``) waits for it
+    and commits it. Sharded state is never written to one file.
 
     Example::
 
@@ -77,6 +101,7 @@ class Checkpoint:
         include_self: bool = False,
         greater_or_equal: bool = False,
         metadata: Metadata | None = None,
+        async_save: bool = False,
     ) -> None:
         check_stateful(to_save, "to_save")
         if include_self and "checkpointer" in to_save:
@@ -93,6 +118,8 @@ class Checkpoint:
             raise TypeError(
                 f"metadata must be a dict or a function of the engine, got {metadata!r}"
             )
+        if not isinstance(async_save, bool):
+            raise TypeError(f"async_save must be True or False, got {async_save!r}")
         if isinstance(metadata, Mapping):
             _check_metadata(metadata)
         self.to_save = dict(to_save)
@@ -106,13 +133,21 @@ class Checkpoint:
         self.include_self = include_self
         self.greater_or_equal = greater_or_equal
         self.metadata = metadata
+        self.async_save = async_save
         self.saved: list[tuple[float, str]] = []  # (priority, filename), worst first
         self._last: str | None = None
         self._with_metadata = _accepts_metadata(save_handler)
+        self._storage: ShardedStorage | None = None
+        self._waits_on: list[Engine] = []
+        self._warned_async = False
 
     @property
     def last_checkpoint(self) -> Path | None:
-        """The path of the most recent save (under the saver's folder), or None before one."""
+        """The path of the most recent save (under the saver's folder), or None before one.
+
+        A sharded checkpoint's is its folder (with ``async_save``, committed
+        by the next save or :meth:`wait`).
+        """
         if self._last is None:
             return None
         folder = getattr(self.save_handler, "dirname", None)
@@ -123,23 +158,74 @@ class Checkpoint:
         priority = score if score is not None else float(step)
         if not self._worth_keeping(priority):
             return
+        sharded = self._holds_shards()
         filename = self._filename(step, score)
+        if sharded and filename.endswith(SUFFIX):
+            filename = filename[: -len(SUFFIX)]  # a folder
         if any(name == filename for _, name in self.saved):
             return
         kept = sorted([*self.saved, (priority, filename)], key=lambda item: item[0])
         dropped = []
         if self.n_saved is not None and len(kept) > self.n_saved:
             dropped, kept = kept[: -self.n_saved], kept[-self.n_saved :]
+        metadata = self._metadata_for(engine, step, score)
+        myself = {"saved": [list(i) for i in kept], "last": filename}
         with suspended():
-            checkpoint = gather_states(self.to_save)
-            if self.include_self:
-                checkpoint["checkpointer"] = {"saved": [list(i) for i in kept], "last": filename}
-            self._store(checkpoint, filename, self._metadata_for(engine, step, score))
+            if sharded:
+                self._store_sharded(engine, filename, metadata, myself)
+            else:
+                checkpoint = gather_states(self.to_save)
+                if self.include_self:
+                    checkpoint["checkpointer"] = myself
+                self._store(checkpoint, filename, metadata)
         self.saved, self._last = kept, filename
-        remove = getattr(self.save_handler, "remove", None)
         for _, old in dropped:
-            if remove is not None:
-                remove(old)
+            self._remove(old)
+
+    def _holds_shards(self) -> bool:
+        """Whether a module or optimizer to save is sharded (the same answer on every rank)."""
+        return any(is_sharded(unwrap(obj)) for obj in self.to_save.values() if is_shardable(obj))
+
+    def _sharded_storage(self) -> ShardedStorage:
+        if self._storage is None:
+            folder = getattr(self.save_handler, "dirname", None)
+            if folder is None:
+                raise ValueError(
+                    "to_save holds sharded (DTensor) state, which is saved as a folder of "
+                    f"shards: give Checkpoint a folder or a DiskSaver, not {self.save_handler!r}"
+                )
+            self._storage = ShardedStorage(folder, async_save=self.async_save)
+        return self._storage
+
+    def _store_sharded(self, engine: Engine, name: str, metadata: dict, myself: dict) -> None:
+        storage = self._sharded_storage()
+        sharded, plain = gather_state(self.to_save)
+        if self.include_self:
+            plain["checkpointer"] = myself
+        metadata = {k: v for k, v in metadata.items() if k != "world_size"}  # the manifest's own
+        storage.save(name, sharded, plain, metadata)
+        if self.async_save and all(engine is not e for e in self._waits_on):
+            self._waits_on.append(engine)  # its last save is committed when it stops
+            engine.add_event_handler(Events.TERMINATE, self.wait)
+            engine.add_event_handler(Events.COMPLETED, self.wait)
+
+    def _remove(self, name: str) -> None:
+        if not name.endswith(SUFFIX) and self._storage is not None:
+            self._storage.remove(name)  # after the save in flight is committed
+            return
+        remove = getattr(self.save_handler, "remove", None)
+        if remove is not None:
+            remove(name)
+
+    def wait(self) -> None:
+        """Commit the asynchronous sharded save in flight, if any (every rank must call it).
+
+        Called on the engine's ``TERMINATE`` and ``COMPLETED``; call it yourself
+        before reading :attr:`last_checkpoint` mid-run or before the process ends.
+        """
+        if self._storage is not None:
+            with suspended():
+                self._storage.wait()
 
     def _agreed_step_and_score(self, engine: Engine) -> tuple[int, float | None]:
         """This rank's step and score, then rank 0's for every rank (one tiny broadcast)."""
@@ -192,34 +278,48 @@ class Checkpoint:
         return {**meta, **extra}
 
     def _store(self, checkpoint: dict[str, Any], filename: str, metadata: dict) -> None:
+        if self.async_save and not self._warned_async:
+            self._warned_async = True
+            warnings.warn(
+                "Checkpoint(async_save=True) applies to sharded (FSDP) state; this plain state "
+                "is written synchronously to one file",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         if self._with_metadata:
             self.save_handler(checkpoint, filename, metadata)
         else:
             self.save_handler(checkpoint, filename)
 
     def state_dict(self) -> dict[str, Any]:
-        """The kept files and their priorities (so a resumed run keeps pruning them)."""
+        """The kept checkpoints and their priorities (so a resumed run keeps pruning them)."""
         return {"saved": [[priority, name] for priority, name in self.saved], "last": self._last}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`: the kept files and the last one saved."""
+        """Restore :meth:`state_dict`: the kept checkpoints and the last one saved."""
         self.saved = [(float(p), str(n)) for p, n in state_dict["saved"]]
         self._last = state_dict.get("last", self.saved[-1][1] if self.saved else None)
 
     @staticmethod
     def load_objects(
         to_load: Mapping[str, Any],
-        checkpoint: str | os.PathLike | Mapping[str, Any],
+        checkpoint: str | os.PathLike | Mapping[str, Any] | ShardedCheckpoint,
         map_location: str | torch.device | None = "cpu",
         strict: bool = True,
     ) -> None:
-        """Load a checkpoint (a path or a loaded dict) into ``to_load``; call it on every rank.
+        """Load a checkpoint into ``to_load``; call it on every rank.
 
-        Files load with ``torch.load(weights_only=True)``. Every key of
-        ``to_load`` must be in the checkpoint; errors name the missing ones.
-        Per-rank entries give each rank its own state; one saved with another
-        world size goes to the object's ``load_per_rank_state_dicts`` or is
-        refused by name.
+        ``checkpoint`` is a file path, a sharded checkpoint folder, a
+        :class:`ShardedCheckpoint` or a loaded dict (what
+        :func:`find_latest_checkpoint` returns). Files load with
+        ``torch.load(weights_only=True, mmap=True)``: memory-mapped, not a
+        private copy per rank. A folder loads onto any number of ranks (DCP
+        reshards models and optimizers). A file loaded into sharded (FSDP)
+        objects is read by rank 0 alone and sent to each rank as its shards.
+        Every key of ``to_load`` must be in the checkpoint; errors name the
+        missing ones. Per-rank entries give each rank its own state; one
+        saved with another world size goes to the object's
+        ``load_per_rank_state_dicts`` or is refused by name.
 
         Example::
 
@@ -227,6 +327,14 @@ class Checkpoint:
                                     "ckpt/checkpoint_300.pt")
         """
         check_stateful(to_load, "to_load")
+        if isinstance(checkpoint, (str, os.PathLike)) and Path(checkpoint).is_dir():
+            checkpoint = ShardedCheckpoint(checkpoint)
+        if isinstance(checkpoint, ShardedCheckpoint):
+            checkpoint.load(dict(to_load), strict=strict)
+            return
+        if any(is_sharded(obj) for obj in to_load.values() if is_shardable(obj)):
+            load_full_into(to_load, checkpoint, map_location, strict)  # rank 0 reads
+            return
         if isinstance(checkpoint, (str, os.PathLike)):
             checkpoint = load_checkpoint_file(Path(checkpoint), map_location)
         if not isinstance(checkpoint, Mapping):

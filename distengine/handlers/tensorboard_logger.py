@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from distengine.distributed import get_rank
+from distengine.distributed.sharding import is_dtensor
 from distengine.engine import Engine, Events
 
 
@@ -124,26 +125,41 @@ class TensorboardLogger:
         grads: bool = False,
         tag: str | None = None,
     ) -> Any:
-        """Log each parameter's norm (``kind="scalar"``) or histogram, or those of its gradients."""
+        """Log each parameter's norm (``kind="scalar"``) or histogram, or those of its gradients.
+
+        Sharded (FSDP, DTensor) parameters are measured whole: every rank
+        computes (the norms of all sharded parameters in one all-reduce per
+        mesh, a histogram's full tensor one parameter at a time) and rank 0
+        writes, so the handler runs on every rank. Plain parameters cost
+        nothing on the other ranks.
+        """
         if kind not in ("scalar", "histogram"):
             raise ValueError(f"kind must be 'scalar' or 'histogram', got {kind!r}")
         what = "grads" if grads else "weights"
         prefix = f"{tag}/" if tag else ""
         module = getattr(model, "module", model)
+        suffix = "norm" if kind == "scalar" else "hist"
+        writes = get_rank() == 0
 
-        def log(engine: Engine, writer: Any, event: Any) -> None:
-            for name, param in module.named_parameters():
-                value = param.grad if grads else param
-                if value is None:
-                    continue
-                suffix = "norm" if kind == "scalar" else "hist"
+        def log(engine: Engine) -> None:
+            named = [(n, p.grad if grads else p) for n, p in module.named_parameters()]
+            named = [(n, v.detach()) for n, v in named if v is not None]
+            if not writes and not any(is_dtensor(v) for _, v in named):
+                return  # nothing to take part in
+            step = engine.state.iteration
+            if kind == "scalar":
+                values = dict(zip([n for n, _ in named], _norms([v for _, v in named], writes)))
+            for name, value in named:
                 key = f"{prefix}{what}_{suffix}/{name.replace('.', '/')}"
                 if kind == "scalar":
-                    writer.add_scalar(key, value.detach().norm().item(), engine.state.iteration)
-                else:
-                    writer.add_histogram(key, value.detach().cpu(), engine.state.iteration)
+                    if writes:
+                        self.writer.add_scalar(key, values[name], step)
+                    continue
+                full = value.full_tensor() if is_dtensor(value) else value  # a collective
+                if writes:
+                    self.writer.add_histogram(key, full.cpu(), step)
 
-        return self.attach(engine, log, event_name)
+        return engine.add_event_handler(event_name, log)
 
     def attach_hparams(
         self,
@@ -184,6 +200,31 @@ class TensorboardLogger:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _norms(values: list[torch.Tensor], writes: bool) -> list[float]:
+    """The 2-norm of each tensor, whole: sharded ones' squared sums reduced over their mesh.
+
+    Every rank must call it (the same tensors, in the same order); on ranks
+    that do not write, plain tensors are skipped (their norm is 0.0 there).
+    """
+    squares: list[torch.Tensor | None] = [None] * len(values)
+    by_mesh: dict[tuple[int, str], list[int]] = {}
+    for i, value in enumerate(values):
+        if is_dtensor(value):
+            by_mesh.setdefault((id(value.device_mesh), str(value.placements)), []).append(i)
+            squares[i] = value.to_local().double().pow(2).sum()
+        elif writes:
+            squares[i] = value.double().pow(2).sum()
+    for indices in by_mesh.values():
+        mesh = values[indices[0]].device_mesh
+        stacked = torch.stack([squares[i] for i in indices])  # type: ignore[misc]
+        for dim, placement in enumerate(values[indices[0]].placements):
+            if not placement.is_replicate():  # a shard (or partial sum) on this mesh dim
+                torch.distributed.all_reduce(stacked, group=mesh.get_group(dim))
+        for i, total in zip(indices, stacked):
+            squares[i] = total
+    return [float(s.sqrt()) if s is not None else 0.0 for s in squares]
 
 
 def _scalar(value: Any) -> float | None:

@@ -236,6 +236,13 @@ class MetricGroup:
             metric.load_state_dict(entry["state"])
         self._engine_ref.state.metrics.update(state_dict["values"])
 
+    def load_per_rank_state_dicts(self, states: list[dict[str, Any]]) -> None:
+        """Restore states saved on another number of ranks: each metric merges its ranks'
+        (see :meth:`Metric.load_per_rank_state_dicts`); published values are rank 0's."""
+        self.load_state_dict(states[0])  # checks the metrics are those saved
+        for i, metric in enumerate(self._accumulating()):
+            metric.load_per_rank_state_dicts([state["states"][i]["state"] for state in states])
+
 
 def _portable(value: Any) -> Any:
     """A metric value that loads with ``weights_only=True`` (NumPy values become torch's)."""

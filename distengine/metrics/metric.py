@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from distengine.distributed import get_rank
 from distengine.metrics.inputs import moved, picked, unrolled
 from distengine.metrics.reduction import reduced_states
 from distengine.metrics.state import REDUCTIONS, StateSpec
@@ -200,6 +201,28 @@ class Metric(ABC):
                 value = value.to(device)
             setattr(self, name, value)
         self._host_counts.clear()
+
+    def load_per_rank_state_dicts(self, states: list[dict[str, Any]]) -> None:
+        """Restore the states of another number of ranks (contract C1), so the value is kept.
+
+        Rank 0 takes every saved rank's state combined by each state's
+        reduction (sums added, lists joined, max/min taken); the other ranks
+        start their sum and ``cat`` states empty and share the max/min, so the
+        reduced value over the new ranks is the one over the saved ranks.
+        """
+        merged = {}
+        for name, spec in self._specs.items():
+            values = [state[name] for state in states if state.get(name) is not None]
+            if get_rank() != 0 and spec.reduce in ("sum", "cat"):
+                merged[name] = spec.fresh(None)
+            elif spec.reduce == "cat":
+                merged[name] = [item for value in values for item in value]
+            elif not values:
+                merged[name] = None
+            else:
+                combine = {"sum": operator.add, "max": torch.maximum, "min": torch.minimum}
+                merged[name] = functools.reduce(combine[spec.reduce], values)
+        self.load_state_dict(merged)
 
     # ------------------------------------------------------------- engine use
     def attach(

@@ -213,6 +213,24 @@ class RunningAverage(Metric):
             )
         self.value, self._unfolded = state_dict["value"], []
 
+    def load_per_rank_state_dicts(self, states: list[dict[str, Any]]) -> None:
+        """Restore averages saved on another number of ranks: every rank takes their mean
+        (what the ranks publish), or the shared value where they were all equal."""
+        values = [state["value"] for state in states if state.get("value") is not None]
+        if not values or all(_same(v, values[0]) for v in values):
+            self.load_state_dict({"value": values[0] if values else None})
+            return
+        like = next((v for v in values if isinstance(v, torch.Tensor)), None)
+        mean = torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in values]).mean(0)
+        value = mean.to(like.dtype) if like is not None else float(mean)
+        self.load_state_dict({"value": value})
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+    return a == b
+
 
 def _folded(value: Any, pending: list[Any], alpha: float) -> torch.Tensor:
     """``value`` after the averages of ``pending``, computed at once in float64:

@@ -23,6 +23,7 @@ class DistConfig:
     rdzv_timeout_s: float = 120.0
     shutdown_grace_s: float = 60.0
     start_method: str = "auto"
+    strategy: str = "ddp"
 
 
 @dataclass

@@ -169,8 +169,11 @@ class RunFolder:
             return None
 
     def has_checkpoints(self) -> bool:
+        """Whether ``checkpoints/`` holds a checkpoint file or a sharded checkpoint folder."""
         folder = self.path / "checkpoints"
-        return folder.is_dir() and any(p.suffix == ".pt" for p in folder.iterdir())
+        return folder.is_dir() and any(
+            p.suffix == ".pt" or (p / "manifest.json").is_file() for p in folder.iterdir()
+        )
 
     def check_resume(self, job: dict[str, Any], world_size: int) -> None:
         """Refuse (before anything is written) a resume whose config or world size differs."""
@@ -178,8 +181,15 @@ class RunFolder:
         if job["checkpoint"]["resume"] != "auto" or run is None or not self.has_checkpoints():
             return
         differences = []
-        if run.get("world_size") not in (None, world_size):
-            differences.append(f"world size {run['world_size']} in the run, {world_size} now")
+        batch = (job.get("data") or {}).get("batch_size")
+        if run.get("world_size") not in (None, world_size) and (
+            batch is None or batch % world_size
+        ):
+            differences.append(
+                f"world size {run['world_size']} in the run, {world_size} now, which does not "
+                f"divide data.batch_size={batch} (the global batch): the run could not continue "
+                "the same samples"
+            )
         for group in COMPARED:
             saved, now = run.get("config", {}).get(group) or {}, job.get(group) or {}
             for key in sorted(set(saved) | set(now)):
@@ -214,19 +224,24 @@ class RunFolder:
         return run_id
 
     def newest_checkpoint(self, run_id: str | None) -> tuple[Path, int] | None:
-        """This run's newest checkpoint by its sidecar (``.<name>.meta.json``, contract C2).
+        """This run's newest checkpoint by its sidecar (``.<name>.meta.json``, contract C2)
+        or, for a sharded checkpoint folder, its ``manifest.json``.
 
-        Reads only the small sidecars (a checkpoint is whole once its sidecar
-        exists); None when no checkpoint of ``run_id`` has one.
+        Reads only these small files (a checkpoint is whole once its sidecar
+        or manifest exists); None when no checkpoint of ``run_id`` has one.
         """
         found = []
-        for meta in (self.path / "checkpoints").glob(".*.pt.meta.json"):
+        folder = self.path / "checkpoints"
+        records = [
+            (m, m.with_name(m.name[1 : -len(".meta.json")])) for m in folder.glob(".*.pt.meta.json")
+        ]
+        records += [(m, m.parent) for m in folder.glob("*/manifest.json")]  # sharded folders
+        for meta, checkpoint in records:
             try:
                 record = json.loads(meta.read_text())
             except (OSError, json.JSONDecodeError):
                 continue
-            checkpoint = meta.with_name(meta.name[1 : -len(".meta.json")])
-            if run_id and record.get("run_id") == run_id and checkpoint.is_file():
+            if run_id and record.get("run_id") == run_id and checkpoint.exists():
                 found.append((int(record.get("iteration", -1)), checkpoint))
         if not found:
             return None

@@ -1,8 +1,8 @@
 """What the launcher says and returns when a job ends: every word from what happened.
 
 A checkpoint is claimed only when ``stop.json`` (written by the recipe's
-rank 0 after the save) names a file that exists; exit code 75 ("run again to
-resume") only then. See :mod:`launch.exit_codes`.
+rank 0 after the save) names a file (or a committed sharded folder) that
+exists; exit code 75 ("run again to resume") only then. See :mod:`launch.exit_codes`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ class Outcome:
 
 
 def _existing(path: Any) -> Path | None:
-    return Path(path) if path and Path(path).is_file() else None
+    """``path`` if it is a checkpoint that exists: a file, or a sharded folder with its manifest."""
+    if not path:
+        return None
+    path = Path(path)
+    return path if path.is_file() or (path / "manifest.json").is_file() else None
 
 
 def after_stop(

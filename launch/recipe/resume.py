@@ -2,10 +2,12 @@
 
 Rank 0 looks (corrupt files are moved into ``checkpoints/corrupt/`` and
 reported, files of another run are passed over), broadcasts the path, every
-rank loads that file, and the ranks check that they all hold the same
-iteration. A restart (``TORCHELASTIC_RESTART_COUNT > 0``) always resumes from
-the run's own checkpoints, whatever ``checkpoint.resume`` said for the first
-start.
+rank loads that checkpoint (a file, memory-mapped, or a sharded folder, each
+rank reading its shards), and the ranks check that they all hold the same
+iteration. A run saved on another number of ranks resumes where the checks
+of :class:`~launch.recipe.run_info.RunInfo` allow it. A restart
+(``TORCHELASTIC_RESTART_COUNT > 0``) always resumes from the run's own
+checkpoints, whatever ``checkpoint.resume`` said for the first start.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import distengine.distributed as idist
+from distengine.checkpoint import open_checkpoint
 from distengine.handlers import Checkpoint, find_latest_checkpoint
-from distengine.handlers.checkpoint import load_checkpoint_file
 
 CORRUPT_FOLDER = "corrupt"
 
@@ -37,7 +39,7 @@ def sidecars(path: Path) -> list[Path]:
 
 
 def set_aside(path: str | os.PathLike, reason: str) -> Path:
-    """Move a corrupt checkpoint (and its sidecars) into ``corrupt/`` and say so (rank 0)."""
+    """Move a corrupt checkpoint file (and its sidecars) or folder into ``corrupt/`` (rank 0)."""
     path = Path(path)
     aside = path.parent / CORRUPT_FOLDER
     aside.mkdir(exist_ok=True)
@@ -77,7 +79,7 @@ def resume(cfg: Any, to_load: dict[str, Any], trainer: Any) -> Path | None:
                 flush=True,
             )
         return None
-    state = found[1] if found else load_checkpoint_file(Path(path))
+    state = found[1] if found else open_checkpoint(Path(path))
     Checkpoint.load_objects({"run": to_load["run"]}, state)  # refuses a mismatched run first
     Checkpoint.load_objects(to_load, state)
     check_same_iteration(trainer.state.iteration, path)

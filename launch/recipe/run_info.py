@@ -10,13 +10,32 @@ import distengine.distributed as idist
 from launch.job.folder import COMPARED
 
 
+def world_size_problem(saved: int, now: int, global_batch: Any) -> str | None:
+    """Why a run saved on ``saved`` ranks cannot resume on ``now``, or None when it can.
+
+    The data position is kept in global samples (iterations of the global
+    batch ``data.batch_size``), so any number of ranks that divides the global
+    batch continues the same sample sequence; another one would change it.
+    """
+    if saved == now or global_batch is None:
+        return None
+    if int(global_batch) % now:
+        return (
+            f"world size {saved} in the checkpoint, {now} now: data.batch_size={global_batch} "
+            f"(the global batch) cannot be split evenly among {now} ranks, so the run would not "
+            "continue the same samples; resume on a number of ranks that divides it"
+        )
+    return None
+
+
 class RunInfo:
     """A stateful record of the run's identity, world size and model/data/optim config.
 
     Saved with every checkpoint (``run_id`` names the run the checkpoint
     belongs to: a resume only considers the run folder's own run); loading it
     into a run that differs raises a ValueError that names each difference
-    (``load_state_dict`` runs at resume).
+    (``load_state_dict`` runs at resume). Another world size is accepted when
+    it divides the global batch (see :func:`world_size_problem`).
     """
 
     def __init__(self, cfg: Any) -> None:
@@ -29,11 +48,10 @@ class RunInfo:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         differences = []
-        if state["world_size"] != self.world_size:
-            differences.append(
-                f"world size {state['world_size']} in the checkpoint, {self.world_size} now "
-                "(the data shards and the position in the epoch depend on it)"
-            )
+        batch = (self.config.get("data") or {}).get("batch_size")
+        problem = world_size_problem(state["world_size"], self.world_size, batch)
+        if problem:
+            differences.append(problem)
         for group in COMPARED:
             saved, now = state["config"].get(group), self.config[group]
             if saved != now:

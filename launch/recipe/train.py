@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 import distengine.distributed as idist
+from distengine.distributed.sharding import is_dtensor
 from distengine.engine import Events, create_supervised_evaluator, create_supervised_trainer
 from distengine.handlers import (
     Checkpoint,
@@ -32,7 +33,9 @@ from launch.recipe.stop import write_stop
 def _loaders(cfg: Any):
     train_set, val_set = instantiate(cfg.data)
     batch = int(cfg.data.batch_size)
-    train = idist.auto_dataloader(train_set, batch_size=batch, shuffle=True, drop_last=True)
+    train = idist.auto_dataloader(
+        train_set, batch_size=batch, shuffle=True, drop_last=True, split="even"
+    )  # the same global sample order on any number of ranks (a resume may change it)
     val = idist.auto_dataloader(val_set, batch_size=batch, shuffle=False)
     return train, val
 
@@ -127,16 +130,21 @@ def _engines(cfg: Any, model: Any, optimizer: Any) -> tuple[Any, Any]:
 
 
 def _saved_path(cfg: Any, checkpoint: Checkpoint) -> Path | None:
-    """The last file ``checkpoint`` kept (a name today, a path with contract C2)."""
+    """The last checkpoint ``checkpoint`` kept: a file, or a folder for sharded state."""
     last = checkpoint.last_checkpoint
     return Path(cfg.run_dir) / "checkpoints" / Path(str(last)).name if last else None
+
+
+def _holds_iteration(path: Path | None, iteration: int) -> bool:
+    """Whether ``path`` (``checkpoint_<iteration>.pt``, or a folder) holds ``iteration``."""
+    return path is not None and path.name.removesuffix(".pt").endswith(f"_{iteration}")
 
 
 def _stop(cfg: Any, trainer: Any, checkpoint: Checkpoint, resumed: Path | None) -> None:
     """After a stop on a signal: the stop record, a line from rank 0, exit 75 or 130."""
     latest = _saved_path(cfg, checkpoint) or resumed
     iteration = trainer.state.iteration
-    saved = latest if latest is not None and latest.name.endswith(f"_{iteration}.pt") else None
+    saved = latest if _holds_iteration(latest, iteration) else None
     if trainer.state.preempted and saved is not None:  # named by the iteration it holds
         write_stop(cfg.run_dir, "preempted", iteration, saved, saved)
         if idist.get_rank() == 0:
@@ -149,9 +157,26 @@ def _stop(cfg: Any, trainer: Any, checkpoint: Checkpoint, resumed: Path | None) 
     raise SystemExit(exit_codes.INTERRUPTED)
 
 
+def _model(cfg: Any) -> Any:
+    """``cfg.model`` replicated (``dist.strategy=ddp``) or sharded (``fsdp``, bf16 with AMP)."""
+    strategy = str(cfg.dist.strategy)
+    options = {"mp_dtype": "bf16"} if strategy == "fsdp" and cfg.trainer.amp else {}
+    model = instantiate(cfg.model)
+    total = sum(p.numel() for p in model.parameters())
+    model = idist.auto_model(model, strategy=strategy, **options)
+    if idist.get_rank() == 0:
+        local = sum((p.to_local() if is_dtensor(p) else p).numel() for p in model.parameters())
+        print(
+            f"model: {total:,} parameters, {local:,} of them on rank 0 "
+            f"({strategy} over {idist.get_world_size()} rank(s))",
+            flush=True,
+        )
+    return model
+
+
 def train(cfg: Any) -> dict[str, float]:
     """Train ``cfg.model`` on ``cfg.data`` with ``cfg.optim``; return the validation metrics."""
-    model = idist.auto_model(instantiate(cfg.model))
+    model = _model(cfg)
     optimizer = idist.auto_optim(instantiate(cfg.optim)(model.parameters()))
     train_loader, val_loader = _loaders(cfg)
     trainer, evaluator = _engines(cfg, model, optimizer)

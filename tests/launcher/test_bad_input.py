@@ -56,6 +56,7 @@ CASES = [
         ["dist.nnodes=2", "dist.master_port=29999", "hydra.run.dir=null"],
         "with dist.nnodes > 1, give every node the same hydra.run.dir",
     ),
+    (["dist.strategy=zero"], "dist.strategy='zero': expected one of ddp, fsdp"),
 ]
 #: One of each kind, end to end.
 END_TO_END = [0, 9, 10, 14, 17, 18, 19, 24, 30, 31]

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from distengine.checkpoint_sharded import MANIFEST, ShardedStorage, consolidate, read_manifest
+from distengine.checkpoint.sharded import MANIFEST, ShardedStorage, consolidate, read_manifest
+from distengine.checkpoint.sharded_state import gather_state, restore_state
 from distengine.distributed import get_world_size
-from distengine.sharded_state import gather_state, restore_state
 from tests.sharded.common import (
     TinyTransformer,
     build,

@@ -12,7 +12,12 @@ Layout of a committed checkpoint::
     <name>/__0_0.distcp ...   one shard file per rank (DCP)
     <name>/.metadata          DCP's index of the shards
     <name>/plain.pt           the small, unsharded state (torch.save, rank 0)
-    <name>/manifest.json      {"format", "world_size", "files": {file: {size, crc32}}, ...metadata}
+    <name>/manifest.json      {"format", "world_size", "files": {file: {size, crc32}},
+                               "entries": {"sharded": [...], "plain": [...]}, ...metadata}
+
+:class:`ShardedCheckpoint` is a committed folder as a whole (what
+:func:`~distengine.checkpoint.find_latest_checkpoint` returns for one, and
+what :meth:`~distengine.handlers.Checkpoint.load_objects` loads).
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ import os
 import shutil
 import uuid
 import warnings
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -31,37 +35,41 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
+from distengine.checkpoint.disk import file_checksum
+from distengine.checkpoint.sharded_state import restore_state, sharded_template
 from distengine.distributed import all_gather, broadcast, get_rank, get_world_size
 from distengine.distributed.env import is_distributed
 
 FORMAT = "distengine-dcp/1"
 MANIFEST = "manifest.json"
 PLAIN = "plain.pt"
-_RESERVED = ("format", "world_size", "files")
+#: Manifest keys the storage writes itself; metadata may not use them.
+RESERVED = ("format", "world_size", "files", "entries")
 
 
-def file_crc32(path: Path, chunk: int = 1 << 20) -> str:
-    """CRC-32 of a file as 8 hex digits, read through one small reused buffer."""
-    crc = 0
-    buffer = bytearray(chunk)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while count := handle.readinto(buffer):
-            crc = zlib.crc32(view[:count], crc)
-    return f"{crc:08x}"
+def _dcp() -> Any:
+    """``torch.distributed.checkpoint``, imported on first use (it takes half a second)."""
+    import torch.distributed.checkpoint as dcp
+
+    return dcp
+
+
+def _failures() -> tuple[type[BaseException], ...]:
+    """What a DCP call may raise: any Exception, and its CheckpointException (a BaseException)."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    return (Exception, CheckpointException)
 
 
 def _describe(path: Path) -> dict[str, Any]:
-    return {"size": path.stat().st_size, "crc32": file_crc32(path)}
+    return {"size": path.stat().st_size, "crc32": file_checksum(path)}
 
 
 def one_line(error: BaseException) -> str:
     """``Type: message`` of ``error``; a CheckpointException (all ranks' tracebacks) unwrapped."""
-    if isinstance(error, CheckpointException) and error.failures:
+    failures = getattr(error, "failures", None)  # a CheckpointException: every rank's errors
+    if isinstance(failures, dict) and failures:
         error = next(iter(error.failures.values()))[0]
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
@@ -76,7 +84,7 @@ def _agree(what: str, fn: Callable[[], Any], share: bool = False) -> Any:
     error = result = None
     try:
         result = fn()
-    except (Exception, CheckpointException) as exc:  # every rank must learn of it
+    except _failures() as exc:  # every rank must learn of it
         error = one_line(exc)
     gathered = all_gather((error, result if share else None))
     failed = [(rank, e) for rank, (e, _) in enumerate(gathered) if e is not None]
@@ -187,14 +195,16 @@ class ShardedStorage:
         """Write ``dirname/name/`` (see the class); raises on every rank if any rank failed."""
         _check_name(name)
         metadata = dict(metadata or {})
-        clash = sorted(set(metadata) & set(_RESERVED))
+        clash = sorted(set(metadata) & set(RESERVED))
         if clash:
             raise ValueError(f"metadata keys {clash} are reserved for the manifest")
         self.wait()
+        metadata["entries"] = {"sharded": sorted(sharded), "plain": sorted(plain or {})}
         tmp = self.dirname / broadcast(f".{name}.tmp-{uuid.uuid4().hex[:12]}")
         _agree(f"sharded checkpoint {name!r} was not saved", lambda: self._start(tmp, plain))
         if self.async_save:
-            future = self._run_dcp(lambda: dcp.async_save(sharded, checkpoint_id=tmp, **self._pg()))
+            start = _dcp().async_save
+            future = self._run_dcp(lambda: start(sharded, checkpoint_id=tmp, **self._pg()))
             self._pending = _Pending(name, tmp, future, metadata)
         else:
             self._finish(_Pending(name, tmp, self._sync_save(sharded, tmp), metadata))
@@ -206,7 +216,7 @@ class ShardedStorage:
                 torch.save(plain, tmp / PLAIN)
 
     def _sync_save(self, sharded: dict[str, Any], tmp: Path) -> Future:
-        return self._run_dcp(lambda: dcp.save(sharded, checkpoint_id=tmp))
+        return self._run_dcp(lambda: _dcp().save(sharded, checkpoint_id=tmp))
 
     @staticmethod
     def _run_dcp(call: Callable[[], Any]) -> Future:
@@ -214,7 +224,7 @@ class ShardedStorage:
         try:
             with _single_process_is_intended():
                 result = call()
-        except (Exception, CheckpointException) as exc:
+        except _failures() as exc:
             future: Future = Future()
             future.set_exception(exc)
             return future
@@ -270,34 +280,20 @@ class ShardedStorage:
         _write_json(pending.tmp / MANIFEST, {**manifest, **pending.metadata})
         _replace_folder(pending.tmp, self.dirname / pending.name)
 
-    def load(self, name: str, sharded: dict[str, Any], verify: bool = True) -> dict[str, Any]:
+    def load(
+        self, name: str, sharded: dict[str, Any], verify: bool = True, strict: bool = True
+    ) -> dict[str, Any]:
         """Fill ``sharded`` in place from ``dirname/name/``; returns the plain state ({} if none).
 
         ``sharded`` is the template from ``gather_state`` of the objects to
         restore, on any number of ranks (DCP reshards). With ``verify`` the
         files are checked against the manifest first; a mismatch raises on
-        every rank, naming the file.
+        every rank, naming the file. ``strict=False`` leaves keys the
+        checkpoint lacks as they are.
         """
         _check_name(name)
         self.wait()
-        folder = self.dirname / name
-        what = f"sharded checkpoint {folder} was not loaded"
-        plain = _agree(what, lambda: self._read_plain(folder, verify))
-        try:
-            with _single_process_is_intended():
-                dcp.load(sharded, checkpoint_id=folder)
-        except CheckpointException as exc:
-            raise RuntimeError(f"{what}: {one_line(exc)}") from None
-        return plain
-
-    @staticmethod
-    def _read_plain(folder: Path, verify: bool) -> dict[str, Any]:
-        manifest = read_manifest(folder)
-        if verify:
-            verify_files(folder, manifest, get_rank(), get_world_size())
-        if PLAIN not in manifest["files"]:
-            return {}
-        return torch.load(folder / PLAIN, map_location="cpu", weights_only=True)
+        return load_folder(self.dirname / name, sharded, verify, strict)
 
     def remove(self, name: str) -> None:
         """Delete ``dirname/name/`` (rank 0), after the save in flight is committed.
@@ -327,31 +323,147 @@ class ShardedStorage:
             self._group = None
 
 
-def consolidate(folder: str | os.PathLike, out_file: str | os.PathLike) -> Path:
-    """Write the sharded checkpoint ``folder`` as one ``torch.save`` file with full tensors.
+def load_folder(
+    folder: str | os.PathLike, sharded: dict[str, Any], verify: bool = True, strict: bool = True
+) -> dict[str, Any]:
+    """Fill ``sharded`` in place from the committed checkpoint ``folder``; its plain state.
 
-    The file holds every entry of the checkpoint (``{"model": ..., "optimizer":
-    ..., "trainer": ...}``) and loads with ``torch.load(weights_only=True)``;
-    the model entry is a plain state dict (``model.load_state_dict``), the
-    optimizer's is keyed by parameter name (``set_optimizer_state_dict``). One
-    process, no process group; the folder is verified against its manifest first.
+    Every rank must call it. The files are verified first (each by one rank)
+    when ``verify``; an empty ``sharded`` reads only the plain state.
+    """
+    folder = Path(folder)
+    what = f"sharded checkpoint {folder} was not loaded"
+    plain = _agree(what, lambda: _read_plain(folder, verify))
+    if not sharded:
+        return plain
+    dcp = _dcp()
+    planner = _weights_only_planner(dcp)(allow_partial_load=not strict)
+    try:
+        with _single_process_is_intended():
+            dcp.load(sharded, checkpoint_id=folder, planner=planner)
+    except _failures()[1] as exc:
+        raise RuntimeError(f"{what}: {one_line(exc)}") from None
+    return plain
+
+
+def _weights_only_planner(dcp: Any) -> type:
+    """DCP's load planner, reading non-tensor leaves (an optimizer's hyperparameters) with
+    ``torch.load(weights_only=True)`` instead of DCP's unrestricted unpickling."""
+    from torch.distributed.checkpoint.default_planner import set_element
+
+    class WeightsOnlyLoadPlanner(dcp.DefaultLoadPlanner):
+        def load_bytes(self, read_item: Any, value: Any) -> None:
+            loaded = torch.load(value, weights_only=True)
+            if self.flatten_state_dict:
+                set_element(
+                    self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded
+                )
+            else:
+                self.state_dict[read_item.dest_index.fqn] = loaded
+
+    return WeightsOnlyLoadPlanner
+
+
+def _read_plain(folder: Path, verify: bool) -> dict[str, Any]:
+    manifest = read_manifest(folder)
+    if verify:
+        verify_files(folder, manifest, get_rank(), get_world_size())
+    if PLAIN not in manifest["files"]:
+        return {}
+    return torch.load(folder / PLAIN, map_location="cpu", weights_only=True)
+
+
+class ShardedCheckpoint:
+    """A committed sharded checkpoint folder: its metadata now, its contents on ``load``.
+
+    What :func:`~distengine.checkpoint.find_latest_checkpoint` returns for a
+    folder, and one of the forms
+    :meth:`~distengine.handlers.Checkpoint.load_objects` takes. Loading
+    restores modules and optimizers on any number of ranks (DCP reshards) and
+    the plain entries as saved (per-rank ones through contract C1). The first
+    load checks every file against the manifest (each file read by one rank).
 
     Example::
 
-        consolidate("runs/exp1/checkpoints/checkpoint_100", "model_100.pt")
+        found = ShardedCheckpoint("runs/exp1/checkpoints/checkpoint_300")
+        found.metadata["iteration"]            # 300
+        found.load({"model": model, "optimizer": optimizer, "trainer": trainer})
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.path = Path(folder)
+        self.manifest = read_manifest(self.path)
+        self._verified = False
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The manifest without its file list: iteration, epoch, world size, user metadata."""
+        return {k: v for k, v in self.manifest.items() if k != "files"}
+
+    @property
+    def entries(self) -> list[str]:
+        """The names of the checkpoint's entries (``to_save``'s keys)."""
+        entries = self.manifest.get("entries") or {}
+        return sorted([*entries.get("sharded", []), *entries.get("plain", [])])
+
+    def load(self, objects: dict[str, Any], strict: bool = True) -> None:
+        """Load the entries named by ``objects``' keys into them (every rank must call it)."""
+        missing = [name for name in objects if name not in self.entries]
+        if missing:
+            raise KeyError(
+                f"checkpoint {self.path} lacks {missing}; it holds {self.entries} "
+                "(load only those, or save them too)"
+            )
+        sharded_names = (self.manifest.get("entries") or {}).get("sharded", [])
+        template = sharded_template(objects, names=sharded_names)
+        plain = load_folder(self.path, template, verify=not self._verified, strict=strict)
+        self._verified = True
+        restore_state(objects, template, plain, strict=strict)
+
+    def __repr__(self) -> str:
+        return f"ShardedCheckpoint({str(self.path)!r})"
+
+
+def consolidate(
+    folder: str | os.PathLike, out_file: str | os.PathLike, entry: str | None = None
+) -> Path:
+    """Write the sharded checkpoint ``folder`` as one ``torch.save`` file with full tensors.
+
+    The file holds every entry of the checkpoint (``{"model": ..., "optimizer":
+    ..., "trainer": ...}``), or with ``entry`` that entry alone (e.g.
+    ``entry="model"``: a state dict for ``model.load_state_dict``), and loads
+    with ``torch.load(weights_only=True)``. The model entry is a plain state
+    dict, the optimizer's is keyed by parameter name
+    (``set_optimizer_state_dict``). One process, no process group (torch's
+    ``dcp_to_torch_save`` does the work); the folder is verified against its
+    manifest first, and the output is written atomically. Like any DCP reader,
+    torch's converter unpickles the checkpoint's non-tensor leaves (an
+    optimizer's hyperparameters) without ``weights_only``: consolidate folders
+    you trust (loading them into objects uses ``weights_only``). From a shell:
+    ``python -m distengine.checkpoint.consolidate <folder> <out.pt> [--entry model]``.
+
+    Example::
+
+        consolidate("runs/exp1/checkpoints/checkpoint_100", "model_100.pt", entry="model")
     """
     folder, out = Path(folder), Path(out_file)
     manifest = read_manifest(folder)
     verify_files(folder, manifest)
+    entries = ShardedCheckpoint(folder).entries
+    if entry is not None and entry not in entries:
+        raise ValueError(f"entry={entry!r} is not in {folder}; it holds {entries}")
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:12]}")
     merged = tmp.with_name(tmp.name + "-merged")
     try:
+        from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
         with _single_process_is_intended():
             dcp_to_torch_save(folder, tmp)
-        if PLAIN in manifest["files"]:
+        if PLAIN in manifest["files"] or entry is not None:
             state = torch.load(tmp, weights_only=True, mmap=True)
-            state.update(torch.load(folder / PLAIN, weights_only=True))
-            torch.save(state, merged)
+            if PLAIN in manifest["files"]:
+                state.update(torch.load(folder / PLAIN, weights_only=True))
+            torch.save(state if entry is None else state[entry], merged)
             os.replace(merged, tmp)
         os.replace(tmp, out)
     finally:
