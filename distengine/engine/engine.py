@@ -25,6 +25,12 @@ ProcessFunction = Callable[["Engine", Any], Any]
 _STATE_DICT_KEYS = ("iteration", "epoch", "epoch_length", "max_epochs", "max_iters", "seed")
 _PROCESS_KEY = "process_function"
 _END_OF_EPOCH = object()
+_MID_ITERATION = (
+    Events.GET_BATCH_STARTED,
+    Events.GET_BATCH_COMPLETED,
+    Events.DATALOADER_STOP_ITERATION,
+    Events.ITERATION_STARTED,
+)
 
 
 class Engine:
@@ -67,6 +73,7 @@ class Engine:
         self.state = State()
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self.last_event_name: EventEnum | None = None
+        self._firing: EventEnum | None = None
         self.should_terminate: bool | str = False
         self.should_terminate_single_epoch: bool | str = False
         self.should_interrupt = False
@@ -82,6 +89,7 @@ class Engine:
         self._restored: dict[str, Any] | None = None
         self._pending_restore: tuple[dict[str, Any] | None, dict[str, Any]] | None = None
         self._empty_restart_at: int | None = None
+        self._exhausted = False  # the data's pass ended; the next batch starts a new one
         self._statefuls: dict[str, Any] = {}
 
     @property
@@ -217,7 +225,7 @@ class Engine:
         self._fire(event)
 
     def _fire(self, event: EventEnum, *event_args: Any) -> None:
-        self.last_event_name = event
+        self.last_event_name = self._firing = event
         for record in tuple(self._handlers[event]):
             if record.filter is not None and not record.filter(self, self._count(event)):
                 continue
@@ -225,6 +233,7 @@ class Engine:
                 record.fn(self, *event_args, *record.args, **record.kwargs)
             else:
                 record.fn(*event_args, *record.args, **record.kwargs)
+        self._firing = None
 
     def _count(self, event: EventEnum) -> int:
         attr = self.state.counter_for(event)
@@ -283,6 +292,13 @@ class Engine:
             trainer.run(loader, max_epochs=3)   # returns at iteration 100
             trainer.run(loader, max_epochs=3)   # iterations 101, 102, ...
         """
+        if self._firing in _MID_ITERATION:
+            warnings.warn(
+                f"interrupt() called in {self._firing.name} takes effect at the end of this "
+                "iteration, after ITERATION_COMPLETED, as PyTorch-Ignite documents (its 0.5.5 "
+                "code stops right after the event, before the batch is processed)",
+                stacklevel=2,
+            )
         self.should_interrupt = True
 
     def set_data(self, data: Iterable[Any]) -> None:
@@ -339,6 +355,7 @@ class Engine:
         else:
             interrupted = False
             self._prepare_fresh(data, max_epochs, epoch_length, max_iters)
+        self._exhausted = self._exhausted and interrupted  # a new run starts a new iterator
         self._interrupted = self._terminated = False
         self.should_terminate = self.should_terminate_single_epoch = False
         self.should_interrupt = False
@@ -480,6 +497,7 @@ class Engine:
             skip_completed = self.should_terminate_single_epoch == "skip_epoch_completed"
             self._fire(Events.TERMINATE_SINGLE_EPOCH)
             self._flow.close()  # type: ignore[union-attr]
+            self._exhausted = False
         self._in_epoch = False
         s.times["EPOCH_COMPLETED"] = time.perf_counter() - epoch_start
         if not skip_completed:
@@ -523,23 +541,36 @@ class Engine:
                     raise rc.Terminate()
 
     def _next_batch(self, with_data: bool) -> Any:
-        """The next batch (restarting the data when it runs out), or the end of the epoch."""
+        """The next batch (restarting the data when it runs out), or the end of the epoch.
+
+        As in Ignite, ``DATALOADER_STOP_ITERATION`` fires when a batch is asked
+        of data whose pass has ended (so at the start of every epoch after the
+        first over sized data), before the new pass begins.
+        """
         s = self.state
         while True:
-            if with_data and s.dataloader is not self._flow.data:  # type: ignore[union-attr]
-                if self._flow.position() is None:  # type: ignore[union-attr]  # between passes
-                    self._flow = DataFlow(s.dataloader)  # swapped by a handler
+            if self._exhausted:
+                self._exhausted = False
+                if with_data:
+                    self._fire_checked(Events.DATALOADER_STOP_ITERATION, rc.IN_ITERATION)
+            flow = self._flow
+            if with_data and s.dataloader is not flow.data:  # type: ignore[union-attr]
+                if flow.position() is None:  # type: ignore[union-attr]  # between passes
+                    self._flow = flow = DataFlow(s.dataloader)  # swapped by a handler
             try:
-                return self._flow.next_batch(s.epoch, s.iteration)  # type: ignore[union-attr]
+                batch = flow.next_batch(s.epoch, s.iteration)  # type: ignore[union-attr]
             except StopIteration:
                 if not self._restart_data(with_data):
                     return _END_OF_EPOCH
+                continue
+            self._exhausted = flow.position() is None  # type: ignore[union-attr]  # pass ended
+            return batch
 
     def _restart_data(self, with_data: bool) -> bool:
         """The data ran out: learn the epoch length, or start a new pass. False ends the epoch."""
         s = self.state
         done_in_epoch = s.iteration - self._epoch_start_iteration
-        if with_data:
+        if s.epoch_length is not None and with_data:
             self._fire_checked(Events.DATALOADER_STOP_ITERATION, rc.IN_ITERATION)
         if s.epoch_length is None:
             if done_in_epoch == 0 and rc.several_ranks() and not is_one_shot(s.dataloader):
@@ -553,6 +584,7 @@ class Engine:
                     "set epoch_length and give enough batches for the whole run"
                 )
             s.epoch_length = done_in_epoch
+            self._exhausted = True  # the next epoch says so, then starts a new pass
             return False
         if self._empty_restart_at == s.iteration:
             raise RuntimeError(
