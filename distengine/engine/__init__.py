@@ -1,5 +1,6 @@
 """The event engine: :class:`Engine`, :class:`State`, :class:`Events` and step factories."""
 
+from distengine.engine.deterministic import DeterministicEngine
 from distengine.engine.engine import Engine
 from distengine.engine.events import EventEnum, Events, EventsList, FilteredEvent
 from distengine.engine.handlers import RemovableEventHandle, observer
@@ -13,6 +14,7 @@ from distengine.engine.supervised import (
 )
 
 __all__ = [
+    "DeterministicEngine",
     "Engine",
     "EventEnum",
     "Events",

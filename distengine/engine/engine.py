@@ -554,9 +554,10 @@ class Engine:
                 if with_data:
                     self._fire_checked(Events.DATALOADER_STOP_ITERATION, rc.IN_ITERATION)
             flow = self._flow
-            if with_data and s.dataloader is not flow.data:  # type: ignore[union-attr]
-                if flow.position() is None:  # type: ignore[union-attr]  # between passes
+            if flow.position() is None:  # type: ignore[union-attr]  # a new pass begins
+                if with_data and s.dataloader is not flow.data:  # type: ignore[union-attr]
                     self._flow = flow = DataFlow(s.dataloader)  # swapped by a handler
+                self._new_pass()
             try:
                 batch = flow.next_batch(s.epoch, s.iteration)  # type: ignore[union-attr]
             except StopIteration:
@@ -565,6 +566,9 @@ class Engine:
                 continue
             self._exhausted = flow.position() is None  # type: ignore[union-attr]  # pass ended
             return batch
+
+    def _new_pass(self) -> None:
+        """Called before a new pass over the data begins (not when a saved pass is reopened)."""
 
     def _restart_data(self, with_data: bool) -> bool:
         """The data ran out: learn the epoch length, or start a new pass. False ends the epoch."""
