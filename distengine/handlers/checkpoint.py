@@ -18,9 +18,10 @@ from distengine.checkpoint.stateful import check_stateful, gather_states, load_s
 from distengine.distributed import get_world_size
 from distengine.distributed.consensus import decide
 from distengine.engine import Engine
+from distengine.handlers.save_handler import BaseSaveHandler
 from distengine.handlers.watchdog import suspended
 
-__all__ = ["Checkpoint", "find_latest_checkpoint", "load_checkpoint_file"]
+__all__ = ["BaseSaveHandler", "Checkpoint", "find_latest_checkpoint", "load_checkpoint_file"]
 
 _RESERVED = ("crc32", "iteration", "epoch", "world_size")
 
@@ -43,8 +44,8 @@ class Checkpoint:
 
     Files are named ``{prefix}_{name}_{step}[_{score_name}={score}].pt``, where
     ``name`` is ``checkpoint`` (or the only key of ``to_save``) and ``step`` is
-    the engine's **iteration** (``global_step_transform(engine, event)``
-    chooses another; Ignite uses the event's own counter, e.g. the epoch).
+    the engine's **iteration**, as in PyTorch-Ignite (``global_step_transform(engine,
+    event)`` chooses another).
     With ``score_function`` the best scores are kept, else the latest steps.
     Rank 0's score and step decide for every rank (one tiny broadcast), so
     ranks never disagree on whether to save. Only files this handler wrote are
@@ -181,14 +182,19 @@ class Checkpoint:
     def _metadata_for(self, engine: Engine, step: int, score: float | None) -> dict[str, Any]:
         extra = self.metadata(engine) if callable(self.metadata) else self.metadata or {}
         _check_metadata(extra)
+        name = "checkpoint" if len(self.to_save) > 1 else next(iter(self.to_save))
         meta: dict[str, Any] = {
             "iteration": int(engine.state.iteration),
             "epoch": int(engine.state.epoch),
             "world_size": get_world_size(),
             "step": step,
+            # what PyTorch-Ignite gives a BaseSaveHandler:
+            "basename": "_".join(p for p in (self.filename_prefix, name) if p),
+            "score_name": self.score_name,
+            "priority": score if score is not None else step,
         }
         if score is not None:
-            meta.update(score=score, score_name=self.score_name)
+            meta["score"] = score
         return {**meta, **extra}
 
     def _store(self, checkpoint: dict[str, Any], filename: str, metadata: dict) -> None:
