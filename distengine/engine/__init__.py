@@ -12,6 +12,7 @@ from distengine.engine.supervised import (
     supervised_evaluation_step,
     supervised_training_step,
 )
+from distengine.engine.tbptt import Tbptt_Events, create_supervised_tbptt_trainer
 
 __all__ = [
     "DeterministicEngine",
@@ -22,8 +23,10 @@ __all__ = [
     "FilteredEvent",
     "RemovableEventHandle",
     "State",
+    "Tbptt_Events",
     "TrainStep",
     "create_supervised_evaluator",
+    "create_supervised_tbptt_trainer",
     "create_supervised_trainer",
     "observer",
     "supervised_evaluation_step",
