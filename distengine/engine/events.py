@@ -15,6 +15,7 @@ Custom events are members of a user's ``EventEnum`` subclass, registered with
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Union
@@ -94,8 +95,9 @@ class FilteredEvent:
     """An event with a filter ``(engine, count) -> bool``; made by calling an event.
 
     ``count`` is the engine's counter for the event: ``state.iteration`` for
-    iteration events, ``state.epoch`` for epoch and run events, and the number
-    of firings so far for custom events.
+    iteration events, ``state.epoch`` for epoch and run events, and for
+    custom events the ``state`` attribute given to ``register_events(...,
+    event_to_attr=)``, else the number of firings so far.
     """
 
     __slots__ = ("event", "filter")
@@ -193,13 +195,13 @@ def make_filter(
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if value is not None and (
-        not isinstance(value, int) or isinstance(value, bool) or value < minimum
+        not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum
     ):
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 def _once_filter(once: int | Sequence[int]) -> EventFilter:
-    values = [once] if isinstance(once, int) else list(once)
+    values = [once] if isinstance(once, numbers.Integral) else list(once)
     for value in values:
         _check_int("once", value, minimum=1)
     if not values:
