@@ -39,9 +39,7 @@ def model_of(name: str, optimizer: torch.optim.Optimizer, objects: Mapping[str, 
     )
 
 
-def sharded_template(
-    objects: Mapping[str, Any], names: Any = None
-) -> dict[str, Any]:
+def sharded_template(objects: Mapping[str, Any], names: Any = None) -> dict[str, Any]:
     """The sharded part of ``objects`` (every module and optimizer, or those in ``names``).
 
     Every rank must call it; a load fills it in place. An optimizer's model

@@ -1,5 +1,6 @@
 """The event engine: :class:`Engine`, :class:`State`, :class:`Events` and step factories."""
 
+from distengine.engine.deterministic import DeterministicEngine
 from distengine.engine.engine import Engine
 from distengine.engine.events import EventEnum, Events, EventsList, FilteredEvent
 from distengine.engine.handlers import RemovableEventHandle, observer
@@ -11,8 +12,10 @@ from distengine.engine.supervised import (
     supervised_evaluation_step,
     supervised_training_step,
 )
+from distengine.engine.tbptt import Tbptt_Events, create_supervised_tbptt_trainer
 
 __all__ = [
+    "DeterministicEngine",
     "Engine",
     "EventEnum",
     "Events",
@@ -20,8 +23,10 @@ __all__ = [
     "FilteredEvent",
     "RemovableEventHandle",
     "State",
+    "Tbptt_Events",
     "TrainStep",
     "create_supervised_evaluator",
+    "create_supervised_tbptt_trainer",
     "create_supervised_trainer",
     "observer",
     "supervised_evaluation_step",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from distengine.distributed.env import get_rank, get_world_size, is_distributed
+from distengine.distributed.env import get_rank, get_world_size
+from distengine.engine import run_control as rc
 from distengine.engine.events import AnyEvent, EventEnum, Events, EventsList, FilteredEvent
 from distengine.engine.handlers import (
     EVENT_ARGS,
@@ -23,19 +25,26 @@ ProcessFunction = Callable[["Engine", Any], Any]
 
 _STATE_DICT_KEYS = ("iteration", "epoch", "epoch_length", "max_epochs", "max_iters", "seed")
 _PROCESS_KEY = "process_function"
-
-
-def _several_ranks() -> bool:
-    return is_distributed() and get_world_size() > 1
+_END_OF_EPOCH = object()
+_MID_ITERATION = (
+    Events.GET_BATCH_STARTED,
+    Events.GET_BATCH_COMPLETED,
+    Events.DATALOADER_STOP_ITERATION,
+    Events.ITERATION_STARTED,
+)
 
 
 class Engine:
     """Runs ``process_function(engine, batch)`` over data, firing :class:`Events`.
 
-    Only events that have handlers cost anything. ``run`` resumes where a
-    terminated or restored run stopped, batch for batch (see :meth:`state_dict`).
-    Its state differs per rank (data position, generators, metrics), so a
-    checkpoint keeps every rank's (``checkpoint_per_rank``).
+    Only events that have handlers cost anything. Stopping follows
+    PyTorch-Ignite: :meth:`terminate` ends the run (a later ``run()`` starts
+    the next epoch on a new pass over the data), :meth:`interrupt` pauses it
+    (a later ``run()`` goes on with the next batch), :meth:`terminate_epoch`
+    ends the epoch. A run saved with :meth:`state_dict` at any iteration and
+    restored with :meth:`load_state_dict` resumes batch for batch. Its state
+    differs per rank (data position, generators, metrics), so a checkpoint
+    keeps every rank's (``checkpoint_per_rank``).
 
     Example::
 
@@ -63,16 +72,25 @@ class Engine:
         self._handlers: dict[EventEnum, list[HandlerRecord]] = {e: [] for e in Events}
         self._fire_counts: dict[EventEnum, int] = {}
         self.state = State()
+        self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self.last_event_name: EventEnum | None = None
-        self.should_terminate = False
-        self.should_terminate_single_epoch = False
-        self._skip_completed = False
+        self._firing: EventEnum | None = None
+        self.should_terminate: bool | str = False
+        self.should_terminate_single_epoch: bool | str = False
+        self.should_interrupt = False
+        #: Names of ``state`` attributes kept in :meth:`state_dict` (PyTorch-Ignite's list).
+        self.state_dict_user_keys: list[str] = []
+        self._terminated = False  # the last run ended by terminate() (or max_iters) mid-epoch
+        self._interrupted = False  # the last run was interrupted: run() goes on in place
         self._in_epoch = False
         self._epoch_start_iteration = 0
         self._flow: DataFlow | None = None
+        self._next_data: Iterable[Any] | None = None  # set_data() outside a run
+        self._running = False
         self._restored: dict[str, Any] | None = None
         self._pending_restore: tuple[dict[str, Any] | None, dict[str, Any]] | None = None
         self._empty_restart_at: int | None = None
+        self._exhausted = False  # the data's pass ended; the next batch starts a new one
         self._statefuls: dict[str, Any] = {}
 
     @property
@@ -151,27 +169,54 @@ class Engine:
         return decorator
 
     def has_event_handler(self, handler: Callable[..., Any], event: AnyEvent | None = None) -> bool:
-        """Whether ``handler`` is registered (for ``event``, or for any event)."""
+        """Whether ``handler`` is registered (for ``event``, or for any event).
+
+        Handlers compare with ``==``, so a bound method such as ``metric.completed``
+        is found even though each attribute access makes a new method object.
+        """
         if event is None:
-            return any(r.fn is handler for rs in self._handlers.values() for r in rs)
+            return any(r.fn == handler for rs in self._handlers.values() for r in rs)
         base = event.event if isinstance(event, FilteredEvent) else event
-        return any(r.fn is handler for r in self._handlers.get(base, []))
+        return any(r.fn == handler for r in self._handlers.get(base, []))
 
     def remove_event_handler(self, handler: Callable[..., Any], event: AnyEvent) -> None:
-        """Remove every registration of ``handler`` for ``event``; error if there is none."""
+        """Remove every registration of ``handler`` (compared with ``==``) for ``event``;
+        a ValueError if there is none."""
         base = event.event if isinstance(event, FilteredEvent) else event
         records = self._handlers.get(base, [])
-        kept = [r for r in records if r.fn is not handler]
+        kept = [r for r in records if r.fn != handler]
         if len(kept) == len(records):
             raise ValueError(f"{handler!r} is not registered for {base!r}")
         records[:] = kept
 
-    def register_events(self, *events: EventEnum) -> None:
-        """Allow handlers on custom events (members of an :class:`EventEnum` subclass)."""
+    def register_events(
+        self, *events: EventEnum, event_to_attr: dict[EventEnum, str] | None = None
+    ) -> None:
+        """Allow handlers on custom events (members of an :class:`EventEnum` subclass).
+
+        ``event_to_attr`` names the ``state`` attribute that counts an event
+        for its filters (you update it; it starts at 0); without it, filters
+        count the event's firings.
+
+        Example::
+
+            engine.register_events(*TbpttEvents, event_to_attr={TbpttEvents.STEP: "step"})
+        """
+        if event_to_attr is not None and not isinstance(event_to_attr, dict):
+            raise ValueError(f"event_to_attr must be a dict, got {type(event_to_attr).__name__}")
         for event in events:
             if not isinstance(event, EventEnum):
                 raise TypeError(f"custom events must be EventEnum members, got {event!r}")
             self._handlers.setdefault(event, [])
+            if event_to_attr and event in event_to_attr:
+                attr = event_to_attr[event]
+                self.state.event_to_attr[event] = attr
+                if not hasattr(self.state, attr):
+                    setattr(self.state, attr, 0)
+
+    def has_registered_events(self, event: Any) -> bool:
+        """Whether handlers may be added for ``event`` (built-in or registered)."""
+        return getattr(event, "event", event) in self._handlers
 
     def fire_event(self, event: EventEnum) -> None:
         """Fire a registered custom event; its filters count how often it has fired."""
@@ -181,7 +226,7 @@ class Engine:
         self._fire(event)
 
     def _fire(self, event: EventEnum, *event_args: Any) -> None:
-        self.last_event_name = event
+        self.last_event_name = self._firing = event
         for record in tuple(self._handlers[event]):
             if record.filter is not None and not record.filter(self, self._count(event)):
                 continue
@@ -189,77 +234,156 @@ class Engine:
                 record.fn(self, *event_args, *record.args, **record.kwargs)
             else:
                 record.fn(*event_args, *record.args, **record.kwargs)
+        self._firing = None
 
     def _count(self, event: EventEnum) -> int:
         attr = self.state.counter_for(event)
-        return getattr(self.state, attr) if attr else self._fire_counts.get(event, 0)
+        return getattr(self.state, attr, 0) if attr else self._fire_counts.get(event, 0)
+
+    def _fire_checked(self, event: EventEnum, where: str) -> None:
+        """Fire ``event`` (if it has handlers), then act on a stop a handler asked for."""
+        if self._handlers[event]:
+            self._fire(event)
+            self._check_stop(where)
+
+    def _check_stop(self, where: str) -> None:
+        stop = rc.stop_for(self, where)
+        if stop is not None:
+            raise stop
 
     # ----------------------------------------------------------------- control
     def terminate(self, skip_completed: bool = False) -> None:
-        """End the run after the current iteration (or after the current handler).
+        """End the run right after the current event (as PyTorch-Ignite does).
 
-        Fires ``TERMINATE`` then, unless ``skip_completed``, ``COMPLETED``.
-        ``EPOCH_COMPLETED`` is not fired for an epoch cut short. A later
-        ``run()`` resumes from the next iteration.
+        Fires ``TERMINATE`` then, unless ``skip_completed``, ``COMPLETED``;
+        ``EPOCH_COMPLETED`` is not fired for an epoch cut short. Called in
+        ``ITERATION_STARTED``, the batch is not processed. A later ``run()``
+        starts the next epoch on a new pass over the data (the rest of the cut
+        epoch is skipped); to stop and go on in place, use :meth:`interrupt`.
+        :meth:`state_dict`, taken in ``TERMINATE`` or after the run returned,
+        still holds the exact position: loaded into an engine, it resumes with
+        the next batch.
         """
-        self.should_terminate = True
-        self._skip_completed = skip_completed
+        self.should_terminate = "skip_completed" if skip_completed else True
 
-    def terminate_epoch(self) -> None:
-        """End the current epoch after the current iteration.
+    def terminate_epoch(self, skip_epoch_completed: bool = False) -> None:
+        """End the current epoch right after the current event (inside an iteration).
 
-        Fires ``TERMINATE_SINGLE_EPOCH`` then ``EPOCH_COMPLETED``; the next
-        epoch starts on a new pass over the data.
+        Fires ``TERMINATE_SINGLE_EPOCH`` then, unless ``skip_epoch_completed``,
+        ``EPOCH_COMPLETED``; the next epoch starts on a new pass over the data.
+        Called on ``STARTED`` or ``EPOCH_STARTED`` it is a RuntimeError.
         """
-        self.should_terminate_single_epoch = True
+        self.should_terminate_single_epoch = (
+            "skip_epoch_completed" if skip_epoch_completed else True
+        )
+
+    def interrupt(self) -> None:
+        """Pause the run at the end of the current iteration; ``run()`` then goes on in place.
+
+        Fires ``INTERRUPT`` and returns from ``run()`` (no ``COMPLETED``).
+        The next ``run()`` continues with the next batch, without firing
+        ``STARTED`` again, as if the run had never stopped. Called in
+        ``STARTED``, ``EPOCH_STARTED`` or ``EPOCH_COMPLETED`` it pauses right
+        after that event.
+
+        Example::
+
+            trainer.add_event_handler(Events.ITERATION_COMPLETED(once=100),
+                                      lambda e: e.interrupt())
+            trainer.run(loader, max_epochs=3)   # returns at iteration 100
+            trainer.run(loader, max_epochs=3)   # iterations 101, 102, ...
+        """
+        if self._firing in _MID_ITERATION:
+            warnings.warn(
+                f"interrupt() called in {self._firing.name} takes effect at the end of this "
+                "iteration, after ITERATION_COMPLETED, as PyTorch-Ignite documents (its 0.5.5 "
+                "code stops right after the event, before the batch is processed)",
+                stacklevel=2,
+            )
+        self.should_interrupt = True
+
+    def set_data(self, data: Iterable[Any]) -> None:
+        """Run over ``data`` from the next batch on (a new pass over it); the epoch length stays.
+
+        Outside a run, ``data`` is what the next ``run()`` without data runs
+        over. A checkpoint saved after the switch resumes over the data
+        passed to that ``run()``: pass ``data`` again.
+
+        Example::
+
+            @trainer.on(Events.ITERATION_COMPLETED(once=5000))
+            def switch():
+                trainer.set_data(fine_tuning_loader)
+        """
+        if not isinstance(data, Iterable):
+            raise TypeError(f"data must be iterable (a list, a DataLoader), got {data!r}")
+        self.state.dataloader = data
+        self._flow = DataFlow(data)
+        if not self._running:
+            self._next_data = data
 
     # --------------------------------------------------------------------- run
     def run(
         self,
         data: Iterable[Any] | None = None,
         max_epochs: int | None = None,
-        epoch_length: int | None = None,
         max_iters: int | None = None,
+        epoch_length: int | None = None,
     ) -> State:
         """Run over ``data`` until ``max_epochs`` (default 1) or ``max_iters``.
 
-        ``epoch_length`` defaults to ``len(data)``; data without ``len`` learns
-        it at the end of its first pass. A one-shot iterator must hold enough
-        batches for the whole run: when a new pass yields nothing, the run
-        fails with a RuntimeError. A state that has not finished (after
-        ``terminate()`` or ``load_state_dict``) is resumed, not restarted.
+        As in PyTorch-Ignite: a finished run starts anew; an unfinished one
+        (interrupted, terminated or restored) goes on, with ``max_epochs`` /
+        ``max_iters`` raising its limit; a limit below what the run reached,
+        or a switch between the two kinds, is a ValueError (set
+        ``engine.state.max_epochs = None`` first to start anew).
+        ``epoch_length`` defaults to ``len(data)``; data without ``len``
+        learns it at the end of its first pass. Without ``data`` (and no run
+        to go on), ``epoch_length`` batches of None are processed per epoch.
+        A one-shot iterator must hold enough batches for the whole run.
 
         An exception fires ``EXCEPTION_RAISED(engine, error)``; it is re-raised
         unless a handler (other than an :func:`observer`) is registered for it.
         """
-        data = self.state.dataloader if data is None else data
-        if data is None:
-            raise ValueError("run() needs data: pass an iterable such as a DataLoader or a list")
-        _check_run_args(max_epochs, epoch_length, max_iters)
-        if self._is_resumable(max_epochs, max_iters):
-            self._prepare_resume(data, max_epochs, epoch_length, max_iters)
+        if data is not None and not isinstance(data, Iterable):
+            raise TypeError(f"data must be iterable (a list, a DataLoader), got {data!r}")
+        rc.check_run_args(max_epochs, epoch_length, max_iters)
+        rc.apply_limits(self.state, max_epochs, max_iters)
+        data, self._next_data = (data if data is not None else self._next_data), None
+        interrupted = self._interrupted
+        if self._goes_on():
+            self._prepare_resume(data, epoch_length)
         else:
+            interrupted = False
             self._prepare_fresh(data, max_epochs, epoch_length, max_iters)
+        self._exhausted = self._exhausted and interrupted  # a new run starts a new iterator
+        self._interrupted = self._terminated = False
         self.should_terminate = self.should_terminate_single_epoch = False
+        self.should_interrupt = False
+        self._running = True
         try:
-            self._run_epochs()
+            self._run_epochs(started=not interrupted)
             self._flow.park()  # type: ignore[union-attr]  # no idle loader workers left behind
         except Exception as error:
             handlers = list(self._handlers[Events.EXCEPTION_RAISED])
             self._fire(Events.EXCEPTION_RAISED, error)
             if all(is_observer(record.fn) for record in handlers):
                 raise
+        finally:
+            self._running = False
         return self.state
 
-    def _is_resumable(self, max_epochs: int | None, max_iters: int | None) -> bool:
-        """Unfinished (terminated or restored) state, judged against the limit now asked for."""
+    def _goes_on(self) -> bool:
+        """Whether ``run`` continues the current run (else it starts a new one)."""
         s = self.state
         if s.max_epochs is None and s.max_iters is None:
-            return False
-        if max_epochs is not None:
-            return self._in_epoch or s.epoch < max_epochs
-        if max_iters is not None:
-            return s.iteration < max_iters
+            return False  # never run, or reset by the user to start anew
+        if self._interrupted:
+            return True
+        if self._terminated and self._in_epoch:  # Ignite: the cut epoch is not resumed
+            self._in_epoch, self._pending_restore = False, None
+            if self._flow is not None:
+                self._flow.close()
         return not self._is_done()
 
     def is_done(self, max_epochs: int | None = None) -> bool:
@@ -267,55 +391,66 @@ class Engine:
 
         ``max_epochs`` asks about a longer run instead of the stored one.
         """
-        if max_epochs is None:
-            return self.state.max_epochs is not None and self._is_done()
-        return not self._in_epoch and self.state.epoch >= max_epochs
+        s = self.state
+        if self._interrupted:
+            return False
+        open_epoch = self._in_epoch and not self._terminated
+        if max_epochs is not None:
+            return not open_epoch and s.epoch >= max_epochs
+        if s.max_iters is not None:
+            return s.iteration >= s.max_iters
+        return s.max_epochs is not None and not open_epoch and s.epoch >= s.max_epochs
 
     def _is_done(self) -> bool:
         s = self.state
-        if self._in_epoch:
-            return False
         if s.max_iters is not None:
             return s.iteration >= s.max_iters
-        return s.max_epochs is not None and s.epoch >= s.max_epochs
+        return not self._in_epoch and s.max_epochs is not None and s.epoch >= s.max_epochs
 
-    def _prepare_fresh(self, data: Iterable[Any], max_epochs, epoch_length, max_iters) -> None:
+    def _prepare_fresh(self, data: Iterable[Any] | None, max_epochs, epoch_length, max_iters):
         s = self.state
+        if epoch_length is None:
+            epoch_length = data_length(data) if data is not None else s.epoch_length
+        if data is None and epoch_length is None:
+            raise ValueError("run() without data needs epoch_length (the iterations per epoch)")
         s.iteration = s.epoch = 0
         s.max_iters = max_iters
         s.max_epochs = None if max_iters is not None else (max_epochs or 1)
-        s.epoch_length = epoch_length if epoch_length is not None else data_length(data)
+        s.epoch_length = epoch_length
         if s.epoch_length == 0:
-            _check_empty_shard(max_iters)
+            rc.check_empty_shard(max_iters)
         s.dataloader, s.output, s.batch = data, None, None
         self._in_epoch = False
-        self._flow = DataFlow(data)
+        self._flow = DataFlow(data if data is not None else rc.NoData(epoch_length))
         self._restored = self._pending_restore = None
 
-    def _prepare_resume(self, data: Iterable[Any], max_epochs, epoch_length, max_iters) -> None:
+    def _prepare_resume(self, data: Iterable[Any] | None, epoch_length: int | None) -> None:
         s = self.state
-        if max_epochs is not None:
-            if max_epochs < s.epoch:
-                raise ValueError(
-                    f"max_epochs={max_epochs} is below the epoch already reached ({s.epoch})"
-                )
-            s.max_epochs = max_epochs
-        if max_iters is not None:
-            s.max_iters = max_iters
         if epoch_length is not None and s.epoch_length not in (None, epoch_length):
             raise ValueError(
                 f"epoch_length={epoch_length} differs from the resumed run's {s.epoch_length}"
             )
+        if data is None and self._restored is None and self._flow is not None:
+            data = s.dataloader  # go on over the data in use
         if s.epoch_length is None:
             s.epoch_length = epoch_length if epoch_length is not None else data_length(data)
+        if data is None and s.epoch_length is None:
+            raise ValueError("run() without data needs epoch_length (the iterations per epoch)")
+        source = data if data is not None else rc.NoData(s.epoch_length)  # type: ignore[arg-type]
         if self._restored is not None:
-            s.dataloader, self._flow = data, DataFlow(data)
+            s.dataloader, self._flow = data, DataFlow(source)
             rng = self._restored["rng"]  # None: this rank keeps its own generators (another world)
             self._pending_restore = (self._restored["data_position"], rng or capture_rng(data))
             self._restored = None
-        elif self._flow is None or self._flow.data is not data:
+        elif self._flow is None or (data is not None and self._flow.data is not data):
+            if self._interrupted and s.dataloader is not None:
+                warnings.warn(
+                    "run() after interrupt() got other data: the run goes on at the same "
+                    "position in the new data (PyTorch-Ignite would keep the old data)",
+                    stacklevel=3,
+                )
             position = self._flow.position() if self._flow else None
-            s.dataloader, self._flow = data, DataFlow(data)
+            s.dataloader, self._flow = data, DataFlow(source)
             self._pending_restore = (position, capture_rng(data))
 
     def _restore_position(self) -> None:
@@ -325,78 +460,127 @@ class Engine:
             self._pending_restore = None
             self._flow.restore(position, self.state.iteration, saved_rng)  # type: ignore[union-attr]
 
-    def _run_epochs(self) -> None:
+    def _run_epochs(self, started: bool) -> None:
         s = self.state
         run_start = time.perf_counter()
-        self._fire(Events.STARTED)
-        self._restore_position()
-        while not self._is_done() and not self.should_terminate:
-            epoch_start = time.perf_counter()
-            if not self._in_epoch:
-                s.epoch += 1
-                self._epoch_start_iteration = s.iteration
-                self._in_epoch = True
-                self._fire(Events.EPOCH_STARTED)
-            self._run_iterations()
-            if self.should_terminate:
-                break
-            if self.should_terminate_single_epoch:
-                self._fire(Events.TERMINATE_SINGLE_EPOCH)
-                self.should_terminate_single_epoch = False
-                self._flow.close()  # type: ignore[union-attr]
-            self._in_epoch = False
-            s.times["EPOCH_COMPLETED"] = time.perf_counter() - epoch_start
-            self._fire(Events.EPOCH_COMPLETED)
-        if self.should_terminate:
+        try:
+            if started:
+                self._fire_checked(Events.STARTED, rc.AFTER_STARTED)
+            self._restore_position()
+            while not self._is_done():
+                self._run_epoch()
+            if self._in_epoch:  # max_iters reached inside an epoch (Ignite: a terminate)
+                self.should_terminate = True
+                raise rc.Terminate()
+        except rc.Terminate:
+            self._terminated = True
             self._fire(Events.TERMINATE)
-            if self._skip_completed:
+            if self.should_terminate == "skip_completed":
                 return
+        except rc.Interrupt:
+            self.should_interrupt, self._interrupted = False, True
+            self._fire(Events.INTERRUPT)
+            return
         s.times["COMPLETED"] = time.perf_counter() - run_start
         self._fire(Events.COMPLETED)
 
+    def _run_epoch(self) -> None:
+        s = self.state
+        epoch_start = time.perf_counter()
+        if not self._in_epoch:
+            s.epoch += 1
+            self._epoch_start_iteration = s.iteration
+            self._in_epoch = True
+            self._fire_checked(Events.EPOCH_STARTED, rc.AFTER_EPOCH_STARTED)
+        skip_completed = False
+        try:
+            self._run_iterations()
+        except rc.TerminateEpoch:
+            skip_completed = self.should_terminate_single_epoch == "skip_epoch_completed"
+            self._fire(Events.TERMINATE_SINGLE_EPOCH)
+            self._flow.close()  # type: ignore[union-attr]
+            self._exhausted = False
+        self._in_epoch = False
+        s.times["EPOCH_COMPLETED"] = time.perf_counter() - epoch_start
+        if not skip_completed:
+            self._fire(Events.EPOCH_COMPLETED)
+        self.should_terminate_single_epoch = False
+        self._check_stop(rc.AFTER_EPOCH)
+
     def _run_iterations(self) -> None:
-        s, flow, process = self.state, self._flow, self._process_function
+        s, process = self.state, self._process_function
         handlers = self._handlers
-        get_started, get_completed = (
-            handlers[Events.GET_BATCH_STARTED],
-            handlers[Events.GET_BATCH_COMPLETED],
-        )
-        started, completed = (
+        with_data = s.dataloader is not None  # Ignite: no data events without data
+        get_started, get_completed, started, completed = (
+            handlers[Events.GET_BATCH_STARTED] if with_data else (),
+            handlers[Events.GET_BATCH_COMPLETED] if with_data else (),
             handlers[Events.ITERATION_STARTED],
             handlers[Events.ITERATION_COMPLETED],
         )
-        max_iters = s.max_iters if s.max_iters is not None else float("inf")
-        while s.epoch_length is None or s.iteration - self._epoch_start_iteration < s.epoch_length:
-            if s.iteration >= max_iters:
-                return
+        while s.epoch_length is None or self.epoch_iteration < s.epoch_length:
             if get_started:
                 self._fire(Events.GET_BATCH_STARTED)
-            try:
-                batch = flow.next_batch(s.epoch, s.iteration)  # type: ignore[union-attr]
-            except StopIteration:
-                if not self._restart_data():
-                    return
-                continue
+                self._check_stop(rc.IN_ITERATION)
+            batch = self._next_batch(with_data)
+            if batch is _END_OF_EPOCH:
+                return
             if get_completed:
                 self._fire(Events.GET_BATCH_COMPLETED)
+                self._check_stop(rc.IN_ITERATION)
             s.batch = batch
             s.iteration += 1
             if started:
                 self._fire(Events.ITERATION_STARTED)
-            s.output = process(self, batch)
+                self._check_stop(rc.IN_ITERATION)
+            s.output = process(self, s.batch)  # a handler may have replaced state.batch
             if completed:
                 self._fire(Events.ITERATION_COMPLETED)
-            if self.should_terminate or self.should_terminate_single_epoch:
-                return
+            if self.should_terminate or self.should_terminate_single_epoch or self.should_interrupt:
+                self._check_stop(rc.AFTER_ITERATION)
+            if s.max_iters is not None and s.iteration >= s.max_iters:
+                if s.epoch_length is None or self.epoch_iteration < s.epoch_length:
+                    self.should_terminate = True  # inside an epoch: Ignite terminates
+                    raise rc.Terminate()
 
-    def _restart_data(self) -> bool:
+    def _next_batch(self, with_data: bool) -> Any:
+        """The next batch (restarting the data when it runs out), or the end of the epoch.
+
+        As in Ignite, ``DATALOADER_STOP_ITERATION`` fires when a batch is asked
+        of data whose pass has ended (so at the start of every epoch after the
+        first over sized data), before the new pass begins.
+        """
+        s = self.state
+        while True:
+            if self._exhausted:
+                self._exhausted = False
+                if with_data:
+                    self._fire_checked(Events.DATALOADER_STOP_ITERATION, rc.IN_ITERATION)
+            flow = self._flow
+            if flow.position() is None:  # type: ignore[union-attr]  # a new pass begins
+                if with_data and s.dataloader is not flow.data:  # type: ignore[union-attr]
+                    self._flow = flow = DataFlow(s.dataloader)  # swapped by a handler
+                self._new_pass()
+            try:
+                batch = flow.next_batch(s.epoch, s.iteration)  # type: ignore[union-attr]
+            except StopIteration:
+                if not self._restart_data(with_data):
+                    return _END_OF_EPOCH
+                continue
+            self._exhausted = flow.position() is None  # type: ignore[union-attr]  # pass ended
+            return batch
+
+    def _new_pass(self) -> None:
+        """Called before a new pass over the data begins (not when a saved pass is reopened)."""
+
+    def _restart_data(self, with_data: bool) -> bool:
         """The data ran out: learn the epoch length, or start a new pass. False ends the epoch."""
         s = self.state
         done_in_epoch = s.iteration - self._epoch_start_iteration
-        self._fire(Events.DATALOADER_STOP_ITERATION)
+        if s.epoch_length is not None and with_data:
+            self._fire_checked(Events.DATALOADER_STOP_ITERATION, rc.IN_ITERATION)
         if s.epoch_length is None:
-            if done_in_epoch == 0 and _several_ranks() and not is_one_shot(s.dataloader):
-                _check_empty_shard(s.max_iters)
+            if done_in_epoch == 0 and rc.several_ranks() and not is_one_shot(s.dataloader):
+                rc.check_empty_shard(s.max_iters)
                 s.epoch_length = 0  # this rank's shard is empty; it still joins every event
                 return False
             if done_in_epoch == 0:
@@ -406,6 +590,7 @@ class Engine:
                     "set epoch_length and give enough batches for the whole run"
                 )
             s.epoch_length = done_in_epoch
+            self._exhausted = True  # the next epoch says so, then starts a new pass
             return False
         if self._empty_restart_at == s.iteration:
             raise RuntimeError(
@@ -425,8 +610,9 @@ class Engine:
         the batches, in the same order and with the same random draws, that the
         uninterrupted run would see (see ``distengine.engine.resume`` for what
         is covered and what is refused). It also holds the process function's
-        state (e.g. a TrainStep's GradScaler and pending gradients) and that of
-        every :meth:`register_stateful` object (the attached metrics). Only
+        state (e.g. a TrainStep's GradScaler and pending gradients), that of
+        every :meth:`register_stateful` object (the attached metrics) and the
+        ``state`` attributes named in :attr:`state_dict_user_keys`. Only
         tensors and plain values: it loads with ``weights_only=True``.
         """
         state = {k: getattr(self.state, k) for k in _STATE_DICT_KEYS}
@@ -444,6 +630,8 @@ class Engine:
             data_position=position,
             rng=rng,
         )
+        for key in self.state_dict_user_keys:
+            state[key] = getattr(self.state, key)
         for name, obj in self._all_statefuls().items():
             state[name] = obj.state_dict()
         return state
@@ -453,10 +641,20 @@ class Engine:
 
         Attached state (process function, metrics) is restored now; the data
         position and the generators when ``run`` goes on, after ``STARTED``.
-        A mid-epoch resume does not fire ``EPOCH_STARTED`` again.
+        A mid-epoch resume does not fire ``EPOCH_STARTED`` again. A
+        hand-written PyTorch-Ignite dict (``{"epoch": 3, "max_epochs": 10,
+        "epoch_length": 100}``) is refused: it cannot say where the data and
+        the generators stood.
         """
+        if "rng" not in state_dict and ("epoch" in state_dict or "iteration" in state_dict):
+            raise ValueError(
+                f"this engine state dict ({sorted(state_dict)}) has no data position and "
+                "generator states, so the run cannot resume exactly: load a dict saved by "
+                "Engine.state_dict() (e.g. the engine saved in a Checkpoint)"
+            )
         missing = [k for k in ("iteration", "epoch", "rng") if k not in state_dict]
         missing += [k for k in self._all_statefuls() if k not in state_dict]
+        missing += [k for k in self.state_dict_user_keys if k not in state_dict]
         if missing:
             raise ValueError(f"engine state dict lacks {missing}; it has {sorted(state_dict)}")
         if state_dict.get("max_epochs") is None and state_dict.get("max_iters") is None:
@@ -466,12 +664,13 @@ class Engine:
         self._load_position(state_dict, state_dict.get("data_position"), state_dict["rng"])
 
     def _load_position(self, state: dict[str, Any], position: Any, rng: Any) -> None:
-        for key in _STATE_DICT_KEYS:
+        for key in (*_STATE_DICT_KEYS, *self.state_dict_user_keys):
             setattr(self.state, key, state.get(key))
         self._in_epoch = bool(state.get("in_epoch", False))
         self._epoch_start_iteration = int(state.get("epoch_start_iteration", 0))
         self._restored = {"data_position": position, "rng": rng}
         self._flow, self._pending_restore = None, None
+        self._terminated = self._interrupted = False
 
     def load_per_rank_state_dicts(self, states: list[dict[str, Any]]) -> None:
         """Resume from the states of a run saved on another number of ranks (contract C1).
@@ -542,28 +741,3 @@ class Engine:
             missing.append("max_epochs or max_iters")
         if missing:
             raise ValueError(f"engine state dict lacks {missing}; it has {sorted(states[0])}")
-
-
-def _check_empty_shard(max_iters: int | None) -> None:
-    """An empty epoch is a rank's empty shard (several ranks), never a whole run's data."""
-    if not _several_ranks():
-        raise ValueError("data is empty (len 0): an engine needs at least one batch per epoch")
-    if max_iters is not None:
-        raise ValueError(
-            f"this rank's data is empty, so max_iters={max_iters} can never be reached; "
-            "give max_epochs (an empty shard still joins every epoch's events)"
-        )
-
-
-def _check_run_args(max_epochs, epoch_length, max_iters) -> None:
-    for name, value in (
-        ("max_epochs", max_epochs),
-        ("epoch_length", epoch_length),
-        ("max_iters", max_iters),
-    ):
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or value < 1
-        ):
-            raise ValueError(f"{name} must be a positive int or None, got {value!r}")
-    if max_epochs is not None and max_iters is not None:
-        raise ValueError(f"give max_epochs ({max_epochs}) or max_iters ({max_iters}), not both")

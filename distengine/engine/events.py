@@ -15,6 +15,7 @@ Custom events are members of a user's ``EventEnum`` subclass, registered with
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Union
@@ -70,7 +71,9 @@ class Events(EventEnum):
     ``ITERATION_COMPLETED``; ``EPOCH_COMPLETED``; finally ``COMPLETED``.
     ``DATALOADER_STOP_ITERATION`` fires when the data ends and is restarted,
     ``TERMINATE_SINGLE_EPOCH`` / ``TERMINATE`` after ``terminate_epoch()`` /
-    ``terminate()``, and ``EXCEPTION_RAISED`` (with the exception) on an error.
+    ``terminate()`` (or ``max_iters`` reached inside an epoch), ``INTERRUPT``
+    after ``interrupt()``, and ``EXCEPTION_RAISED`` (with the exception) on an
+    error. Without data (``run(epoch_length=n)``) the three data events do not fire.
     """
 
     STARTED = "started"
@@ -83,6 +86,7 @@ class Events(EventEnum):
     EXCEPTION_RAISED = "exception_raised"
     TERMINATE_SINGLE_EPOCH = "terminate_single_epoch"
     TERMINATE = "terminate"
+    INTERRUPT = "interrupt"
     EPOCH_COMPLETED = "epoch_completed"
     COMPLETED = "completed"
 
@@ -91,8 +95,9 @@ class FilteredEvent:
     """An event with a filter ``(engine, count) -> bool``; made by calling an event.
 
     ``count`` is the engine's counter for the event: ``state.iteration`` for
-    iteration events, ``state.epoch`` for epoch and run events, and the number
-    of firings so far for custom events.
+    iteration events, ``state.epoch`` for epoch and run events, and for
+    custom events the ``state`` attribute given to ``register_events(...,
+    event_to_attr=)``, else the number of firings so far.
     """
 
     __slots__ = ("event", "filter")
@@ -152,11 +157,14 @@ def make_filter(
     before: int | None = None,
     after: int | None = None,
 ) -> EventFilter:
-    """Build the filter for ``Events.X(...)``.
+    """Build the filter for ``Events.X(...)``, with PyTorch-Ignite's semantics.
 
     Accepted: ``event_filter`` alone; ``once`` (an int or a list) alone;
     ``every`` and/or ``before``/``after`` (exclusive bounds) together.
-    Every number must be a positive int (``after`` may be 0).
+    ``every=k`` alone fires at multiples of k; with ``after=a`` and/or
+    ``before=b`` it fires at ``a + 1, a + 1 + k, ...`` below ``b`` (``after``
+    defaults to 0, so ``every=5, before=25`` fires at 1, 6, 11, 16, 21).
+    ``every`` and ``once`` must be positive ints, ``before``/``after`` ints >= 0.
     """
     given = {
         k: v
@@ -179,21 +187,21 @@ def make_filter(
                 )
             return event_filter
         return _once_filter(once)
-    for name in ("every", "before"):
-        _check_int(name, given.get(name), minimum=1)
+    _check_int("every", every, minimum=1)
+    _check_int("before", before, minimum=0)
     _check_int("after", after, minimum=0)
     return _range_filter(every, before, after)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if value is not None and (
-        not isinstance(value, int) or isinstance(value, bool) or value < minimum
+        not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum
     ):
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 def _once_filter(once: int | Sequence[int]) -> EventFilter:
-    values = [once] if isinstance(once, int) else list(once)
+    values = [once] if isinstance(once, numbers.Integral) else list(once)
     for value in values:
         _check_int("once", value, minimum=1)
     if not values:
@@ -220,7 +228,7 @@ def _range_filter(every: int | None, before: int | None, after: int | None) -> E
         return every_filter
 
     def range_filter(engine: Engine, count: int) -> bool:
-        return lo < count < hi and count % step == 0
+        return lo < count < hi and (count - lo - 1) % step == 0
 
     range_filter.__qualname__ = f"every={every}, after={after}, before={before}"
     return range_filter

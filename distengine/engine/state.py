@@ -15,6 +15,7 @@ EVENT_COUNTER: dict[EventEnum, str] = {
     Events.TERMINATE_SINGLE_EPOCH: "epoch",
     Events.TERMINATE: "epoch",
     Events.COMPLETED: "epoch",
+    Events.INTERRUPT: "iteration",
     Events.EXCEPTION_RAISED: "iteration",
     Events.GET_BATCH_STARTED: "iteration",
     Events.GET_BATCH_COMPLETED: "iteration",
@@ -39,6 +40,8 @@ class State:
         dataloader: the data the engine runs over.
         seed: a seed for the user's use; the engine stores it in its state dict.
         times: seconds taken, by event name (``"EPOCH_COMPLETED"``, ``"COMPLETED"``).
+        event_to_attr: which attribute counts each event, for its filters
+            (custom events added by ``engine.register_events(..., event_to_attr=)``).
 
     Handlers may add attributes of their own: ``engine.state.best = 0.9``.
 
@@ -61,12 +64,26 @@ class State:
         self.dataloader: Iterable[Any] | None = None
         self.seed: int | None = None
         self.times: dict[str, float | None] = {"EPOCH_COMPLETED": None, "COMPLETED": None}
+        self.event_to_attr: dict[EventEnum, str] = dict(EVENT_COUNTER)
         for name, value in kwargs.items():
             setattr(self, name, value)
 
     def counter_for(self, event: EventEnum) -> str | None:
         """The attribute that counts ``event`` (``"iteration"``/``"epoch"``), if any."""
-        return EVENT_COUNTER.get(event)
+        return self.event_to_attr.get(event)
+
+    def get_event_attrib_value(self, event: Any) -> int:
+        """The counter of ``event`` (a filtered event counts as its base event).
+
+        Example::
+
+            engine.state.get_event_attrib_value(Events.ITERATION_COMPLETED)  # state.iteration
+        """
+        base = getattr(event, "event", event)
+        attr = self.counter_for(base)
+        if attr is None:
+            raise RuntimeError(f"unknown event {event!r}: no state attribute counts it")
+        return getattr(self, attr)
 
     def __repr__(self) -> str:
         shown = ("iteration", "epoch", "epoch_length", "max_epochs", "max_iters", "metrics")

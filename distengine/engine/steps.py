@@ -8,6 +8,7 @@ checkpoint resumes AMP and accumulation exactly.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,14 @@ def _loss_output(x: Any, y: Any, y_pred: Any, loss: torch.Tensor) -> Any:
     return loss.detach()
 
 
+def _identity(output: Any) -> Any:
+    return output
+
+
+def _call_model(model: torch.nn.Module, x: Any) -> Any:
+    return model(x)
+
+
 class TrainStep:
     """``(engine, batch) -> output``: one supervised training iteration, and its state.
 
@@ -108,6 +117,10 @@ class TrainStep:
     iteration, on the mean of the window's micro-batch gradients; DDP
     synchronises only then (``no_sync`` in between). An epoch cut short by
     ``terminate_epoch`` drops its unfinished window.
+
+    ``model_fn(model, x)`` runs the model (default ``model(x)``) and
+    ``model_transform`` turns its output into ``y_pred`` for the loss, as in
+    PyTorch-Ignite.
 
     ``state_dict`` holds the GradScaler's state and, when saved inside a
     window, this rank's pending gradients (so it is per rank:
@@ -138,6 +151,8 @@ class TrainStep:
         gradient_accumulation_steps: int = 1,
         clip_grad_norm: float | None = None,
         amp_dtype: torch.dtype | str | None = None,
+        model_transform: Callable[[Any], Any] = _identity,
+        model_fn: Callable[[torch.nn.Module, Any], Any] = _call_model,
     ) -> None:
         steps = gradient_accumulation_steps
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -147,6 +162,7 @@ class TrainStep:
         self.device = torch.device(device) if device is not None else model_device(model)
         self.non_blocking, self.prepare_batch = non_blocking, prepare_batch
         self.output_transform = output_transform
+        self.model_transform, self.model_fn = model_transform, model_fn
         if is_fsdp_module(model):
             check_optimizer_after_sharding(optimizer)
         self.dtype = autocast_dtype(amp_mode, amp_dtype, self.device)
@@ -180,7 +196,7 @@ class TrainStep:
         self._iteration = engine.state.iteration
         with contextlib.nullcontext() if last else no_gradient_sync(model):
             with self._autocast():
-                y_pred = model(x)
+                y_pred = self.model_transform(self.model_fn(model, x))
                 loss = self.loss_fn(y_pred, y)
             scaled = loss / size if size > 1 else loss
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
@@ -193,6 +209,14 @@ class TrainStep:
         if isinstance(self.model, DistributedDataParallel) or is_fsdp_module(self.model):
             check_training_shards(engine.state.dataloader)
         self._checked_data = engine.state.dataloader
+        k, length = self.accumulation_steps, engine.state.epoch_length
+        if k > 1 and length and length % k:
+            warnings.warn(
+                f"gradient_accumulation_steps={k} does not divide the epoch length {length}: "
+                "each epoch ends with a shorter window whose mean gradient steps the optimizer "
+                "(PyTorch-Ignite carries the window into the next epoch, dividing by k)",
+                stacklevel=2,
+            )
 
     def _window(self, engine: Engine) -> tuple[bool, bool, int]:
         """(first micro-step of its window, last one, micro-steps in the window)."""

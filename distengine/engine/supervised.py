@@ -10,6 +10,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from distengine.distributed.auto import sync_buffers
 from distengine.distributed.sharding import is_fsdp_module, mixed_precision_dtype
+from distengine.engine.deterministic import DeterministicEngine
 from distengine.engine.engine import Engine
 from distengine.engine.even_forwards import EvenForwards
 from distengine.engine.events import Events
@@ -29,29 +30,34 @@ def supervised_training_step(
     device: torch.device | str | None = None,
     non_blocking: bool = False,
     prepare_batch: Callable = prepare_batch,
+    model_transform: Callable[[Any], Any] = lambda output: output,
     output_transform: Callable[[Any, Any, Any, torch.Tensor], Any] = lambda x, y, y_pred, loss: (
         loss.detach()
     ),
+    gradient_accumulation_steps: int = 1,
+    model_fn: Callable[[torch.nn.Module, Any], Any] = lambda model, x: model(x),
     amp_mode: str | None = None,
     scaler: bool | torch.amp.GradScaler = False,
-    gradient_accumulation_steps: int = 1,
     clip_grad_norm: float | None = None,
     amp_dtype: torch.dtype | str | None = None,
 ) -> TrainStep:
-    """The :class:`TrainStep` behind :func:`create_supervised_trainer` (same arguments)."""
+    """The :class:`TrainStep` behind :func:`create_supervised_trainer` (same arguments;
+    positions as PyTorch-Ignite's ``supervised_training_step``, then distengine's own)."""
     return TrainStep(
         model,
         optimizer,
         loss_fn,
-        device,
-        non_blocking,
-        prepare_batch,
-        output_transform,
-        amp_mode,
-        scaler,
-        gradient_accumulation_steps,
-        clip_grad_norm,
-        amp_dtype,
+        device=device,
+        non_blocking=non_blocking,
+        prepare_batch=prepare_batch,
+        output_transform=output_transform,
+        amp_mode=amp_mode,
+        scaler=scaler,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        clip_grad_norm=clip_grad_norm,
+        amp_dtype=amp_dtype,
+        model_transform=model_transform,
+        model_fn=model_fn,
     )
 
 
@@ -62,27 +68,35 @@ def create_supervised_trainer(
     device: torch.device | str | None = None,
     non_blocking: bool = False,
     prepare_batch: Callable = prepare_batch,
+    model_transform: Callable[[Any], Any] = lambda output: output,
     output_transform: Callable[[Any, Any, Any, torch.Tensor], Any] = lambda x, y, y_pred, loss: (
         loss.detach()
     ),
+    deterministic: bool = False,
     amp_mode: str | None = None,
     scaler: bool | torch.amp.GradScaler = False,
     gradient_accumulation_steps: int = 1,
+    model_fn: Callable[[torch.nn.Module, Any], Any] = lambda model, x: model(x),
     clip_grad_norm: float | None = None,
     amp_dtype: torch.dtype | str | None = None,
 ) -> Engine:
     """An engine that trains ``model`` on ``(x, y)`` batches; its output is the loss.
 
     The engine runs a :class:`~distengine.engine.steps.TrainStep`
-    (``trainer.process_function``). ``device`` defaults to the model's
-    device. ``amp_mode="amp"`` autocasts to bf16 on CPU and fp16 on CUDA
-    (with a GradScaler); ``amp_dtype`` picks the dtype instead, ``scaler``
-    passes a GradScaler or requires one. With ``gradient_accumulation_steps=k``
-    the optimizer steps at the end of each window of k iterations (windows
+    (``trainer.process_function``): ``y_pred = model_transform(model_fn(model,
+    x))``, ``loss = loss_fn(y_pred, y)``. The arguments and their positions are
+    PyTorch-Ignite's (``deterministic=True`` gives a
+    :class:`~distengine.engine.DeterministicEngine`), then ``clip_grad_norm``
+    and ``amp_dtype``. ``device`` defaults to the model's device.
+    ``amp_mode="amp"`` autocasts to bf16 on CPU and fp16 on CUDA (with a
+    GradScaler); ``amp_dtype`` picks the dtype instead, ``scaler`` passes a
+    GradScaler or requires one. With ``gradient_accumulation_steps=k`` the
+    optimizer steps at the end of each window of k iterations (windows
     restart each epoch; the last iteration of an epoch always steps) on the
     mean of the window's gradients (DDP syncs only then). The step's state
     (scaler, pending gradients) is in ``trainer.state_dict()``. The output is
-    the detached loss tensor: no host-device sync per step.
+    the detached loss tensor (Ignite's is ``loss.item()``): no host-device
+    sync per step.
 
     Example::
 
@@ -93,17 +107,19 @@ def create_supervised_trainer(
         model,
         optimizer,
         loss_fn,
-        device,
-        non_blocking,
-        prepare_batch,
-        output_transform,
-        amp_mode,
-        scaler,
-        gradient_accumulation_steps,
-        clip_grad_norm,
-        amp_dtype,
+        device=device,
+        non_blocking=non_blocking,
+        prepare_batch=prepare_batch,
+        model_transform=model_transform,
+        output_transform=output_transform,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        model_fn=model_fn,
+        amp_mode=amp_mode,
+        scaler=scaler,
+        clip_grad_norm=clip_grad_norm,
+        amp_dtype=amp_dtype,
     )
-    return Engine(step)
+    return DeterministicEngine(step) if deterministic else Engine(step)
 
 
 def supervised_evaluation_step(
@@ -111,11 +127,14 @@ def supervised_evaluation_step(
     device: torch.device | str | None = None,
     non_blocking: bool = False,
     prepare_batch: Callable = prepare_batch,
+    model_transform: Callable[[Any], Any] = lambda output: output,
     output_transform: Callable[[Any, Any, Any], Any] = lambda x, y, y_pred: (y_pred, y),
+    model_fn: Callable[[torch.nn.Module, Any], Any] = lambda model, x: model(x),
     amp_mode: str | None = None,
     amp_dtype: torch.dtype | str | None = None,
 ) -> Callable[[Engine, Any], Any]:
-    """The ``(engine, batch) -> (y_pred, y)`` step of :func:`create_supervised_evaluator`.
+    """The ``(engine, batch) -> (y_pred, y)`` step of :func:`create_supervised_evaluator`:
+    ``y_pred = model_transform(model_fn(model, x))``.
 
     A DistributedDataParallel model runs unwrapped (``model.module``): its
     forward would run collectives (a buffer broadcast) per batch. An FSDP
@@ -139,7 +158,7 @@ def supervised_evaluation_step(
             x, y = prepare_batch(batch, device, non_blocking)
             if even is not None:
                 even.seen(x)
-            y_pred = model(x)
+            y_pred = model_transform(model_fn(model, x))
         return output_transform(x, y, y_pred)
 
     step.even_forwards = even  # type: ignore[attr-defined]
@@ -152,20 +171,24 @@ def create_supervised_evaluator(
     device: torch.device | str | None = None,
     non_blocking: bool = False,
     prepare_batch: Callable = prepare_batch,
+    model_transform: Callable[[Any], Any] = lambda output: output,
     output_transform: Callable[[Any, Any, Any], Any] = lambda x, y, y_pred: (y_pred, y),
     amp_mode: str | None = None,
+    model_fn: Callable[[torch.nn.Module, Any], Any] = lambda model, x: model(x),
     amp_dtype: torch.dtype | str | None = None,
 ) -> Engine:
     """An engine that runs ``model`` without gradients and feeds ``metrics`` ``(y_pred, y)``.
 
-    With several ranks, give it an exact shard of the data
-    (``auto_dataloader(..., shuffle=False)``): metrics then equal those of
-    one process on the whole dataset. A DistributedDataParallel model runs
-    unwrapped, without collectives per batch; its buffers (BatchNorm
-    statistics) are broadcast from rank 0 once per run, at ``STARTED``, as
-    DDP's forward would have done. An FSDP model's forward is a collective:
-    at the epoch's end, ranks whose shard had fewer batches run the missing
-    forwards (outputs discarded), so no rank waits for another.
+    ``y_pred = model_transform(model_fn(model, x))``; the arguments and their
+    positions are PyTorch-Ignite's, then ``amp_dtype``. With several ranks,
+    give it an exact shard of the data (``auto_dataloader(...,
+    shuffle=False)``): metrics then equal those of one process on the whole
+    dataset. A DistributedDataParallel model runs unwrapped, without
+    collectives per batch; its buffers (BatchNorm statistics) are broadcast
+    from rank 0 once per run, at ``STARTED``, as DDP's forward would have done.
+    An FSDP model's forward is a collective: at the epoch's end, ranks whose
+    shard had fewer batches run the missing forwards (outputs discarded), so
+    no rank waits for another.
 
     Example::
 
@@ -174,7 +197,15 @@ def create_supervised_evaluator(
         print(evaluator.state.metrics["accuracy"])
     """
     step = supervised_evaluation_step(
-        model, device, non_blocking, prepare_batch, output_transform, amp_mode, amp_dtype
+        model,
+        device,
+        non_blocking,
+        prepare_batch,
+        model_transform,
+        output_transform,
+        model_fn,
+        amp_mode,
+        amp_dtype,
     )
     engine = Engine(step)
     if step.even_forwards is not None:  # before the metrics' reduction at EPOCH_COMPLETED

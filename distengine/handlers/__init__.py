@@ -14,6 +14,7 @@ from distengine.handlers.checkpoint import Checkpoint, find_latest_checkpoint
 from distengine.handlers.disk_saver import DiskSaver
 from distengine.handlers.early_stopping import EarlyStopping
 from distengine.handlers.logging import setup_logger
+from distengine.handlers.model_checkpoint import ModelCheckpoint
 from distengine.handlers.param_scheduler import (
     ConcatScheduler,
     CosineAnnealingScheduler,
@@ -28,6 +29,7 @@ from distengine.handlers.param_scheduler import (
 )
 from distengine.handlers.preemption import EXIT_PREEMPTED, Preemption
 from distengine.handlers.progress_bar import ProgressBar
+from distengine.handlers.save_handler import BaseSaveHandler
 from distengine.handlers.tensorboard_logger import TensorboardLogger, global_step_from_engine
 from distengine.handlers.terminate_on_nan import TerminateOnNan
 from distengine.handlers.time_limit import TimeLimit
@@ -36,6 +38,7 @@ from distengine.handlers.watchdog import HangWatchdog
 
 __all__ = [
     "EXIT_PREEMPTED",
+    "BaseSaveHandler",
     "HangWatchdog",
     "Preemption",
     "Checkpoint",
@@ -46,6 +49,7 @@ __all__ = [
     "EarlyStopping",
     "LRScheduler",
     "LinearCyclicalScheduler",
+    "ModelCheckpoint",
     "ParamGroupScheduler",
     "ParamScheduler",
     "PiecewiseLinear",

@@ -31,9 +31,10 @@ from distengine.distributed import get_world_size
 from distengine.distributed.consensus import decide
 from distengine.distributed.sharding import is_sharded
 from distengine.engine import Engine, Events
+from distengine.handlers.save_handler import BaseSaveHandler
 from distengine.handlers.watchdog import suspended
 
-__all__ = ["Checkpoint", "find_latest_checkpoint", "load_checkpoint_file"]
+__all__ = ["BaseSaveHandler", "Checkpoint", "find_latest_checkpoint", "load_checkpoint_file"]
 
 _RESERVED = tuple(dict.fromkeys(("crc32", "iteration", "epoch", "world_size", *MANIFEST_KEYS)))
 
@@ -56,10 +57,10 @@ class Checkpoint:
 
     Checkpoints are named ``{prefix}_{name}_{step}[_{score_name}={score}].pt``,
     where ``name`` is ``checkpoint`` (or the only key of ``to_save``) and
-    ``step`` is the engine's **iteration** (``global_step_transform(engine,
-    event)`` chooses another; Ignite uses the event's own counter, e.g. the
-    epoch). With ``score_function`` the best scores are kept, else the latest
-    steps. Rank 0's score and step decide for every rank (one tiny
+    ``step`` is the engine's **iteration**, as in PyTorch-Ignite
+    (``global_step_transform(engine, event)`` chooses another). With
+    ``score_function`` the best scores are kept, else the latest steps.
+    Rank 0's score and step decide for every rank (one tiny
     broadcast), so ranks never disagree on whether to save. Only checkpoints
     this handler wrote are ever removed. Objects that declare
     ``checkpoint_per_rank = True`` (the engine, metrics) are saved as every
@@ -267,14 +268,19 @@ class Checkpoint:
     def _metadata_for(self, engine: Engine, step: int, score: float | None) -> dict[str, Any]:
         extra = self.metadata(engine) if callable(self.metadata) else self.metadata or {}
         _check_metadata(extra)
+        name = "checkpoint" if len(self.to_save) > 1 else next(iter(self.to_save))
         meta: dict[str, Any] = {
             "iteration": int(engine.state.iteration),
             "epoch": int(engine.state.epoch),
             "world_size": get_world_size(),
             "step": step,
+            # what PyTorch-Ignite gives a BaseSaveHandler:
+            "basename": "_".join(p for p in (self.filename_prefix, name) if p),
+            "score_name": self.score_name,
+            "priority": score if score is not None else step,
         }
         if score is not None:
-            meta.update(score=score, score_name=self.score_name)
+            meta["score"] = score
         return {**meta, **extra}
 
     def _store(self, checkpoint: dict[str, Any], filename: str, metadata: dict) -> None:

@@ -27,7 +27,9 @@ def test_event_order_for_a_whole_run():
         "ITERATION_COMPLETED",
     ]
     epoch = ["EPOCH_STARTED", *per_iter, *per_iter, "EPOCH_COMPLETED"]
-    assert names == ["STARTED", *epoch, *epoch, "COMPLETED"]
+    # as in Ignite, the next epoch finds the data's pass ended: DATALOADER_STOP_ITERATION
+    restart = ["EPOCH_STARTED", per_iter[0], "DATALOADER_STOP_ITERATION", *per_iter[1:]]
+    assert names == ["STARTED", *epoch, *restart, *per_iter, "EPOCH_COMPLETED", "COMPLETED"]
     assert log[-1] == ("COMPLETED", 4)
 
 
@@ -43,7 +45,7 @@ def test_terminate_fires_terminate_and_completed_but_not_epoch_completed():
     assert state.iteration == 3 and state.epoch == 1
 
 
-def test_terminate_skip_completed_and_resume_continues():
+def test_terminate_skip_completed_then_run_starts_the_next_epoch():
     engine = Engine(lambda e, b: b)
     seen = []
     engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(e.state.batch))
@@ -54,8 +56,9 @@ def test_terminate_skip_completed_and_resume_continues():
     engine.add_event_handler(Events.COMPLETED, lambda: completed.append(1))
     engine.run(list(range(5)), max_epochs=2)
     assert completed == []
-    engine.run(list(range(5)))  # not done: resumes at iteration 4
-    assert seen == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4] and completed == [1]
+    engine.run(list(range(5)))  # not done: as in Ignite, the cut epoch 1 is not resumed
+    assert seen == [0, 1, 2, 0, 1, 2, 3, 4] and completed == [1]
+    assert (engine.state.epoch, engine.state.iteration) == (2, 8)
 
 
 def test_terminate_epoch_ends_epoch_and_next_starts_new_pass():

@@ -191,14 +191,14 @@ class iter_twice:
         return iter(self.items)
 
 
-def test_a_terminated_run_frees_its_loader_workers_and_continues_in_place():
+def test_an_interrupted_run_frees_its_loader_workers_and_continues_in_place():
     loader = DataLoader(Augmented(), batch_size=4, num_workers=2)
     torch.manual_seed(0)
     want = [b for b in loader]
     seen = []
     engine = Engine(lambda e, b: b)
     engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(e.state.output))
-    engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), lambda e: e.terminate())
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), lambda e: e.interrupt())
     torch.manual_seed(0)
     engine.run(loader)
     assert engine._flow._it is None  # no iterator (and no workers) left behind

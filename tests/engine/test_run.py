@@ -210,8 +210,20 @@ def test_resume_does_not_load_skipped_batches():
 
 
 def test_load_state_dict_rejects_incomplete_state():
-    with pytest.raises(ValueError, match="lacks"):
-        Engine(lambda e, b: b).load_state_dict({"epoch": 1})
+    saved = Engine(lambda e, b: b)
+    saved.run([1, 2])
+    state = saved.state_dict()
+    del state["epoch"]
+    with pytest.raises(ValueError, match="lacks \\['epoch'\\]"):
+        Engine(lambda e, b: b).load_state_dict(state)
+
+
+@pytest.mark.parametrize("kind", ["epoch", "iteration"])
+def test_a_hand_written_ignite_state_dict_is_refused_by_name(kind):
+    # Ignite's load_state_dict docs: {"epoch": 3, "max_epochs": 100, "epoch_length": n}
+    ignite_style = {kind: 3, "max_epochs": 100, "epoch_length": 10}
+    with pytest.raises(ValueError, match="no data position and generator states"):
+        Engine(lambda e, b: b).load_state_dict(ignite_style)
 
 
 def test_a_finished_run_asked_for_more_epochs_continues():

@@ -47,6 +47,9 @@ def test_keeps_the_latest_n_named_by_iteration_with_sidecars(tmp_path):
         "epoch": 4,
         "world_size": 1,
         "step": 40,
+        "basename": "model",
+        "score_name": None,
+        "priority": 40,
         "run": "a",
     }
 

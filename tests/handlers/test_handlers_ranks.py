@@ -107,7 +107,7 @@ def test_early_stopping_stops_every_rank_at_the_same_epoch(ranks2):
     # rank 0's scores stall after epoch 2; rank 1's do not, but it follows rank 0's scores
     assert (
         ranks2.run(early_stop_on_rank_dependent_scores)
-        == [(4, {"counter": 2, "best_score": 0.6})] * 2
+        == [(4, {"counter": 2, "best_score": 0.6, "threshold_mode": "abs"})] * 2
     )
 
 

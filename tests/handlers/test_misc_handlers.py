@@ -123,4 +123,8 @@ def test_early_stopping_min_mode_and_state():
     stopper = EarlyStopping(2, lambda e: next(losses), trainer, mode="min")
     trainer.add_event_handler(Events.EPOCH_COMPLETED, stopper)
     trainer.run([0], max_epochs=5)
-    assert trainer.state.epoch == 4 and stopper.state_dict() == {"counter": 2, "best_score": -0.5}
+    assert trainer.state.epoch == 4 and stopper.state_dict() == {
+        "counter": 2,
+        "best_score": 0.5,
+        "threshold_mode": "abs",
+    }

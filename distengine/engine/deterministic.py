@@ -1,0 +1,62 @@
+"""An engine whose every pass over the data starts from seeded generators (PyTorch-Ignite's
+``DeterministicEngine``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from distengine.distributed.utils import manual_seed
+from distengine.engine.engine import Engine
+from distengine.engine.resume import data_length
+
+__all__ = ["DeterministicEngine"]
+
+
+class DeterministicEngine(Engine):
+    """An :class:`Engine` whose dataflow depends only on ``state.seed`` and the pass number.
+
+    As PyTorch-Ignite's: a fresh run draws ``state.seed`` from torch's
+    generator (so ``manual_seed(s)`` before it fixes everything), and each new
+    pass over the data starts by seeding torch, ``random`` and NumPy with
+    ``state.seed + iteration // epoch_length``; on CUDA,
+    ``torch.use_deterministic_algorithms(True, warn_only=True)`` and
+    ``cudnn.benchmark = False`` are set. A resumed run (a checkpoint, or
+    ``run()`` after :meth:`interrupt`) reopens the saved pass exactly, as any
+    :class:`Engine` does; the seed is part of the state dict. It needs data
+    (``run(data=None)`` is a ValueError, as in Ignite).
+
+    Example::
+
+        manual_seed(17)
+        trainer = DeterministicEngine(train_step)
+        trainer.run(loader, max_epochs=3)   # the same batches and draws on every run
+    """
+
+    def _prepare_fresh(
+        self, data: Iterable[Any] | None, max_epochs, epoch_length, max_iters
+    ) -> None:
+        if data is None:
+            raise ValueError(
+                "DeterministicEngine needs data: run(data, ...) with a list or a DataLoader"
+            )
+        super()._prepare_fresh(data, max_epochs, epoch_length, max_iters)
+        self.state.seed = int(torch.randint(0, int(1e9), (1,)).item())
+        if torch.cuda.is_available():
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+
+    def _prepare_resume(self, data: Iterable[Any] | None, epoch_length: int | None) -> None:
+        super()._prepare_resume(data, epoch_length)
+        if self.state.dataloader is None:
+            raise ValueError(
+                "DeterministicEngine needs data: resume with run(data, ...) over the saved data"
+            )
+
+    def _new_pass(self) -> None:
+        s = self.state
+        per_pass = data_length(s.dataloader) or s.epoch_length  # Ignite: the data's length
+        passes = s.iteration // per_pass if per_pass else s.epoch - 1
+        manual_seed(int(s.seed) + passes)  # type: ignore[arg-type]
