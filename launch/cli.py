@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from launch import exit_codes
-from launch.config.checks import check_config, check_port_free
+from launch.config.checks import check_config, check_devices, check_port_free, visible_devices
 from launch.config.compose import CONF_DIR, CommandLine, compose, job_config, sweep_points
 from launch.config.errors import ConfigError
 from launch.config.overrides import check_override_keys
 from launch.config.schema import GROUPS, TARGET_GROUPS
+from launch.job.forkserver import start_early
 from launch.rank.inplace import in_place_rank, in_place_world
 
 
@@ -32,6 +33,7 @@ def check_job(job: dict[str, Any]) -> None:
 
     if in_place_rank() is None:
         check_port_free(job["dist"])
+        check_devices(job, visible_devices())
     for group in TARGET_GROUPS:
         check_target(group, job[group])
     if job["task"]["entrypoint"]:
@@ -61,12 +63,16 @@ class Launch:
             check_config(job)
             self._check_placement(job)
         if self.line.multirun:
+            if in_place_rank() is None:
+                start_early(jobs[0]["dist"])
             for job in jobs:
                 check_job(job)
             return
         job, run_dir = jobs[0], Path(composed[0].hydra.run.dir)
         if self._owns_folder(job):
             RunFolder(run_dir).check_free()  # fast: before the checks that import torch
+        if in_place_rank() is None:
+            start_early(job["dist"])  # the ranks' forkserver imports torch while we check
         check_job(job)
         if self._owns_folder(job):
             self.folder = self._take(RunFolder(run_dir), job)

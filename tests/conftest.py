@@ -1,10 +1,33 @@
-"""Shared fixtures: pools of real gloo ranks, started once per session and reused."""
+"""Shared fixtures: pools of real gloo ranks (started once per session and reused), the ``gpu``
+marker (skipped without CUDA) and ``cpu_only`` (a test that means the CPU on any machine)."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tests.multirank import RankPool
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``gpu`` need a CUDA device: skipped, with the reason, where there is none."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def cpu_only(monkeypatch):
+    """Hide CUDA from this process for one test: ``idist.device()`` is the CPU, as the test means.
+
+    For tests whose code picks the device itself (``auto_model``, ``DataParallel``); on a
+    machine without CUDA it changes nothing.
+    """
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
 
 
 class Pools:

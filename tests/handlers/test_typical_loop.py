@@ -125,7 +125,7 @@ def test_the_default_timed_schedule_is_agreed_and_sparse(ranks2):
     assert len(launched[0]) < 60  # a fast loop: far fewer exchanges than iterations
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_no_host_read_per_iteration_on_cuda():
     """One process on a GPU: the outputs, flags and averages stay on the device; a host read
     happens only when an exchange is read (it waits for that exchange's copy only)."""
