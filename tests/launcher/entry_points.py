@@ -37,9 +37,7 @@ def report_device(cfg) -> None:
     total = idist.all_reduce(torch.ones(1, device=idist.device()))
     out = Path(cfg.run_dir) / f"device{idist.get_rank()}.json"
     out.write_text(
-        json.dumps(
-            {"device": str(idist.device()), "backend": idist.backend(), "sum": total.item()}
-        )
+        json.dumps({"device": str(idist.device()), "backend": idist.backend(), "sum": total.item()})
     )
 
 
