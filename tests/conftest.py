@@ -9,14 +9,25 @@ import torch
 from tests.multirank import RankPool
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow")
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "slow: minutes on 2 cores; run with --slow")
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Tests marked ``gpu`` need a CUDA device: skipped, with the reason, where there is none."""
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
+    """Tests marked ``gpu`` need a CUDA device, tests marked ``slow`` need ``--slow``: each is
+    skipped, with the reason, where that is missing."""
+    cuda, slow = torch.cuda.is_available(), config.getoption("--slow")
+    no_gpu = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
+    not_slow = pytest.mark.skip(reason="slow: run with --slow")
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(no_gpu)
+        if "slow" in item.keywords and not slow:
+            item.add_marker(not_slow)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from distengine.engine.steps import (
     TrainStep,
     autocast,
     autocast_dtype,
+    copies_overlap,
     model_device,
     prepare_batch,
 )
@@ -25,7 +26,7 @@ def supervised_training_step(
     optimizer: torch.optim.Optimizer,
     loss_fn: Callable[[Any, Any], torch.Tensor],
     device: torch.device | str | None = None,
-    non_blocking: bool = False,
+    non_blocking: bool | None = None,
     prepare_batch: Callable = prepare_batch,
     output_transform: Callable[[Any, Any, Any, torch.Tensor], Any] = lambda x, y, y_pred, loss: (
         loss.detach()
@@ -58,7 +59,7 @@ def create_supervised_trainer(
     optimizer: torch.optim.Optimizer,
     loss_fn: Callable[[Any, Any], torch.Tensor],
     device: torch.device | str | None = None,
-    non_blocking: bool = False,
+    non_blocking: bool | None = None,
     prepare_batch: Callable = prepare_batch,
     output_transform: Callable[[Any, Any, Any, torch.Tensor], Any] = lambda x, y, y_pred, loss: (
         loss.detach()
@@ -73,9 +74,10 @@ def create_supervised_trainer(
 
     The engine runs a :class:`~distengine.engine.steps.TrainStep`
     (``trainer.process_function``). ``device`` defaults to the model's
-    device. ``amp_mode="amp"`` autocasts to bf16 on CPU and fp16 on CUDA
-    (with a GradScaler); ``amp_dtype`` picks the dtype instead, ``scaler``
-    passes a GradScaler or requires one. With ``gradient_accumulation_steps=k``
+    device; ``non_blocking`` (None) is True on CUDA, else False.
+    ``amp_mode="amp"`` autocasts to bf16 on CPU and fp16 on CUDA (with a
+    GradScaler); ``amp_dtype`` picks the dtype instead, ``scaler`` passes a
+    GradScaler or requires one. With ``gradient_accumulation_steps=k``
     the optimizer steps at the end of each window of k iterations (windows
     restart each epoch; the last iteration of an epoch always steps) on the
     mean of the window's gradients (DDP syncs only then). The step's state
@@ -107,7 +109,7 @@ def create_supervised_trainer(
 def supervised_evaluation_step(
     model: torch.nn.Module,
     device: torch.device | str | None = None,
-    non_blocking: bool = False,
+    non_blocking: bool | None = None,
     prepare_batch: Callable = prepare_batch,
     output_transform: Callable[[Any, Any, Any], Any] = lambda x, y, y_pred: (y_pred, y),
     amp_mode: str | None = None,
@@ -117,8 +119,10 @@ def supervised_evaluation_step(
 
     A DistributedDataParallel model runs unwrapped (``model.module``): its
     forward would run collectives (a buffer broadcast) per batch.
+    ``non_blocking`` (None) is True on CUDA, else False.
     """
     device = torch.device(device) if device is not None else model_device(model)
+    non_blocking = copies_overlap(device) if non_blocking is None else non_blocking
     cast = autocast(autocast_dtype(amp_mode, amp_dtype, device), device)
     if isinstance(model, DistributedDataParallel):
         model = model.module
@@ -138,7 +142,7 @@ def create_supervised_evaluator(
     model: torch.nn.Module,
     metrics: Mapping[str, Any] | None = None,
     device: torch.device | str | None = None,
-    non_blocking: bool = False,
+    non_blocking: bool | None = None,
     prepare_batch: Callable = prepare_batch,
     output_transform: Callable[[Any, Any, Any], Any] = lambda x, y, y_pred: (y_pred, y),
     amp_mode: str | None = None,
