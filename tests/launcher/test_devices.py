@@ -67,13 +67,13 @@ def test_layouts_that_work_are_accepted(overrides, devices):
 
 
 def test_the_launcher_asks_torch_for_the_gpus_before_any_rank_starts(monkeypatch, tmp_path):
-    """A machine with one GPU, as torch shows it; nothing is written, no server started."""
+    """A machine with one GPU, as torch shows it; nothing is written (and, in-process, no
+    forkserver is started: see conftest)."""
     import launch.cli
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    monkeypatch.setattr(launch.cli, "start_early", lambda dist: None)
     run_dir = tmp_path / "run"
     for overrides, words in [
         (["dist.nproc_per_node=2"], "dist.nproc_per_node=2 with dist.backend=auto"),
