@@ -54,6 +54,8 @@ class Launch:
 
         if self.line.other_flags:
             return  # --help, --cfg, another config: Hydra first, the checks in run()
+        if in_place_rank() is None:  # the ranks' forkserver imports torch while we check
+            start_early(self.line.value("dist.start_method", "auto"))
         check_override_keys(self.line.overrides, GROUPS)
         overrides = self.line.overrides
         points = sweep_points(overrides) if self.line.multirun else [overrides]
@@ -63,16 +65,12 @@ class Launch:
             check_config(job)
             self._check_placement(job)
         if self.line.multirun:
-            if in_place_rank() is None:
-                start_early(jobs[0]["dist"])
             for job in jobs:
                 check_job(job)
             return
         job, run_dir = jobs[0], Path(composed[0].hydra.run.dir)
         if self._owns_folder(job):
             RunFolder(run_dir).check_free()  # fast: before the checks that import torch
-        if in_place_rank() is None:
-            start_early(job["dist"])  # the ranks' forkserver imports torch while we check
         check_job(job)
         if self._owns_folder(job):
             self.folder = self._take(RunFolder(run_dir), job)

@@ -5,8 +5,8 @@ to count the GPUs); a spawned rank imports torch anew, which takes seconds
 per rank on a GPU machine. With ``dist.start_method=forkserver`` (``auto``
 where there are GPUs) the ranks are forked from Python's forkserver, a fresh
 interpreter that imported :data:`PRELOAD` and never touched CUDA. The
-launcher starts that server as early as it can (:func:`start_early`, before
-its own checks import torch), so the two imports run side by side.
+launcher starts that server first thing (:func:`start_early`, before it
+composes the config and its checks import torch), so the imports run side by side.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.forkserver
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 #: What every rank imports, loaded once in the server (none of it initialises CUDA).
 PRELOAD = [
@@ -26,6 +24,7 @@ PRELOAD = [
     "distengine.distributed",
     "distengine.metrics",
     "distengine.handlers",
+    "launch.cli",  # each child imports the launcher's __main__ (launch.__main__) again
     "launch.rank",
     "launch.recipe.train",
 ]
@@ -40,10 +39,9 @@ def cuda_may_be_visible() -> bool:
     return any(Path("/dev").glob("nvidia[0-9]*"))
 
 
-def wanted(dist: Mapping[str, Any]) -> bool:
-    """Whether this job's ranks will (probably) be forked from the server."""
-    method = dist["start_method"]
-    return method == "forkserver" or (method == "auto" and cuda_may_be_visible())
+def wanted(start_method: str) -> bool:
+    """Whether a job's ranks will (probably) be forked from the server."""
+    return start_method == "forkserver" or (start_method == "auto" and cuda_may_be_visible())
 
 
 def ensure_running() -> None:
@@ -52,9 +50,14 @@ def ensure_running() -> None:
     multiprocessing.forkserver.ensure_running()
 
 
-def start_early(dist: Mapping[str, Any]) -> None:
-    """Start the server now when the job will likely want it, so its imports overlap ours."""
-    if wanted(dist):
+def start_early(start_method: str) -> None:
+    """Start the server now when the job will likely want it, so its imports overlap ours.
+
+    The launcher calls it first thing, with ``dist.start_method`` as the command line
+    gives it (``auto`` when it does not): a config file that sets another only costs an
+    unused server, which ends with the launcher.
+    """
+    if wanted(start_method):
         ensure_running()
 
 

@@ -21,4 +21,4 @@ def no_forkserver_in_process(monkeypatch):
     GPU machine ``dist.start_method=auto`` would); launched subprocesses still do."""
     import launch.cli
 
-    monkeypatch.setattr(launch.cli, "start_early", lambda dist: None)
+    monkeypatch.setattr(launch.cli, "start_early", lambda start_method: None)
