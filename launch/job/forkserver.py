@@ -24,7 +24,6 @@ PRELOAD = [
     "distengine.distributed",
     "distengine.metrics",
     "distengine.handlers",
-    "launch.cli",  # each child imports the launcher's __main__ (launch.__main__) again
     "launch.rank",
     "launch.recipe.train",
 ]
