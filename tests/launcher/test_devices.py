@@ -61,6 +61,17 @@ def test_layouts_that_cannot_work_are_refused_in_one_line(overrides, devices, wo
     assert words in str(refused.value) and "\n" not in str(refused.value)
 
 
+def test_compile_on_cpu_needs_a_cpp_compiler(monkeypatch):
+    import launch.config.checks as checks
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(checks.shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="neither g.. nor clang.. is on the PATH"):
+        check_devices(job("trainer.compile=true"), CPU)
+    monkeypatch.setattr(checks.shutil, "which", lambda name: f"/usr/bin/{name}")
+    check_devices(job("trainer.compile=true"), CPU)
+
+
 @pytest.mark.parametrize("overrides, devices", ACCEPTED, ids=lambda v: str(v))
 def test_layouts_that_work_are_accepted(overrides, devices):
     check_devices(job(*overrides), devices)
