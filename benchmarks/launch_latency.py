@@ -1,7 +1,11 @@
 """Wall time of a trivial 2-rank job: ``python -m launch`` against ``torchrun``.
 
 The job initialises gloo, all-reduces one tensor and exits. Median of
-several runs of each, started the same way from this script.
+several runs of each, started the same way from this script. The launcher
+starts its ranks three ways: forked from itself (``auto`` on CPU), forked
+from a forkserver that imported torch while the launcher ran its checks
+(``auto`` where there are GPUs: a forked rank cannot use CUDA), and spawned
+(each rank imports torch anew, as under torchrun).
 
 Run: ``python benchmarks/launch_latency.py``
 """
@@ -20,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNS = 5
+RUNS = 7
 SCRIPT = """
 import torch, torch.distributed as dist
 dist.init_process_group("gloo")
@@ -59,15 +63,18 @@ def main() -> None:
                 f"task.script={script}",
                 "dist.nproc_per_node=2",
             ],
-            "python -m launch task.entrypoint= (forked ranks)": [
+        }
+        for method in ("fork", "forkserver", "spawn"):
+            cases[f"python -m launch task.entrypoint= (start_method={method})"] = [
                 py,
                 "-m",
                 "launch",
-                f"hydra.run.dir={tmp}/b",
+                f"hydra.run.dir={tmp}/{method}",
                 "dist.nproc_per_node=2",
+                "dist.backend=gloo",
+                f"dist.start_method={method}",
                 "task.entrypoint=benchmarks.launch_latency:allreduce_entrypoint",
-            ],
-        }
+            ]
         times = {name: [] for name in cases}
         for _ in range(RUNS):  # interleaved, so load on the machine hits every case alike
             for name, cmd in cases.items():

@@ -15,6 +15,7 @@ SCRIPTS = [
     "engine_overhead.py",
     "metrics_update.py",
     "training_throughput.py",
+    "gpu_throughput.py --print-only",
     "launch_latency.py",
     "checkpoint_io.py",
     "sharded_checkpoint.py",
@@ -45,8 +46,12 @@ def main() -> None:
     sections = []
     for script in SCRIPTS:
         print(f"running {script} ...", flush=True)
+        name, *options = script.split()
         done = subprocess.run(
-            [sys.executable, str(HERE / script)], capture_output=True, text=True, cwd=HERE.parent
+            [sys.executable, str(HERE / name), *options],
+            capture_output=True,
+            text=True,
+            cwd=HERE.parent,
         )
         body = (
             done.stdout.strip()

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from launch import exit_codes
-from launch.config.checks import check_config, check_port_free
+from launch.config.checks import check_config, check_devices, check_port_free, visible_devices
 from launch.config.compose import CONF_DIR, CommandLine, compose, job_config, sweep_points
 from launch.config.errors import ConfigError
 from launch.config.overrides import check_override_keys
 from launch.config.schema import GROUPS, TARGET_GROUPS
+from launch.job.forkserver import start_early
 from launch.rank.inplace import in_place_rank, in_place_world
 
 
@@ -32,6 +33,7 @@ def check_job(job: dict[str, Any]) -> None:
 
     if in_place_rank() is None:
         check_port_free(job["dist"])
+        check_devices(job, visible_devices())
     for group in TARGET_GROUPS:
         check_target(group, job[group])
     if job["task"]["entrypoint"]:
@@ -52,6 +54,8 @@ class Launch:
 
         if self.line.other_flags:
             return  # --help, --cfg, another config: Hydra first, the checks in run()
+        if in_place_rank() is None:  # the ranks' forkserver imports torch while we check
+            start_early(self.line.value("dist.start_method", "auto"))
         check_override_keys(self.line.overrides, GROUPS)
         overrides = self.line.overrides
         points = sweep_points(overrides) if self.line.multirun else [overrides]

@@ -1,10 +1,44 @@
-"""Shared fixtures: pools of real gloo ranks, started once per session and reused."""
+"""Shared fixtures: pools of real gloo ranks (started once per session and reused), the ``gpu``
+marker (skipped without CUDA) and ``cpu_only`` (a test that means the CPU on any machine)."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tests.multirank import RankPool
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow")
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "slow: minutes on 2 cores; run with --slow")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``gpu`` need a CUDA device, tests marked ``slow`` need ``--slow``: each is
+    skipped, with the reason, where that is missing."""
+    cuda, slow = torch.cuda.is_available(), config.getoption("--slow")
+    no_gpu = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
+    not_slow = pytest.mark.skip(reason="slow: run with --slow")
+    for item in items:
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(no_gpu)
+        if "slow" in item.keywords and not slow:
+            item.add_marker(not_slow)
+
+
+@pytest.fixture
+def cpu_only(monkeypatch):
+    """Hide CUDA from this process for one test: ``idist.device()`` is the CPU, as the test means.
+
+    For tests whose code picks the device itself (``auto_model``, ``DataParallel``); on a
+    machine without CUDA it changes nothing.
+    """
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
 
 
 class Pools:

@@ -167,6 +167,10 @@ def auto_dataloader(dataset: Dataset, split: str | None = None, **kwargs: Any) -
     world size, as long as it divides ``batch_size``, so a run can resume on
     another number of ranks where it stopped.
 
+    Where this rank computes on a GPU (:func:`~distengine.distributed.device`),
+    batches come in pinned memory (``pin_memory=True`` unless given), so the
+    training step's ``non_blocking`` copies overlap with the GPU's work.
+
     ``shuffle`` and ``seed`` order the samples (``seed + epoch``; an engine
     calls ``set_epoch`` each epoch, so ranks agree); with one process,
     ``seed`` seeds the loader's generator. ``num_workers`` is shared among the
@@ -188,6 +192,8 @@ def auto_dataloader(dataset: Dataset, split: str | None = None, **kwargs: Any) -
         raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
     if isinstance(dataset, IterableDataset) and shuffle:
         raise ValueError("shuffle=True cannot apply to an IterableDataset: shuffle in the dataset")
+    if device().type == "cuda":
+        kwargs.setdefault("pin_memory", True)
     world = get_world_size()
     if world <= 1 or not is_distributed():
         if split == "even" and _samples_like_ranks(dataset, kwargs):
@@ -235,8 +241,6 @@ def _per_rank_arguments(kwargs: dict[str, Any], world: int) -> None:
     if "num_workers" in kwargs:
         per_node = max(get_nproc_per_node(), 1)
         kwargs["num_workers"] = (kwargs["num_workers"] + per_node - 1) // per_node
-    if torch.cuda.is_available():
-        kwargs.setdefault("pin_memory", True)
 
 
 def _samples_like_ranks(dataset: Dataset, kwargs: dict[str, Any]) -> bool:

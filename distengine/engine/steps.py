@@ -44,6 +44,12 @@ def prepare_batch(batch: Sequence[Any], device: torch.device | None, non_blockin
     return x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
 
 
+def copies_overlap(device: torch.device | None) -> bool:
+    """The default ``non_blocking``: True for a CUDA device (a host-to-device copy from
+    pinned memory then overlaps with the GPU's work; from pageable memory it is as before)."""
+    return device is not None and device.type == "cuda"
+
+
 def model_device(model: torch.nn.Module) -> torch.device | None:
     """The device of the model's first parameter (None for a model without parameters)."""
     param = next(model.parameters(), None)
@@ -109,7 +115,8 @@ def _call_model(model: torch.nn.Module, x: Any) -> Any:
 class TrainStep:
     """``(engine, batch) -> output``: one supervised training iteration, and its state.
 
-    Runs ``loss_fn(model(x), y)`` under autocast (``amp_mode="amp"``: bf16 on
+    Moves each batch to ``device`` (``non_blocking`` by default on CUDA), runs
+    ``loss_fn(model(x), y)`` under autocast (``amp_mode="amp"``: bf16 on
     CPU, fp16 with a GradScaler on CUDA, or ``amp_dtype``), backpropagates and
     steps ``optimizer``. With ``gradient_accumulation_steps=k`` the epoch is
     cut into windows of k iterations that restart each epoch; the optimizer
@@ -143,7 +150,7 @@ class TrainStep:
         optimizer: torch.optim.Optimizer,
         loss_fn: Callable[[Any, Any], torch.Tensor],
         device: torch.device | str | None = None,
-        non_blocking: bool = False,
+        non_blocking: bool | None = None,
         prepare_batch: Callable = prepare_batch,
         output_transform: Callable[[Any, Any, Any, torch.Tensor], Any] = _loss_output,
         amp_mode: str | None = None,
@@ -160,7 +167,8 @@ class TrainStep:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self._module = model.module if isinstance(model, DistributedDataParallel) else model
         self.device = torch.device(device) if device is not None else model_device(model)
-        self.non_blocking, self.prepare_batch = non_blocking, prepare_batch
+        self.non_blocking = copies_overlap(self.device) if non_blocking is None else non_blocking
+        self.prepare_batch = prepare_batch
         self.output_transform = output_transform
         self.model_transform, self.model_fn = model_transform, model_fn
         if is_fsdp_module(model):

@@ -18,6 +18,7 @@ from distengine.engine.steps import (
     TrainStep,
     autocast,
     autocast_dtype,
+    copies_overlap,
     model_device,
     prepare_batch,
 )
@@ -28,7 +29,7 @@ def supervised_training_step(
     optimizer: torch.optim.Optimizer,
     loss_fn: Callable[[Any, Any], torch.Tensor],
     device: torch.device | str | None = None,
-    non_blocking: bool = False,
+    non_blocking: bool | None = None,
     prepare_batch: Callable = prepare_batch,
     model_transform: Callable[[Any], Any] = lambda output: output,
     output_transform: Callable[[Any, Any, Any, torch.Tensor], Any] = lambda x, y, y_pred, loss: (
@@ -66,7 +67,7 @@ def create_supervised_trainer(
     optimizer: torch.optim.Optimizer,
     loss_fn: Callable[[Any, Any], torch.Tensor],
     device: torch.device | str | None = None,
-    non_blocking: bool = False,
+    non_blocking: bool | None = None,
     prepare_batch: Callable = prepare_batch,
     model_transform: Callable[[Any], Any] = lambda output: output,
     output_transform: Callable[[Any, Any, Any, torch.Tensor], Any] = lambda x, y, y_pred, loss: (
@@ -87,7 +88,8 @@ def create_supervised_trainer(
     x))``, ``loss = loss_fn(y_pred, y)``. The arguments and their positions are
     PyTorch-Ignite's (``deterministic=True`` gives a
     :class:`~distengine.engine.DeterministicEngine`), then ``clip_grad_norm``
-    and ``amp_dtype``. ``device`` defaults to the model's device.
+    and ``amp_dtype``. ``device`` defaults to the model's device;
+    ``non_blocking`` (None) is True on CUDA, else False.
     ``amp_mode="amp"`` autocasts to bf16 on CPU and fp16 on CUDA (with a
     GradScaler); ``amp_dtype`` picks the dtype instead, ``scaler`` passes a
     GradScaler or requires one. With ``gradient_accumulation_steps=k`` the
@@ -125,7 +127,7 @@ def create_supervised_trainer(
 def supervised_evaluation_step(
     model: torch.nn.Module,
     device: torch.device | str | None = None,
-    non_blocking: bool = False,
+    non_blocking: bool | None = None,
     prepare_batch: Callable = prepare_batch,
     model_transform: Callable[[Any], Any] = lambda output: output,
     output_transform: Callable[[Any, Any, Any], Any] = lambda x, y, y_pred: (y_pred, y),
@@ -140,9 +142,11 @@ def supervised_evaluation_step(
     forward would run collectives (a buffer broadcast) per batch. An FSDP
     model's forwards are counted (``step.even_forwards``): every rank must
     run as many (see :mod:`distengine.engine.even_forwards`); a
-    mixed-precision policy replaces autocast.
+    mixed-precision policy replaces autocast. ``non_blocking`` (None) is True
+    on CUDA, else False.
     """
     device = torch.device(device) if device is not None else model_device(model)
+    non_blocking = copies_overlap(device) if non_blocking is None else non_blocking
     dtype = autocast_dtype(amp_mode, amp_dtype, device)
     cast = autocast(None if mixed_precision_dtype(model) else dtype, device)
     if isinstance(model, DistributedDataParallel):
@@ -169,7 +173,7 @@ def create_supervised_evaluator(
     model: torch.nn.Module,
     metrics: Mapping[str, Any] | None = None,
     device: torch.device | str | None = None,
-    non_blocking: bool = False,
+    non_blocking: bool | None = None,
     prepare_batch: Callable = prepare_batch,
     model_transform: Callable[[Any], Any] = lambda output: output,
     output_transform: Callable[[Any, Any, Any], Any] = lambda x, y, y_pred: (y_pred, y),

@@ -36,16 +36,59 @@ def suspended() -> Iterator[None]:
         with suspended():
             torch.save(state, path)      # however long the disk takes
     """
+    _suspend()
+    try:
+        yield
+    finally:
+        _resume()
+
+
+def _suspend() -> None:
     global _suspensions
     _suspensions += 1
     if _armed is not None and _suspensions == 1:
         faulthandler.cancel_dump_traceback_later()
-    try:
-        yield
-    finally:
-        _suspensions -= 1
-        if _armed is not None and _suspensions == 0:
-            _armed._rearm(time.monotonic())
+
+
+def _resume() -> None:
+    global _suspensions
+    _suspensions -= 1
+    if _armed is not None and _suspensions == 0:
+        _armed._rearm(time.monotonic())
+
+
+#: Whether torch is compiling now (between dynamo's compile-start and compile-end callbacks).
+_compiling = False
+
+
+def _compile_started(*args: Any) -> None:
+    global _compiling
+    if not _compiling:
+        _compiling = True
+        _suspend()
+
+
+def _compile_ended(*args: Any) -> None:
+    global _compiling
+    if _compiling:  # registered mid-compile: no start was seen, nothing to resume
+        _compiling = False
+        _resume()
+
+
+def _watch_compiles() -> None:
+    """Suspend the watchdog while ``torch.compile`` compiles (first calls, recompiles).
+
+    Uses dynamo's compile callbacks, once ``torch._dynamo`` is imported (``torch.compile``
+    imports it; nothing is imported here). Called at every re-arm, so a first
+    evaluation's recompile, a new input shape or a lazily compiled backward are covered,
+    and so is a ``torch._dynamo.reset()``, which clears the callbacks.
+    """
+    dynamo = sys.modules.get("torch._dynamo")
+    handler = getattr(dynamo, "callback_handler", None)
+    if handler is None or _compile_started in handler.start_callbacks:
+        return
+    handler.register_start_callback(_compile_started)
+    handler.register_end_callback(_compile_ended)
 
 
 class HangWatchdog:
@@ -53,7 +96,9 @@ class HangWatchdog:
 
     The countdown starts when the first iteration completes (a first
     iteration may compile, start loader workers or warm caches; the process
-    group's timeout still bounds it), and pauses inside :func:`suspended`.
+    group's timeout still bounds it), and pauses inside :func:`suspended` and
+    while ``torch.compile`` compiles (also a recompile at a first evaluation
+    or a new input shape).
     Watched events re-arm Python's ``faulthandler`` timer, at most every
     ``timeout_s / 10`` seconds (re-arming costs tens of microseconds; between
     re-arms an event costs a clock read), so a rank that stops is caught
@@ -86,6 +131,7 @@ class HangWatchdog:
 
     def _rearm(self, now: float) -> None:
         global _armed
+        _watch_compiles()
         _armed = self
         self._armed_at = now
         faulthandler.dump_traceback_later(self.timeout_s, exit=True, file=self.file or sys.stderr)

@@ -2,13 +2,15 @@
 
 Every check raises :class:`ConfigError` with the key, the bad value and what
 is accepted. None of them imports torch (they run before the busy-folder
-check, which must answer fast).
+check, which must answer fast), except :func:`visible_devices`, whose
+answer :func:`check_devices` judges after that check.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,6 +22,7 @@ START_METHODS = ("auto", "fork", "spawn", "forkserver")
 BACKENDS = ("auto", "gloo", "nccl")
 RESUME = ("auto", "never")
 STRATEGIES = ("ddp", "fsdp")
+PRECISIONS = ("fp32", "bf16", "fp16")
 SEED_RANGE = (0, 2**32 - 1)  # numpy's seeds; torch and random accept these too
 
 
@@ -78,6 +81,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         f"an int from {SEED_RANGE[0]} to {SEED_RANGE[1]}",
     ),
     "trainer.amp": (is_bool, "true or false"),
+    "trainer.precision": (
+        lambda v: v is None or v in PRECISIONS,
+        f"one of {', '.join(PRECISIONS)} or null (trainer.amp decides)",
+    ),
+    "trainer.compile": (is_bool, "true or false"),
     "trainer.validate_every": (positive_int, "a positive int (epochs)"),
     "trainer.log_every": (positive_int, "a positive int (iterations)"),
     "trainer.progress_bar": (is_bool, "true or false"),
@@ -121,6 +129,22 @@ def check_values(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(
             "dist.master_port is required with dist.nnodes > 1: give every node the same port"
         )
+    trainer = cfg["trainer"]
+    if trainer["amp"] and trainer["precision"] == "fp32":
+        raise ConfigError(
+            "trainer.amp=true asks for autocast and trainer.precision=fp32 for none: give "
+            "trainer.precision=bf16 or fp16, or leave trainer.amp=false"
+        )
+    if dist["strategy"] == "fsdp" and trainer["precision"] == "fp16":
+        raise ConfigError(
+            "trainer.precision=fp16 with dist.strategy=fsdp: sharded training computes in bf16 "
+            "(no GradScaler for shards here): give trainer.precision=bf16"
+        )
+    if dist["strategy"] == "fsdp" and trainer["compile"]:
+        raise ConfigError(
+            "trainer.compile=true with dist.strategy=fsdp is not supported yet: "
+            "leave trainer.compile=false, or use dist.strategy=ddp"
+        )
 
 
 def check_task(task: Mapping[str, Any]) -> None:
@@ -154,6 +178,96 @@ def check_port_free(dist: Mapping[str, Any]) -> None:
                 f"dist.master_port={port} is busy on {addr} ({error.strerror}): choose a free "
                 "port, or leave it unset (null) on a single node"
             ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Devices:
+    """What the launcher sees of its node's CUDA devices."""
+
+    gpus: int = 0
+    bf16: bool = False  # the GPUs compute bf16 natively (compute capability 8.0 or more)
+    triton: bool = False  # torch.compile can generate GPU kernels
+
+
+def visible_devices() -> Devices:
+    """This node's CUDA devices as torch sees them (none without CUDA); imports torch."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return Devices()
+    return Devices(
+        gpus=torch.cuda.device_count(),
+        bf16=torch.cuda.is_bf16_supported(including_emulation=False),
+        triton=importlib.util.find_spec("triton") is not None,
+    )
+
+
+def ranks_use_gpus(dist: Mapping[str, Any], gpus: int) -> bool:
+    """Whether the ranks compute on GPUs: there are some, and no several-rank gloo group."""
+    nproc = gpus if dist["nproc_per_node"] == "auto" else dist["nproc_per_node"]
+    return gpus > 0 and not (dist["backend"] == "gloo" and nproc * dist["nnodes"] > 1)
+
+
+def check_devices(job: Mapping[str, Any], devices: Devices) -> None:
+    """Refuse a rank layout or a precision that cannot work on this node's ``devices``.
+
+    nccl needs a GPU of its own per rank (two ranks on one GPU end in
+    ``ncclInvalidUsage ... Duplicate GPU``): more ranks per node than GPUs
+    with ``dist.backend=nccl``, or with ``auto`` (nccl wherever there are
+    GPUs), is refused; ``dist.backend=gloo`` runs such ranks on the CPU.
+    A rank forked from the launcher cannot use CUDA (the launcher counted the
+    GPUs, which initialised CUDA in it): ``dist.start_method=fork`` is refused
+    where CUDA is visible. Then :func:`check_speed_options` for the device the
+    ranks compute on.
+    """
+    dist, gpus = job["dist"], devices.gpus
+    backend, nproc = dist["backend"], dist["nproc_per_node"]
+    if backend == "nccl" and gpus == 0:
+        raise ConfigError(
+            "dist.backend=nccl needs CUDA GPUs and this node shows none: use dist.backend=gloo "
+            "(or auto)"
+        )
+    if gpus > 0 and backend in ("nccl", "auto") and nproc != "auto" and nproc > gpus:
+        which = "nccl" if backend == "nccl" else "auto, which is nccl where there are GPUs"
+        raise ConfigError(
+            f"dist.nproc_per_node={nproc} with dist.backend={which}: nccl needs a GPU per rank "
+            f"and this node shows {gpus}: use dist.nproc_per_node={gpus} (or auto), or "
+            "dist.backend=gloo to run the ranks on the CPU"
+        )
+    if gpus > 0 and dist["start_method"] == "fork":
+        raise ConfigError(
+            f"dist.start_method=fork: this node shows {gpus} CUDA GPU{'s' if gpus > 1 else ''}, "
+            "and a rank forked from the launcher cannot use CUDA: use dist.start_method=auto "
+            "(forkserver where there are GPUs) or spawn"
+        )
+    check_speed_options(job["trainer"], devices if ranks_use_gpus(dist, gpus) else Devices())
+
+
+def check_speed_options(trainer: Mapping[str, Any], devices: Devices) -> None:
+    """bf16 where the ranks' GPUs compute it natively; a compiler for ``trainer.compile``.
+
+    ``devices`` are the GPUs the ranks compute on (none: they compute on the CPU).
+    """
+    if trainer["precision"] == "bf16" and devices.gpus and not devices.bf16:
+        raise ConfigError(
+            "trainer.precision=bf16: this node's GPU has no native bf16 (compute capability "
+            "below 8.0): use trainer.precision=fp16"
+        )
+    if not trainer["compile"]:
+        return
+    if devices.gpus and not devices.triton:
+        raise ConfigError(
+            "trainer.compile=true needs triton to compile for the GPU and it is not installed: "
+            "pip install triton, or leave trainer.compile=false"
+        )
+    compiler = os.environ.get("CXX") or "g++"
+    if not devices.gpus and not (shutil.which(compiler) or shutil.which("clang++")):
+        raise ConfigError(
+            f"trainer.compile=true needs a C++ compiler to compile for the CPU and neither "
+            f"{compiler} nor clang++ is on the PATH: install one, or leave trainer.compile=false"
+        )
 
 
 def check_config(cfg: Mapping[str, Any]) -> None:

@@ -40,6 +40,11 @@ class CommandLine:
         """Whether an override sets ``key`` (``hydra.run.dir``)."""
         return any(o.lstrip("+~").split("=", 1)[0] == key for o in self.overrides)
 
+    def value(self, key: str, default: str) -> str:
+        """The value the last override of ``key`` gives it, as written, else ``default``."""
+        given = [o.split("=", 1)[1] for o in self.overrides if o.split("=", 1)[0] == key]
+        return given[-1] if given else default
+
 
 def sweep_points(overrides: list[str]) -> list[list[str]]:
     """Overrides to check for a multirun: each swept value once (not every combination)."""

@@ -51,6 +51,8 @@ class TrainerConfig:
     max_epochs: int = 8
     seed: int = 0
     amp: bool = False
+    precision: Optional[str] = None  # noqa: UP045
+    compile: bool = False
     validate_every: int = 1
     log_every: int = 10
     progress_bar: bool = True

@@ -24,7 +24,7 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from torch.distributed.run import determine_local_world_size
 
 from launch import exit_codes
-from launch.job import rendezvous
+from launch.job import forkserver, rendezvous
 from launch.job.attempts import FirstFailures, JobLogs, print_restart, what_failed
 from launch.job.folder import RunFolder
 from launch.job.outcome import Outcome, after_failure, after_stop
@@ -63,11 +63,13 @@ def nproc_per_node(value: Any) -> int:
 
 
 def start_method(cfg: Any) -> str:
+    """``auto``: fork on CPU (no second torch import), the forkserver where CUDA is visible
+    (a forked rank cannot use CUDA; see :mod:`launch.job.forkserver`)."""
     if cfg.dist.start_method != "auto":
         return cfg.dist.start_method
     import torch
 
-    return "spawn" if torch.cuda.is_available() else "fork"
+    return "forkserver" if torch.cuda.is_available() else "fork"
 
 
 def oversubscription(nproc: int) -> str | None:
@@ -130,10 +132,13 @@ def quiet_agent() -> None:
 
 
 def _entrypoint(method: str, config_path: Path) -> tuple[Any, list[str]]:
-    """A function for forked ranks (no second ``import torch``), else a new interpreter."""
-    if method == "fork":
+    """A function for forked ranks (from the launcher or the forkserver: no second
+    ``import torch``), else a new interpreter."""
+    if method in ("fork", "forkserver"):
         from launch.rank import main
 
+        if method == "forkserver":
+            forkserver.ensure_running()  # already started early, as a rule
         return main, [str(config_path)]
     return sys.executable, ["-u", "-m", "launch.rank", str(config_path)]
 

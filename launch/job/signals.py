@@ -35,8 +35,10 @@ AT_ONCE_S = 5.0
 
 
 def rank_pids() -> list[int]:
-    """This launcher's ranks: its children that lead their own process group."""
-    me, found = os.getpid(), []
+    """This launcher's ranks: its children (or its forkserver's) that lead their own group."""
+    from launch.job.forkserver import server_pid
+
+    parents, found = {os.getpid(), server_pid()}, []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -45,7 +47,7 @@ def rank_pids() -> list[int]:
         except (OSError, IndexError):
             continue
         pid, ppid, pgrp = int(entry.name), int(fields[1]), int(fields[2])
-        if ppid == me and pgrp == pid:
+        if ppid in parents and pgrp == pid:
             found.append(pid)
     return found
 

@@ -27,6 +27,7 @@ from distengine.metrics import Accuracy, Fbeta, Loss, RunningAverage
 from launch import exit_codes
 from launch.recipe.resume import resume
 from launch.recipe.run_info import RunInfo
+from launch.recipe.speed import amp_options, compile_model
 from launch.recipe.stop import write_stop
 
 
@@ -119,10 +120,10 @@ def _validation(cfg: Any, trainer: Any, evaluator: Any, val_loader: Any) -> Any:
 def _engines(cfg: Any, model: Any, optimizer: Any) -> tuple[Any, Any]:
     """The trainer (with a running loss and a progress bar) and the evaluator with metrics."""
     loss_fn, device = nn.CrossEntropyLoss(), idist.device()
-    amp = "amp" if cfg.trainer.amp else None
-    trainer = create_supervised_trainer(model, optimizer, loss_fn, device=device, amp_mode=amp)
+    amp = amp_options(cfg.trainer)  # trainer.precision, or trainer.amp
+    trainer = create_supervised_trainer(model, optimizer, loss_fn, device=device, **amp)
     metrics = {"accuracy": Accuracy(), "loss": Loss(loss_fn), "f1": Fbeta(num_classes=10)}
-    evaluator = create_supervised_evaluator(model, metrics, device=device, amp_mode=amp)
+    evaluator = create_supervised_evaluator(model, metrics, device=device, **amp)
     RunningAverage(output_transform=lambda loss: loss, alpha=0.9).attach(trainer, "loss")
     if cfg.trainer.progress_bar:
         ProgressBar(persist=True, file=sys.stdout).attach(trainer, metric_names=["loss"])
@@ -158,9 +159,11 @@ def _stop(cfg: Any, trainer: Any, checkpoint: Checkpoint, resumed: Path | None) 
 
 
 def _model(cfg: Any) -> Any:
-    """``cfg.model`` replicated (``dist.strategy=ddp``) or sharded (``fsdp``, bf16 with AMP)."""
+    """``cfg.model`` replicated (``dist.strategy=ddp``) or sharded (``fsdp``; bf16 when
+    ``trainer.amp`` or ``trainer.precision`` asks for autocast)."""
     strategy = str(cfg.dist.strategy)
-    options = {"mp_dtype": "bf16"} if strategy == "fsdp" and cfg.trainer.amp else {}
+    autocasts = amp_options(cfg.trainer)["amp_mode"] is not None  # fsdp: bf16 (checked)
+    options = {"mp_dtype": "bf16"} if strategy == "fsdp" and autocasts else {}
     model = instantiate(cfg.model)
     total = sum(p.numel() for p in model.parameters())
     model = idist.auto_model(model, strategy=strategy, **options)
@@ -177,6 +180,8 @@ def _model(cfg: Any) -> Any:
 def train(cfg: Any) -> dict[str, float]:
     """Train ``cfg.model`` on ``cfg.data`` with ``cfg.optim``; return the validation metrics."""
     model = _model(cfg)
+    if cfg.trainer.get("compile"):
+        compile_model(model)
     optimizer = idist.auto_optim(instantiate(cfg.optim)(model.parameters()))
     train_loader, val_loader = _loaders(cfg)
     trainer, evaluator = _engines(cfg, model, optimizer)

@@ -185,7 +185,6 @@ def test_amp_dtype_picks_the_autocast_dtype(dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with a GradScaler needs CUDA")
 def test_fp16_with_grad_scaler_resumes_bitwise_on_cuda():
     from tests.resume.scenario import differences
 

@@ -93,9 +93,9 @@ def test_require_empty_and_bad_arguments(tmp_path):
     assert visible(tmp_path / "b") == []  # nothing written: whole or not at all
 
 
-def test_ddp_like_wrapped_model_is_saved_unwrapped(tmp_path):
+def test_ddp_like_wrapped_model_is_saved_unwrapped(tmp_path, cpu_only):
     inner = nn.Linear(3, 1)
-    wrapped = nn.DataParallel(inner)
+    wrapped = nn.DataParallel(inner)  # on the CPU (cpu_only): with CUDA it moves to cuda:0
     Checkpoint({"model": wrapped}, tmp_path)(fake_engine(epoch=1))
     state = torch.load(tmp_path / "model_10.pt", weights_only=True)
     plain = nn.Linear(3, 1)

@@ -45,9 +45,10 @@ def counting(trainer, collectives, reads):
             setattr(owner, name, original)
 
 
-def typical_loop(every, length, epochs, device="cpu", sampler=False, redraw_s=0.0):
+def typical_loop(every, length, epochs, device="cpu", sampler=False, redraw_s=0.0, watch=None):
     """A DDP trainer with a running loss, a progress bar on rank 0 (redrawn every iteration),
-    a handler every 100 iterations, and the consensus checks TerminateOnNan and Preemption."""
+    a handler every 100 iterations, and the consensus checks TerminateOnNan and Preemption.
+    ``watch(trainer)`` returns a context manager that the run happens in."""
     rank = dist.get_rank() if dist.is_initialized() else 0
     torch.manual_seed(0)
     model = idist.auto_model(nn.Linear(4, 2).to(device))
@@ -70,7 +71,7 @@ def typical_loop(every, length, epochs, device="cpu", sampler=False, redraw_s=0.
         data = idist.auto_dataloader(dataset, batch_size=16, shuffle=True)
     collectives, reads = collections.Counter(), collections.Counter()
     try:
-        with counting(trainer, collectives, reads):
+        with counting(trainer, collectives, reads), (watch or contextlib.nullcontext)(trainer):
             trainer.run(data, max_epochs=epochs)
     finally:
         preemption.restore()
@@ -125,7 +126,7 @@ def test_the_default_timed_schedule_is_agreed_and_sparse(ranks2):
     assert len(launched[0]) < 60  # a fast loop: far fewer exchanges than iterations
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_no_host_read_per_iteration_on_cuda():
     """One process on a GPU: the outputs, flags and averages stay on the device; a host read
     happens only when an exchange is read (it waits for that exchange's copy only)."""

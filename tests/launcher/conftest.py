@@ -1,4 +1,5 @@
-"""The launcher tests' shared run: an uninterrupted short training, the reference for resumes."""
+"""The launcher tests' shared run (an uninterrupted short training, the reference for resumes),
+and no forkserver started by the in-process checks."""
 
 import pytest
 
@@ -12,3 +13,12 @@ def uninterrupted(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("uninterrupted")
     launch(f"hydra.run.dir={run_dir}", *SHORT, check=True)
     return final_weights(run_dir)
+
+
+@pytest.fixture(autouse=True)
+def no_forkserver_in_process(monkeypatch):
+    """``Launch(...).prepare()`` in the test process starts no forkserver for the ranks (on a
+    GPU machine ``dist.start_method=auto`` would); launched subprocesses still do."""
+    import launch.cli
+
+    monkeypatch.setattr(launch.cli, "start_early", lambda start_method: None)

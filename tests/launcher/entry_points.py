@@ -32,6 +32,23 @@ def report(cfg) -> None:
     )
 
 
+def report_device(cfg) -> None:
+    """Write where this rank computes and which backend its group has (the GPU tests)."""
+    total = idist.all_reduce(torch.ones(1, device=idist.device()))
+    out = Path(cfg.run_dir) / f"device{idist.get_rank()}.json"
+    out.write_text(
+        json.dumps({"device": str(idist.device()), "backend": idist.backend(), "sum": total.item()})
+    )
+
+
+def launcher_pid() -> int:
+    """The launcher: this rank's parent, or the parent of the forkserver that forked it."""
+    parent = os.getppid()
+    if b"multiprocessing.forkserver" in Path(f"/proc/{parent}/cmdline").read_bytes():
+        return int(Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return parent
+
+
 def fail_on_rank_1(cfg) -> None:
     if idist.get_rank() == 1:
         raise ValueError("rank 1 cannot go on: bad shard")
@@ -134,7 +151,7 @@ def train_and_ctrl_c(cfg) -> None:
 
     how = os.environ["CTRL_C"]
     marker = Path(cfg.run_dir) / "interrupted_once"
-    launcher = os.getppid()
+    launcher = launcher_pid()
 
     def press():
         if how == "launcher":

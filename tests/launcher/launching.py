@@ -11,23 +11,41 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+#: What a launcher test means unless it says otherwise: 2 ranks on the CPU, whatever the
+#: machine has (``auto`` would pick nccl and one rank per GPU where there are GPUs, or one
+#: rank per core).
+CPU_JOB = {"dist.backend": "gloo", "dist.nproc_per_node": "2"}
+
+
+def with_cpu_defaults(overrides: tuple[str, ...] | list[str]) -> list[str]:
+    """``overrides`` plus :data:`CPU_JOB`'s keys that they do not set."""
+    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    return [*overrides, *(f"{k}={v}" for k, v in CPU_JOB.items() if k not in given)]
+
+
 def start_launch(
-    *overrides: str, pipe: bool = True, env: dict[str, str] | None = None, **popen
+    *overrides: str,
+    pipe: bool = True,
+    env: dict[str, str] | None = None,
+    cuda: bool = False,
+    **popen,
 ) -> subprocess.Popen:
     """Start ``python -m launch`` with Hydra overrides from the repo root, in its own session.
 
     Output is captured as text with ``pipe``, else discarded; ``env`` adds variables.
+    Without ``cuda`` the job is a CPU job (:data:`CPU_JOB`, CUDA hidden from every process);
+    with it, the overrides are passed as given and the GPUs are visible.
     Stop it with :func:`kill_group`.
     """
     out = subprocess.PIPE if pipe else subprocess.DEVNULL
     return subprocess.Popen(
-        [sys.executable, "-m", "launch", *overrides],
+        [sys.executable, "-m", "launch", *(overrides if cuda else with_cpu_defaults(overrides))],
         cwd=ROOT,
         stdout=out,
         stderr=out,
         text=True,
         start_new_session=True,
-        env={**clean_env(), **(env or {})},
+        env={**clean_env(cuda), **(env or {})},
         **popen,
     )
 
@@ -37,10 +55,11 @@ def launch(
     timeout: float = 120,
     check: bool = False,
     env: dict[str, str] | None = None,
+    cuda: bool = False,
     **popen,
 ) -> subprocess.CompletedProcess:
     """Run ``python -m launch`` to the end; its whole process group is killed afterwards."""
-    proc = start_launch(*overrides, env=env, **popen)
+    proc = start_launch(*overrides, env=env, cuda=cuda, **popen)
     try:
         out, err = proc.communicate(timeout=timeout)
     finally:
@@ -51,7 +70,8 @@ def launch(
     return result
 
 
-def clean_env() -> dict[str, str]:
+def clean_env(cuda: bool = False) -> dict[str, str]:
+    """This environment without another launcher's variables; CUDA hidden unless ``cuda``."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -60,6 +80,8 @@ def clean_env() -> dict[str, str]:
         )
     }
     env["PYTHONUNBUFFERED"] = "1"
+    if not cuda:
+        env["CUDA_VISIBLE_DEVICES"] = ""
     return env
 
 

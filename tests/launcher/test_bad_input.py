@@ -57,6 +57,11 @@ CASES = [
         "with dist.nnodes > 1, give every node the same hydra.run.dir",
     ),
     (["dist.strategy=zero"], "dist.strategy='zero': expected one of ddp, fsdp"),
+    (
+        ["dist.strategy=fsdp", "trainer.precision=fp16"],
+        "trainer.precision=fp16 with dist.strategy=fsdp",
+    ),
+    (["dist.strategy=fsdp", "trainer.compile=true"], "trainer.compile=true with dist.strategy"),
 ]
 #: One of each kind, end to end.
 END_TO_END = [0, 9, 10, 14, 17, 18, 19, 24, 30, 31]

@@ -277,7 +277,7 @@ def test_no_histc_or_bincount_and_deterministic_mode(monkeypatch):
     np.testing.assert_allclose(results[3], sk.precision_score(y, pred, average=None))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_deterministic_counts_and_cpu_metric_on_cuda_outputs():
     logits = torch.randn(8, 5, 16, 16, device="cuda")
     labels = torch.randint(0, 5, (8, 16, 16), device="cuda")

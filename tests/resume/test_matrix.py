@@ -11,8 +11,9 @@ from tests.resume.scenario import CONFIGS, RANK_STOPS, STOPS, resume_matrix
 
 @pytest.mark.parametrize("world_size", [1, 2, 3], ids=lambda w: f"{w}rank")
 @pytest.mark.parametrize("config", CONFIGS)
-def test_resume_equals_the_uninterrupted_run_bitwise(config, world_size, pools):
+def test_resume_equals_the_uninterrupted_run_bitwise(config, world_size, pools, request):
     if world_size == 1:
+        request.getfixturevalue("cpu_only")  # one CPU process, also where CUDA is visible
         stops, found = STOPS, [resume_matrix(config, STOPS)]
     else:
         stops = RANK_STOPS
