@@ -19,6 +19,7 @@ from launch.config.schema import GROUPS, SET_BY_LAUNCHER, TARGET_GROUPS, Config
 START_METHODS = ("auto", "fork", "spawn", "forkserver")
 BACKENDS = ("auto", "gloo", "nccl")
 RESUME = ("auto", "never")
+CONSOLES = ("rank0", "all")
 SEED_RANGE = (0, 2**32 - 1)  # numpy's seeds; torch and random accept these too
 
 
@@ -67,6 +68,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dist.rdzv_timeout_s": (positive_number, "positive seconds"),
     "dist.shutdown_grace_s": (non_negative_number, "0 or more seconds"),
     "dist.start_method": (one_of(*START_METHODS), f"one of {', '.join(START_METHODS)}"),
+    "dist.console": (one_of(*CONSOLES), f"one of {', '.join(CONSOLES)}"),
     "checkpoint.resume": (one_of(*RESUME), f"one of {', '.join(RESUME)}"),
     "checkpoint.n_saved": (positive_int, "a positive int"),
     "checkpoint.every_iters": (non_negative_int, "0 (only at epoch ends) or a positive int"),

@@ -23,6 +23,7 @@ class DistConfig:
     rdzv_timeout_s: float = 120.0
     shutdown_grace_s: float = 60.0
     start_method: str = "auto"
+    console: str = "rank0"
 
 
 @dataclass
