@@ -14,7 +14,14 @@ from typing import Any
 
 from launch import exit_codes
 from launch.config.checks import check_config, check_port_free
-from launch.config.compose import CONF_DIR, CommandLine, compose, job_config, sweep_points
+from launch.config.compose import (
+    CONF_DIR,
+    CommandLine,
+    compose,
+    job_config,
+    sweep_points,
+    swept_keys,
+)
 from launch.config.errors import ConfigError
 from launch.config.overrides import check_override_keys
 from launch.config.schema import GROUPS, TARGET_GROUPS
@@ -45,6 +52,7 @@ class Launch:
         self.line = CommandLine.parse(argv)
         self.argv = list(argv)
         self.folder: Any = None  # the RunFolder held for a single run
+        self.swept: set[str] = set()  # the keys a sweep varies (they name its runs)
 
     def prepare(self) -> None:
         """Every check before Hydra runs; lock the run folder of a single run."""
@@ -61,6 +69,7 @@ class Launch:
             check_config(job)
             self._check_placement(job)
         if self.line.multirun:
+            self.swept = swept_keys(overrides)
             for job in jobs:
                 check_job(job)
             return
@@ -115,10 +124,11 @@ class Launch:
         from hydra.core.hydra_config import HydraConfig
 
         from launch.job.folder import RunFolder
-        from launch.job.start import start
+        from launch.job.start import start, tensorboard_dir
 
         job = job_config(cfg)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+        cfg.tb_dir = str(tensorboard_dir(run_dir, HydraConfig.get(), self.swept))
         folder = self.folder
         try:
             if folder is None:  # a sweep point, or a command Hydra parsed first

@@ -54,6 +54,14 @@ def sweep_points(overrides: list[str]) -> list[list[str]]:
     return points
 
 
+def swept_keys(overrides: list[str]) -> set[str]:
+    """The keys a multirun sweeps (``optim.lr=0.1,0.01`` sweeps ``optim.lr``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = _parse(OverridesParser.create(), overrides)
+    return {o.get_key_element() for o in parsed if o.is_sweep_override()}
+
+
 def _parse(parser: Any, overrides: list[str]) -> list[Any]:
     from hydra.errors import OverrideParseException
 

@@ -60,9 +60,10 @@ class TrainerConfig:
 class Config:
     """The whole config; ``model``, ``data`` and ``optim`` are Hydra ``_target_`` nodes.
 
-    ``run_dir``, ``run_id`` and ``job_id`` are set by the launcher: the run
-    folder, the identity of the run (the lineage its checkpoints belong to)
-    and of this launch.
+    ``run_dir``, ``run_id``, ``job_id`` and ``tb_dir`` are set by the
+    launcher: the run folder, the identity of the run (the lineage its
+    checkpoints belong to), of this launch, and where its TensorBoard event
+    files go.
     """
 
     dist: DistConfig = field(default_factory=DistConfig)
@@ -75,6 +76,7 @@ class Config:
     run_dir: Optional[str] = None  # noqa: UP045
     run_id: Optional[str] = None  # noqa: UP045
     job_id: Optional[str] = None  # noqa: UP045
+    tb_dir: Optional[str] = None  # noqa: UP045
 
 
 #: The groups whose keys are fixed, for error messages that list them.
@@ -89,7 +91,7 @@ GROUPS = {
 TARGET_GROUPS = ("model", "data", "optim")
 
 #: Keys the launcher sets; an override of them is refused.
-SET_BY_LAUNCHER = ("run_dir", "run_id", "job_id")
+SET_BY_LAUNCHER = ("run_dir", "run_id", "job_id", "tb_dir")
 
 
 def register() -> None:
