@@ -63,7 +63,8 @@ class Launch:
         check_override_keys(self.line.overrides, GROUPS)
         overrides = self.line.overrides
         points = sweep_points(overrides) if self.line.multirun else [overrides]
-        composed = [compose(point) for point in points]
+        line = self.line
+        composed = [compose(point, line.config_dir, line.config_name) for point in points]
         jobs = [job_config(cfg) for cfg in composed]
         for job in jobs:
             check_config(job)
@@ -137,7 +138,8 @@ class Launch:
                 check_job(job)
                 if self._owns_folder(job):
                     folder = self._take(RunFolder(run_dir), job)
-            code = start(cfg, job, run_dir, folder, list(HydraConfig.get().overrides.task))
+            given = [*self.line.config_flags(), *HydraConfig.get().overrides.task]
+            code = start(cfg, job, run_dir, folder, given)
         except ConfigError as error:
             fail(str(error))
         finally:
