@@ -157,6 +157,11 @@ def main() -> None:
 
     launch = Launch(sys.argv[1:])
     try:
+        if launch.line.help:
+            from launch.config.help import help_text
+
+            print(help_text(launch.line))
+            return
         launch.prepare()
         register()
         sys.argv = [sys.argv[0], *launch.argv]
