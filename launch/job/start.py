@@ -98,7 +98,7 @@ def _start_agent(
 
 def report(cfg: Any, run_dir: Path) -> None:
     """Where a finished job's outputs are."""
-    print(f"\nRun folder: {run_dir}")
+    print(f"Run folder: {run_dir}")
     if not cfg.task.script and not cfg.task.entrypoint:
         print(f"  checkpoints: {run_dir / 'checkpoints'}")
         print(f"  metrics:     {run_dir / 'metrics.json'}")
