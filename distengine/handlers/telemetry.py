@@ -67,7 +67,7 @@ class Telemetry:
         self.every, self.samples = every, samples
         self.device = torch.device(device) if device is not None else None
         self.values: dict[str, float] = {}
-        self._epoch = -1
+        self._epoch = self._iteration = -1
         self._mark = 0.0
         self._fetch = 0.0  # the last fetch's duration, counted with its iteration
         self._busy = self._waited = 0.0
@@ -80,14 +80,17 @@ class Telemetry:
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), self._publish)
 
     def _fetching(self, engine: Engine) -> None:
+        s = engine.state
+        if s.iteration == self._iteration and s.epoch == self._epoch:
+            return  # the data is asked again (a new pass): the same fetch goes on
         now = time.perf_counter()
-        if engine.state.epoch == self._epoch:  # an iteration of this epoch ended
+        if s.epoch == self._epoch:  # an iteration of this epoch ended
             self._busy += now - self._mark
             self._waited += self._fetch
-            self._cycles += 1
+            self._cycles += s.iteration - self._iteration
         else:  # the first of an epoch: what came before it is not the loop's
-            self._epoch = engine.state.epoch
-        self._mark = now
+            self._epoch = s.epoch
+        self._mark, self._iteration = now, s.iteration
 
     def _fetched(self, _: Engine) -> None:
         self._fetch = time.perf_counter() - self._mark
