@@ -58,8 +58,10 @@ class Launch:
         """Every check before Hydra runs; lock the run folder of a single run."""
         from launch.job.folder import RunFolder
 
-        if self.line.other_flags:
-            return  # --help, --cfg, another config: Hydra first, the checks in run()
+        if self.line.other_flags:  # --cfg, --info...: Hydra first, the checks in run()
+            if self.line.prints_config:  # a bad override is still one line, exit 2
+                compose(self.line.overrides, self.line.config_dir, self.line.config_name)
+            return
         check_override_keys(self.line.overrides, GROUPS)
         overrides = self.line.overrides
         points = sweep_points(overrides) if self.line.multirun else [overrides]
@@ -130,6 +132,7 @@ class Launch:
         job = job_config(cfg)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         cfg.tb_dir = str(tensorboard_dir(run_dir, HydraConfig.get(), self.swept))
+        cfg.sweep_keys = sorted(self.swept)
         folder = self.folder
         try:
             if folder is None:  # a sweep point, or a command Hydra parsed first

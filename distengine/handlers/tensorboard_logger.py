@@ -152,6 +152,7 @@ class TensorboardLogger:
         metric_names: Sequence[str] | str = "all",
         metrics_from: Engine | None = None,
         tag: str | None = None,
+        highlight: Sequence[str] = (),
     ) -> Any:
         """Show ``hparams`` in the HPARAMS tab, with the run's own metric curves as its metrics.
 
@@ -162,7 +163,8 @@ class TensorboardLogger:
         (the plugin shows each one's last value). No scalar of its own is
         written (``SummaryWriter.add_hparams`` would add ``hparam/*`` charts
         and a second run). Values other than numbers and strings are shown
-        as strings.
+        as strings. The table shows five hyperparameters at first: those named
+        in ``highlight`` (e.g. the ones a sweep varies) come first.
 
         Example::
 
@@ -181,7 +183,7 @@ class TensorboardLogger:
             metrics = source.state.metrics
             names = list(metrics) if metric_names == "all" else list(metric_names)
             tags = [f"{tag}/{name}" if tag else name for name in names]
-            write_hparams(writer, hparams, tags)
+            write_hparams(writer, hparams, tags, highlight)
             written.append(True)
 
         return self.attach(source, log, Events.COMPLETED)
@@ -197,8 +199,15 @@ class TensorboardLogger:
         self.close()
 
 
-def write_hparams(writer: Any, hparams: dict[str, Any], metric_tags: Sequence[str]) -> None:
-    """Write the HParams plugin's experiment and session into ``writer``'s own event file."""
+def write_hparams(
+    writer: Any, hparams: dict[str, Any], metric_tags: Sequence[str], highlight: Sequence[str] = ()
+) -> None:
+    """Write the HParams plugin's experiment and session into ``writer``'s own event file.
+
+    The names in ``highlight`` are marked as differing between runs (the
+    plugin lists those first).
+    """
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
     from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
     clean = {  # booleans as "True"/"False" (the plugin would show them as 1 and 0)
@@ -206,6 +215,12 @@ def write_hparams(writer: Any, hparams: dict[str, Any], metric_tags: Sequence[st
         for k, v in hparams.items()
     }
     experiment, start, end = hparams_summaries(clean, dict.fromkeys(metric_tags, 0.0))
+    if highlight:
+        metadata = experiment.value[0].metadata.plugin_data
+        data = HParamsPluginData.FromString(metadata.content)
+        for info in data.experiment.hparam_infos:
+            info.differs = info.name in highlight
+        metadata.content = data.SerializeToString()
     for summary in (experiment, start, end):
         writer._get_file_writer().add_summary(summary)
 

@@ -56,6 +56,7 @@ class CommandLine:
     config_dir: str | None = None
     config_name: str = "config"
     help: bool = False
+    prints_config: bool = False  # --cfg job|hydra|all: Hydra prints the config and exits
 
     @classmethod
     def parse(cls, argv: list[str]) -> CommandLine:
@@ -75,6 +76,7 @@ class CommandLine:
                     setattr(line, VALUE_FLAGS[flag], value)
                 else:
                     line.other_flags = True
+                    line.prints_config |= flag in ("--cfg", "-c")
             else:
                 line.other_flags = True
         return line

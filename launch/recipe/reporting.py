@@ -3,10 +3,11 @@
 TensorBoard (rank 0, one event file per process in ``cfg.tb_dir``):
 ``train/loss`` and ``train/lr/group_0`` every ``trainer.log_every``
 iterations, ``validation/<metric>`` after each validation (on the trainer's
-iteration axis), ``train_telemetry/<figure>`` (samples/s, step time, data
+iteration axis), ``train/telemetry/<figure>`` (samples/s, step time, data
 wait, GPU memory; see :class:`~distengine.handlers.telemetry.Telemetry`),
 and the hyperparameters in the HParams tab with the validation curves as
-its metrics.
+its metrics. Two groups of charts, ``train`` and ``validation``: TensorBoard
+opens the first two groups (by name) and folds the others.
 
 ``metrics.json`` (rank 0, rewritten after each validation): the last
 validation, and ``history``, one entry per validation, kept across resumes.
@@ -63,7 +64,7 @@ def log_to_tensorboard(cfg: Any, trainer: Any, evaluator: Any, optimizer: Any) -
     telemetry.attach(trainer)
     tb.attach_output_handler(trainer, every, "train", metric_names=["loss"])
     tb.attach_output_handler(
-        trainer, every, "train_telemetry", output_transform=lambda _: telemetry.values
+        trainer, every, "train/telemetry", output_transform=lambda _: telemetry.values
     )
     tb.attach_opt_params_handler(trainer, every, optimizer, tag="train")
     tb.attach_output_handler(
@@ -73,7 +74,10 @@ def log_to_tensorboard(cfg: Any, trainer: Any, evaluator: Any, optimizer: Any) -
         metric_names="all",
         global_step_transform=global_step_from_engine(trainer),
     )
-    tb.attach_hparams(trainer, hyperparameters(cfg), metrics_from=evaluator, tag="validation")
+    swept = list(cfg.get("sweep_keys") or [])
+    tb.attach_hparams(
+        trainer, hyperparameters(cfg), metrics_from=evaluator, tag="validation", highlight=swept
+    )
     return tb
 
 

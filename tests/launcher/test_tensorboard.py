@@ -34,15 +34,18 @@ def test_tensorboard_opens_on_the_curves_with_hparams_in_their_tab(default_job):
     events = read(runs[0])
     tags = events.Tags()["scalars"]
     assert not [t for t in tags if t.startswith("hparam")]
-    assert {t.split("/")[0] for t in tags} == {"train", "train_telemetry", "validation"}
+    assert {t.split("/")[0] for t in tags} == {
+        "train",
+        "validation",
+    }  # both expanded when TensorBoard opens
     assert {"train/loss", "train/lr/group_0"} <= set(tags)
     assert {"validation/accuracy", "validation/loss", "validation/f1"} <= set(tags)
-    assert {f"train_telemetry/{name}" for name in SPEED} <= set(tags)
+    assert {f"train/telemetry/{name}" for name in SPEED} <= set(tags)
     assert len(events.Scalars("validation/accuracy")) == 8
     assert [s.step for s in events.Scalars("train/loss")][:3] == [10, 20, 30]
-    speed = [s.value for s in events.Scalars("train_telemetry/samples_per_s")]
+    speed = [s.value for s in events.Scalars("train/telemetry/samples_per_s")]
     assert len(speed) == 17 and min(speed) > 0
-    assert all(0 <= s.value <= 1 for s in events.Scalars("train_telemetry/data_wait_fraction"))
+    assert all(0 <= s.value <= 1 for s in events.Scalars("train/telemetry/data_wait_fraction"))
     values, metrics = hparams_of(events)
     assert metrics == ["validation/accuracy", "validation/loss", "validation/f1"]
     assert values["optim.lr"] == 0.003 and values["optim"] == "torch.optim.Adam"
@@ -62,5 +65,9 @@ def test_sweep_runs_are_named_by_what_the_sweep_varies(tmp_path):
     runs = sorted(p.name for p in (tmp_path / "tb").iterdir())
     assert runs == ["optim.lr=0.01", "optim.lr=0.1"]
     for run in runs:
-        values, _ = hparams_of(read(tmp_path / "tb" / run))
+        events = read(tmp_path / "tb" / run)
+        values, _ = hparams_of(events)
         assert f"optim.lr={values['optim.lr']}" == run
+        content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+        infos = plugin_data_pb2.HParamsPluginData.FromString(content).experiment.hparam_infos
+        assert [i.name for i in infos if i.differs] == ["optim.lr"]  # listed first in the tab
