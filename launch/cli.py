@@ -8,6 +8,7 @@ the run folder is locked before Hydra writes into it.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,14 @@ class Launch:
             sys.exit(code)
 
 
+def print_help(text: str) -> None:
+    """Print ``text``; a reader that stops early (``| head``) is no error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main() -> None:
     """Entry point; Hydra parses the overrides (``key=value``, ``-m`` for sweeps)."""
     import hydra
@@ -163,7 +172,7 @@ def main() -> None:
         if launch.line.help:
             from launch.config.help import help_text
 
-            print(help_text(launch.line))
+            print_help(help_text(launch.line))
             return
         launch.prepare()
         register()
