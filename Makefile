@@ -1,19 +1,31 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
-TORCH_VERSION ?= 2.13.0
+# The Python the venv is made from.
+PYTHON ?= python3
+# What `make setup` installs as torch (pip arguments). From PyPI on Linux x86_64,
+# torch==2.13.0 is the CUDA build (it runs on CPUs too); for the CPU build:
+#   make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+# To keep a torch you have: TORCH= skips it. A new venv then sees the packages of
+# $(PYTHON) (a system or conda Python), an existing venv keeps its own:
+#   make setup TORCH= PYTHON=/path/to/python     or     make setup TORCH= VENV=~/venvs/torch
+TORCH ?= torch==2.13.0
+# Overrides for `make train`, e.g. make train ARGS="trainer.max_epochs=20 optim.lr=0.01"
+ARGS ?=
 
 .PHONY: setup train test lint bench docs clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+$(VENV)/.installed: pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(if $(strip $(TORCH)),,--system-site-packages) $(VENV)
+	$(if $(strip $(TORCH)),$(PY) -m pip install --quiet $(TORCH),$(PY) -c "import torch" || \
+	  { echo "make setup TORCH=: $(VENV) sees no torch to keep (see the Makefile)"; exit 1; })
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -c "import torch; print('torch', torch.__version__, '(CUDA build)' if torch.version.cuda else '(CPU build)')"
 	touch $@
 
 train: setup
-	$(PY) -m launch
+	$(PY) -m launch $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q
@@ -30,4 +42,4 @@ docs: setup
 	$(PY) tools/api_reference.py
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -8,13 +8,21 @@ the run folder is locked before Hydra writes into it.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from launch import exit_codes
 from launch.config.checks import check_config, check_devices, check_port_free, visible_devices
-from launch.config.compose import CONF_DIR, CommandLine, compose, job_config, sweep_points
+from launch.config.compose import (
+    CONF_DIR,
+    CommandLine,
+    compose,
+    job_config,
+    sweep_points,
+    swept_keys,
+)
 from launch.config.errors import ConfigError
 from launch.config.overrides import check_override_keys
 from launch.config.schema import GROUPS, TARGET_GROUPS
@@ -47,24 +55,29 @@ class Launch:
         self.line = CommandLine.parse(argv)
         self.argv = list(argv)
         self.folder: Any = None  # the RunFolder held for a single run
+        self.swept: set[str] = set()  # the keys a sweep varies (they name its runs)
 
     def prepare(self) -> None:
         """Every check before Hydra runs; lock the run folder of a single run."""
         from launch.job.folder import RunFolder
 
-        if self.line.other_flags:
-            return  # --help, --cfg, another config: Hydra first, the checks in run()
+        if self.line.other_flags:  # --help, --cfg, --info...: Hydra first, the checks in run()
+            if self.line.prints_config:  # a bad override is still one line, exit 2
+                compose(self.line.overrides, self.line.config_dir, self.line.config_name)
+            return
         if in_place_rank() is None:  # the ranks' forkserver imports torch while we check
             start_early(self.line.value("dist.start_method", "auto"))
         check_override_keys(self.line.overrides, GROUPS)
         overrides = self.line.overrides
         points = sweep_points(overrides) if self.line.multirun else [overrides]
-        composed = [compose(point) for point in points]
+        line = self.line
+        composed = [compose(point, line.config_dir, line.config_name) for point in points]
         jobs = [job_config(cfg) for cfg in composed]
         for job in jobs:
             check_config(job)
             self._check_placement(job)
         if self.line.multirun:
+            self.swept = swept_keys(overrides)
             for job in jobs:
                 check_job(job)
             return
@@ -119,10 +132,12 @@ class Launch:
         from hydra.core.hydra_config import HydraConfig
 
         from launch.job.folder import RunFolder
-        from launch.job.start import start
+        from launch.job.start import start, tensorboard_dir
 
         job = job_config(cfg)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+        cfg.tb_dir = str(tensorboard_dir(run_dir, HydraConfig.get(), self.swept))
+        cfg.sweep_keys = sorted(self.swept)
         folder = self.folder
         try:
             if folder is None:  # a sweep point, or a command Hydra parsed first
@@ -131,7 +146,8 @@ class Launch:
                 check_job(job)
                 if self._owns_folder(job):
                     folder = self._take(RunFolder(run_dir), job)
-            code = start(cfg, job, run_dir, folder, list(HydraConfig.get().overrides.task))
+            given = [*self.line.config_flags(), *HydraConfig.get().overrides.task]
+            code = start(cfg, job, run_dir, folder, given)
         except ConfigError as error:
             fail(str(error))
         finally:
@@ -139,6 +155,14 @@ class Launch:
                 folder.release()
         if code != exit_codes.DONE:
             sys.exit(code)
+
+
+def print_help(text: str) -> None:
+    """Print ``text``; a reader that stops early (``| head``) is no error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main() -> None:
@@ -149,6 +173,11 @@ def main() -> None:
 
     launch = Launch(sys.argv[1:])
     try:
+        if launch.line.help:
+            from launch.config.help import help_text
+
+            print_help(help_text(launch.line))
+            return
         launch.prepare()
         register()
         sys.argv = [sys.argv[0], *launch.argv]

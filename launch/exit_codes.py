@@ -7,7 +7,8 @@
 ``75``    stopped with a checkpoint saved (preempted, or a first Ctrl-C):
           run the printed command again to resume
 ``130``   interrupted without a checkpoint for this stop (a second Ctrl-C,
-          or a job that saves none: scripts, entrypoints, a hung job)
+          or a job that saves none: scripts, entrypoints, ranks hung when
+          the stop came)
 ========  ===================================================================
 """
 

@@ -30,6 +30,7 @@ from distengine.handlers.param_scheduler import (
 from distengine.handlers.preemption import EXIT_PREEMPTED, Preemption
 from distengine.handlers.progress_bar import ProgressBar
 from distengine.handlers.save_handler import BaseSaveHandler
+from distengine.handlers.telemetry import Telemetry
 from distengine.handlers.tensorboard_logger import TensorboardLogger, global_step_from_engine
 from distengine.handlers.terminate_on_nan import TerminateOnNan
 from distengine.handlers.time_limit import TimeLimit
@@ -55,6 +56,7 @@ __all__ = [
     "PiecewiseLinear",
     "ProgressBar",
     "ReduceLROnPlateauScheduler",
+    "Telemetry",
     "TensorboardLogger",
     "TerminateOnNan",
     "TimeLimit",

@@ -1,52 +1,108 @@
-"""A tqdm progress bar on rank 0, throttled so it costs nothing measurable per iteration."""
+"""A progress bar on rank 0, as PyTorch-Ignite's: tqdm on a terminal, plain lines elsewhere."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 
 from distengine.distributed import get_rank
 from distengine.engine import Engine, Events, observer
+from distengine.handlers import console
+
+#: PyTorch-Ignite's default ``bar_format`` (``None``: tqdm's own, with the rate).
+IGNITE_BAR_FORMAT = (
+    "{desc}[{n_fmt}/{total_fmt}] {percentage:3.0f}%|{bar}{postfix} [{elapsed}<{remaining}]"
+)
+#: Ignite's order of the events a bar may advance and close on.
+_ORDER = [
+    Events.STARTED,
+    Events.EPOCH_STARTED,
+    Events.ITERATION_STARTED,
+    Events.ITERATION_COMPLETED,
+    Events.EPOCH_COMPLETED,
+    Events.COMPLETED,
+]
 
 
-def _as_number(value: Any) -> Any:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    return value
+def _max_events(event: Any, engine: Engine) -> int | None:
+    """How many times ``event`` fires per bar: the epoch length or the number of epochs."""
+    base = getattr(event, "event", event)
+    if base in (Events.ITERATION_STARTED, Events.ITERATION_COMPLETED):
+        return engine.state.epoch_length
+    if base in (Events.EPOCH_STARTED, Events.EPOCH_COMPLETED):
+        return engine.state.max_epochs
+    return 1
+
+
+def _shown(name: str, value: Any) -> dict[str, Any]:
+    """A postfix entry: numbers, strings, 0-d tensors, and 1-d tensors as ``name_i``."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() == 1:
+            return {name: value.item()}
+        if value.dim() == 1:
+            return {f"{name}_{i}": v for i, v in enumerate(value.tolist())}
+    return {name: value}
 
 
 class ProgressBar:
     """Shows epoch, iteration, the output (e.g. the loss) and chosen metrics, on rank 0.
 
-    The bar is redrawn at most every ``mininterval`` seconds; between redraws
-    an iteration costs a counter increment and a clock read. Outputs and
-    metrics are read only at a redraw (tensors are read from the device
-    then), and reading them never runs a collective: values such as a
+    As PyTorch-Ignite's ``ProgressBar`` (same arguments, ``bar_format`` and
+    positions: after a full epoch the bar reads ``[100/100]`` whatever the
+    event's filter; attached to epoch events it counts epochs). How it is
+    drawn depends on where it writes (``file``, tqdm's default stderr):
+
+    - on a terminal, or under ``python -m launch`` run from a terminal: one
+      live line, redrawn at most every ``mininterval`` seconds;
+    - elsewhere (a pipe, a log file, CI, SLURM): a plain line every
+      ``line_interval_s`` seconds and, with ``persist=True``, one when the
+      bar closes; never redraws.
+
+    ``disable=None`` (a tqdm option) turns the bar off where nothing draws it
+    live (the second case). Between redraws an iteration costs a clock read;
+    outputs and metrics are read only when drawn (tensors from the device
+    then), never through a collective: values such as a
     :class:`~distengine.metrics.RunningAverage` are already agreed across
-    ranks when published. A run that is terminated closes its bar too.
-    With ``persist=False`` the bar is cleared at the end of each epoch, so
-    an evaluator's bar under the trainer's leaves no lines behind. Pass
-    ``disable=None`` (a tqdm option) to turn it off where stdout is no
-    terminal.
+    ranks. A run that is terminated closes its bar at its position. With
+    ``persist=False`` the bar is cleared when it closes (an evaluator's bar
+    under the trainer's leaves no line behind).
 
     Example::
 
-        ProgressBar().attach(trainer, metric_names="all",
-                             output_transform=lambda loss: {"loss": loss})
+        ProgressBar(persist=True).attach(trainer, metric_names="all",
+                                         output_transform=lambda loss: {"loss": loss})
         ProgressBar(desc="validation").attach(evaluator)
+        pbar.log_message("epoch done")   # a line above the bar, on the bar's file
     """
 
-    def __init__(self, persist: bool = False, mininterval: float = 0.1, **tqdm_kwargs: Any) -> None:
+    def __init__(
+        self,
+        persist: bool = False,
+        bar_format: str | None = IGNITE_BAR_FORMAT,
+        mininterval: float = 0.1,
+        line_interval_s: float = 30.0,
+        **tqdm_kwargs: Any,
+    ) -> None:
         self.persist = persist
+        self.bar_format = bar_format
         self.mininterval = mininterval
+        self.line_interval_s = line_interval_s
         self.tqdm_kwargs = tqdm_kwargs
         self.enabled = get_rank() == 0
-        self._bar = None
-        self._pending = 0
+        self._bar: Any = None
+        self._kind = "terminal"
         self._next_draw = 0.0
+        self._next_line = 0.0
+        self._fired = 0
+
+    @property
+    def file(self) -> TextIO:
+        """Where the bar writes: ``file=`` or tqdm's default, stderr."""
+        return self.tqdm_kwargs.get("file") or sys.stderr
 
     def attach(
         self,
@@ -55,17 +111,27 @@ class ProgressBar:
         output_transform: Callable[[Any], Any] | None = None,
         event_name: Any = Events.ITERATION_COMPLETED,
         closing_event_name: Any = Events.EPOCH_COMPLETED,
+        state_attributes: Sequence[str] | None = None,
     ) -> None:
-        """Advance on ``event_name``, close on ``closing_event_name``; rank 0 only."""
-        if (
-            metric_names is not None
-            and metric_names != "all"
-            and not isinstance(metric_names, (list, tuple))
-        ):
-            raise ValueError(f"metric_names must be None, 'all' or a list, got {metric_names!r}")
+        """Advance on ``event_name``, close on ``closing_event_name`` (unfiltered); rank 0 draws."""
+        if metric_names is not None and metric_names != "all":
+            if not isinstance(metric_names, (list, tuple)):
+                raise ValueError(
+                    f"metric_names must be None, 'all' or a list, got {metric_names!r}"
+                )
+        if getattr(closing_event_name, "filter", None) is not None:
+            raise ValueError("Closing Event should not be a filtered event")
+        start, end = getattr(event_name, "event", event_name), closing_event_name
+        if start in _ORDER and end in _ORDER and _ORDER.index(start) >= _ORDER.index(end):
+            raise ValueError(
+                f"Logging event {event_name} should be called before closing event {end}"
+            )
+        self.metric_names, self.output_transform = metric_names, output_transform
+        self.state_attributes = list(state_attributes or [])
+        self.event_name, self.closing_event_name = event_name, closing_event_name
+        self._counter = engine.state.counter_for(start)
         if not self.enabled:
             return
-        self.metric_names, self.output_transform = metric_names, output_transform
         engine.add_event_handler(event_name, self._advance)
         engine.add_event_handler(closing_event_name, self._close)
         engine.add_event_handler(
@@ -73,52 +139,110 @@ class ProgressBar:
         )
 
     def _advance(self, engine: Engine) -> None:
-        self._pending += 1
+        if self._counter is None:
+            self._fired += 1
         now = time.monotonic()
         if now < self._next_draw and self._bar is not None:
             return
         self._next_draw = now + self.mininterval
         if self._bar is None:
             self._open(engine)
-        self._bar.set_postfix(self._postfix(engine), refresh=False)
-        self._bar.update(self._pending)
-        self._pending = 0
+        self._draw(engine, now)
 
     def _open(self, engine: Engine) -> None:
-        from tqdm.auto import tqdm
+        self._kind = console.console_kind(self.file)
+        disable = self.tqdm_kwargs.get("disable", False)
+        if disable is None:
+            disable = self._kind == "lines"
+        kwargs = {"leave": self.persist, "dynamic_ncols": True, **self.tqdm_kwargs}
+        kwargs.update(disable=bool(disable), mininterval=self.mininterval)
+        kwargs["desc"] = f"{self._description(engine)}: "  # as set_description() writes it
+        if self._kind == "terminal":
+            from tqdm.auto import tqdm
+        else:
+            from tqdm import tqdm
 
+            kwargs.update(file=console.Sink(self.file), dynamic_ncols=False)
+            kwargs.setdefault("ncols", console.frame_width() if self._kind == "frames" else None)
+        total = _max_events(self.event_name, engine)
+        initial = self._position(engine, total)
+        self._bar = tqdm(total=total, initial=initial, bar_format=self.bar_format, **kwargs)
+        self._next_line = time.monotonic() + self.line_interval_s
+
+    def _position(self, engine: Engine, total: int | None) -> int:
+        """Ignite's: the event's counter within the bar (1 to ``total``)."""
+        step = getattr(engine.state, self._counter) if self._counter else self._fired
+        return (step - 1) % total + 1 if total and step else step
+
+    def _description(self, engine: Engine) -> str:
+        """``Epoch [2/10]``, ``Iteration`` (one epoch), or ``desc`` with the same suffix."""
         s = engine.state
-        desc = self.tqdm_kwargs.get("desc")
-        if desc is None:
-            desc = f"Epoch [{s.epoch}/{s.max_epochs}]" if (s.max_epochs or 0) > 1 else "Iterations"
-        kwargs = {"leave": self.persist, "dynamic_ncols": True, **self.tqdm_kwargs, "desc": desc}
-        done = (s.iteration - 1) % s.epoch_length if s.epoch_length else 0
-        self._bar = tqdm(total=s.epoch_length, initial=done, mininterval=self.mininterval, **kwargs)
+        desc = self.tqdm_kwargs.get("desc") or ("Iteration" if s.max_epochs == 1 else "Epoch")
+        closing = _max_events(self.closing_event_name, engine)
+        counter = s.counter_for(getattr(self.closing_event_name, "event", None))
+        if closing and closing > 1 and counter:
+            desc += f" [{getattr(s, counter)}/{closing}]"
+        return desc
+
+    def _draw(self, engine: Engine, now: float) -> None:
+        bar = self._bar
+        if bar.disable:
+            return
+        bar.set_description(self._description(engine), refresh=False)
+        bar.set_postfix(self._postfix(engine), refresh=False)
+        bar.update(self._position(engine, bar.total) - bar.n)
+        if self._kind == "frames":
+            console.write_frame(self.file, str(bar))
+        elif self._kind == "lines" and now >= self._next_line:
+            self._next_line = now + self.line_interval_s
+            console.write_line(self.file, str(bar))
 
     def _postfix(self, engine: Engine) -> dict[str, Any]:
         shown: dict[str, Any] = {}
         if self.output_transform is not None:
             out = self.output_transform(engine.state.output)
-            shown.update(out if isinstance(out, dict) else {"output": out})
+            for name, value in (out if isinstance(out, dict) else {"output": out}).items():
+                shown.update(_shown(name, value))
         metrics = engine.state.metrics
         names = metrics if self.metric_names == "all" else (self.metric_names or [])
-        shown.update({name: metrics[name] for name in names if name in metrics})
-        return {k: _as_number(v) for k, v in shown.items()}
+        for name in names:
+            if name in metrics:
+                shown.update(_shown(name, metrics[name]))
+        for name in self.state_attributes:
+            shown.update(_shown(name, getattr(engine.state, name, None)))
+        return shown
 
-    def _close(self, engine: Engine) -> None:
-        if self._bar is not None:
-            self._bar.set_postfix(self._postfix(engine), refresh=False)
-            self._bar.update(self._pending)
-            self._bar.close()
-        self._bar, self._pending = None, 0
+    def _close(self, engine: Engine, complete: bool = True) -> None:
+        """Draw the last state and close; at the closing event the bar is full (as Ignite's)."""
+        bar, self._bar = self._bar, None
+        if bar is None:
+            return
+        if not bar.disable:
+            end = bar.total if complete and bar.total else self._position(engine, bar.total)
+            bar.set_description(self._description(engine), refresh=False)
+            bar.set_postfix(self._postfix(engine), refresh=False)
+            bar.n = end
+            if self._kind != "terminal":
+                if self.persist:
+                    console.write_line(self.file, str(bar))
+                elif self._kind == "frames":
+                    console.clear_frame(self.file)
+        bar.close()
+        self._fired = 0
 
     @observer
     def _finish(self, engine: Engine, *error: Any) -> None:
-        self._close(engine)
+        self._close(engine, complete=False)
 
     def log_message(self, message: str) -> None:
-        """Print ``message`` above the bar (rank 0 only)."""
-        if self.enabled:
+        """Print ``message`` on its own line above the bar, on the bar's ``file`` (rank 0)."""
+        if not self.enabled:
+            return
+        if console.console_kind(self.file) == "terminal":
             from tqdm.auto import tqdm
 
-            tqdm.write(message)
+            tqdm.write(message, file=self.file)
+        else:
+            console.write_line(self.file, message)
+            if self._kind == "frames" and self._bar is not None and not self._bar.disable:
+                console.write_frame(self.file, str(self._bar))  # the bar comes back at once

@@ -167,29 +167,42 @@ class TensorboardLogger:
         hparams: dict[str, Any],
         metric_names: Sequence[str] | str = "all",
         metrics_from: Engine | None = None,
+        tag: str | None = None,
+        highlight: Sequence[str] = (),
     ) -> Any:
-        """When ``engine`` completes, log ``hparams`` with final metrics (the HPARAMS tab).
+        """Show ``hparams`` in the HPARAMS tab, with the run's own metric curves as its metrics.
 
-        ``metrics_from`` names another engine to read the metrics from, e.g.
-        the evaluator's when attached to the trainer.
+        The first time ``metrics_from`` (default: ``engine``) completes, the
+        HParams plugin's summaries are written into this run's event file:
+        the hyperparameters, and as metrics the scalar tags
+        ``<tag>/<metric>`` of ``metric_names`` that an output handler logs
+        (the plugin shows each one's last value). No scalar of its own is
+        written (``SummaryWriter.add_hparams`` would add ``hparam/*`` charts
+        and a second run). Values other than numbers and strings are shown
+        as strings. The table shows five hyperparameters at first: those named
+        in ``highlight`` (e.g. the ones a sweep varies) come first.
+
+        Example::
+
+            tb.attach_output_handler(evaluator, Events.COMPLETED, "validation",
+                                     metric_names="all",
+                                     global_step_transform=global_step_from_engine(trainer))
+            tb.attach_hparams(trainer, {"lr": 0.01, "batch_size": 64},
+                              metrics_from=evaluator, tag="validation")
         """
         source = metrics_from or engine
+        written: list[bool] = []
 
-        def log(engine: Engine, writer: Any, event: Any) -> None:
+        def log(_: Engine, writer: Any, event: Any) -> None:
+            if written:
+                return
             metrics = source.state.metrics
-            names = metrics if metric_names == "all" else metric_names
-            final = {
-                f"hparam/{n}": float(_scalar(metrics[n]))
-                for n in names
-                if n in metrics and _scalar(metrics[n]) is not None
-            }
-            clean = {
-                k: v if isinstance(v, (bool, str, numbers.Number)) else str(v)
-                for k, v in hparams.items()
-            }
-            writer.add_hparams(clean, final, run_name=".")
+            names = list(metrics) if metric_names == "all" else list(metric_names)
+            tags = [f"{tag}/{name}" if tag else name for name in names]
+            write_hparams(writer, hparams, tags, highlight)
+            written.append(True)
 
-        return self.attach(engine, log, Events.COMPLETED)
+        return self.attach(source, log, Events.COMPLETED)
 
     def close(self) -> None:
         """Flush and close the event file."""
@@ -225,6 +238,32 @@ def _norms(values: list[torch.Tensor], writes: bool) -> list[float]:
         for i, total in zip(indices, stacked):
             squares[i] = total
     return [float(s.sqrt()) if s is not None else 0.0 for s in squares]
+
+
+def write_hparams(
+    writer: Any, hparams: dict[str, Any], metric_tags: Sequence[str], highlight: Sequence[str] = ()
+) -> None:
+    """Write the HParams plugin's experiment and session into ``writer``'s own event file.
+
+    The names in ``highlight`` are marked as differing between runs (the
+    plugin lists those first).
+    """
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+    clean = {  # booleans as "True"/"False" (the plugin would show them as 1 and 0)
+        k: v if isinstance(v, (str, numbers.Number)) and not isinstance(v, bool) else str(v)
+        for k, v in hparams.items()
+    }
+    experiment, start, end = hparams_summaries(clean, dict.fromkeys(metric_tags, 0.0))
+    if highlight:
+        metadata = experiment.value[0].metadata.plugin_data
+        data = HParamsPluginData.FromString(metadata.content)
+        for info in data.experiment.hparam_infos:
+            info.differs = info.name in highlight
+        metadata.content = data.SerializeToString()
+    for summary in (experiment, start, end):
+        writer._get_file_writer().add_summary(summary)
 
 
 def _scalar(value: Any) -> float | None:

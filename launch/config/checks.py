@@ -23,6 +23,7 @@ BACKENDS = ("auto", "gloo", "nccl")
 RESUME = ("auto", "never")
 STRATEGIES = ("ddp", "fsdp")
 PRECISIONS = ("fp32", "bf16", "fp16")
+CONSOLES = ("rank0", "all")
 SEED_RANGE = (0, 2**32 - 1)  # numpy's seeds; torch and random accept these too
 
 
@@ -72,6 +73,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dist.shutdown_grace_s": (non_negative_number, "0 or more seconds"),
     "dist.start_method": (one_of(*START_METHODS), f"one of {', '.join(START_METHODS)}"),
     "dist.strategy": (one_of(*STRATEGIES), f"one of {', '.join(STRATEGIES)}"),
+    "dist.console": (one_of(*CONSOLES), f"one of {', '.join(CONSOLES)}"),
     "checkpoint.resume": (one_of(*RESUME), f"one of {', '.join(RESUME)}"),
     "checkpoint.n_saved": (positive_int, "a positive int"),
     "checkpoint.every_iters": (non_negative_int, "0 (only at epoch ends) or a positive int"),

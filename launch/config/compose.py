@@ -15,26 +15,80 @@ from typing import Any
 
 from launch.config.errors import ConfigError
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+def _conf_dir() -> Path:
+    """The launcher's own configs: ``launch/conf`` when installed (a wheel), else ``conf/``."""
+    here = Path(__file__).resolve()
+    installed = here.parents[1] / "conf"
+    return installed if installed.is_dir() else here.parents[2] / "conf"
+
+
+CONF_DIR = str(_conf_dir())
 MULTIRUN_FLAGS = ("-m", "--multirun")
+#: Hydra's flags that take a value; the launcher reads the config folder and name.
+VALUE_FLAGS = {
+    "--config-dir": "config_dir",
+    "-cd": "config_dir",
+    "--config-name": "config_name",
+    "-cn": "config_name",
+    "--config-path": "",
+    "-cp": "",
+    "--cfg": "",
+    "-c": "",
+    "--package": "",
+    "-p": "",
+}
 
 
 @dataclass
 class CommandLine:
-    """The command line split into Hydra overrides and flags."""
+    """The command line split into Hydra overrides and flags.
+
+    ``--config-dir DIR`` (a user's folder of configs, searched after the
+    launcher's own) and ``--config-name NAME`` (the primary config) are read
+    here and also left to Hydra; other flags (``--cfg``, ``--hydra-help``...)
+    only Hydra handles.
+    """
 
     overrides: list[str]
     multirun: bool
-    other_flags: bool  # --help, --cfg, --config-name...: Hydra handles those itself
+    other_flags: bool  # --cfg, --info, --hydra-help...: Hydra handles those itself
+    config_dir: str | None = None
+    config_name: str = "config"
+    help: bool = False
+    prints_config: bool = False  # --cfg job|hydra|all: Hydra prints the config and exits
 
     @classmethod
     def parse(cls, argv: list[str]) -> CommandLine:
-        flags = [a for a in argv if a.startswith("-")]
-        return cls(
-            overrides=[a for a in argv if not a.startswith("-")],
-            multirun=any(f in MULTIRUN_FLAGS for f in flags),
-            other_flags=any(f not in MULTIRUN_FLAGS for f in flags),
-        )
+        line = cls(overrides=[], multirun=False, other_flags=False)
+        args = iter(argv)
+        for arg in args:
+            flag, given, value = arg.partition("=")
+            if not arg.startswith("-"):
+                line.overrides.append(arg)
+            elif arg in MULTIRUN_FLAGS:
+                line.multirun = True
+            elif arg in ("-h", "--help"):
+                line.help = True
+            elif flag in VALUE_FLAGS:
+                value = value if given else next(args, "")
+                if VALUE_FLAGS[flag]:
+                    setattr(line, VALUE_FLAGS[flag], value)
+                else:
+                    line.other_flags = True
+                    line.prints_config |= flag in ("--cfg", "-c")
+            else:
+                line.other_flags = True
+        return line
+
+    def config_flags(self) -> list[str]:
+        """``--config-dir <absolute DIR>`` and ``--config-name NAME`` as given (for a resume)."""
+        flags = []
+        if self.config_dir is not None:
+            flags += ["--config-dir", str(Path(self.config_dir).expanduser().resolve())]
+        if self.config_name != "config":
+            flags += ["--config-name", self.config_name]
+        return flags
 
     def gives(self, key: str) -> bool:
         """Whether an override sets ``key`` (``hydra.run.dir``)."""
@@ -59,6 +113,14 @@ def sweep_points(overrides: list[str]) -> list[list[str]]:
     return points
 
 
+def swept_keys(overrides: list[str]) -> set[str]:
+    """The keys a multirun sweeps (``optim.lr=0.1,0.01`` sweeps ``optim.lr``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = _parse(OverridesParser.create(), overrides)
+    return {o.get_key_element() for o in parsed if o.is_sweep_override()}
+
+
 def _parse(parser: Any, overrides: list[str]) -> list[Any]:
     from hydra.errors import OverrideParseException
 
@@ -78,8 +140,22 @@ def _with_value(override: Any, value: str) -> str:
     return f"{override.get_key_element()}={value}"
 
 
-def compose(overrides: list[str]) -> Any:
-    """The composed config (with its ``hydra`` node), or a one-line ConfigError."""
+def search_path(config_dir: str | None) -> list[str]:
+    """The override that adds a user's config folder, as Hydra's ``--config-dir`` does."""
+    if config_dir is None:
+        return []
+    folder = Path(config_dir).expanduser().resolve()
+    if not folder.is_dir():
+        raise ConfigError(f"--config-dir {config_dir}: no such folder")
+    return [f"hydra.searchpath=[file://{folder}]"]
+
+
+def compose(overrides: list[str], config_dir: str | None = None, name: str = "config") -> Any:
+    """The composed config (with its ``hydra`` node), or a one-line ConfigError.
+
+    ``config_dir``: a user's folder of configs, searched after the launcher's
+    own (``--config-dir``); ``name``: the primary config (``--config-name``).
+    """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
@@ -87,9 +163,10 @@ def compose(overrides: list[str]) -> Any:
     from launch.config.schema import register
 
     register()
+    extra = search_path(config_dir)
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+            cfg = hydra_compose(name, overrides=[*overrides, *extra], return_hydra_config=True)
         for key in cfg:  # interpolation errors surface here (hydra's own node is Hydra's)
             value = cfg[key] if key != "hydra" else None
             if OmegaConf.is_config(value):
@@ -111,7 +188,7 @@ def explain(error: BaseException) -> str:
         if group:
             options = ", ".join(error.options or []) or "none"
             return f"{group}={option}: no such option; {group} accepts {options}"
-        return f"no config named {option!r} in {CONF_DIR}"
+        return f"no config named {option!r} in {CONF_DIR} (or a --config-dir)"
     mark = getattr(cause, "problem_mark", None)
     if mark is not None:
         return (

@@ -24,6 +24,7 @@ class DistConfig:
     shutdown_grace_s: float = 60.0
     start_method: str = "auto"
     strategy: str = "ddp"
+    console: str = "rank0"
 
 
 @dataclass
@@ -62,9 +63,10 @@ class TrainerConfig:
 class Config:
     """The whole config; ``model``, ``data`` and ``optim`` are Hydra ``_target_`` nodes.
 
-    ``run_dir``, ``run_id`` and ``job_id`` are set by the launcher: the run
-    folder, the identity of the run (the lineage its checkpoints belong to)
-    and of this launch.
+    ``run_dir``, ``run_id``, ``job_id``, ``tb_dir`` and ``sweep_keys`` are
+    set by the launcher: the run folder, the identity of the run (the lineage
+    its checkpoints belong to), of this launch, where its TensorBoard event
+    files go, and the keys its sweep varies (none for a single run).
     """
 
     dist: DistConfig = field(default_factory=DistConfig)
@@ -77,6 +79,8 @@ class Config:
     run_dir: Optional[str] = None  # noqa: UP045
     run_id: Optional[str] = None  # noqa: UP045
     job_id: Optional[str] = None  # noqa: UP045
+    tb_dir: Optional[str] = None  # noqa: UP045
+    sweep_keys: list[str] = field(default_factory=list)
 
 
 #: The groups whose keys are fixed, for error messages that list them.
@@ -91,7 +95,7 @@ GROUPS = {
 TARGET_GROUPS = ("model", "data", "optim")
 
 #: Keys the launcher sets; an override of them is refused.
-SET_BY_LAUNCHER = ("run_dir", "run_id", "job_id")
+SET_BY_LAUNCHER = ("run_dir", "run_id", "job_id", "tb_dir", "sweep_keys")
 
 
 def register() -> None:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch.distributed.elastic.multiprocessing import Std
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from torch.distributed.run import determine_local_world_size
@@ -26,9 +25,11 @@ from torch.distributed.run import determine_local_world_size
 from launch import exit_codes
 from launch.job import forkserver, rendezvous
 from launch.job.attempts import FirstFailures, JobLogs, print_restart, what_failed
+from launch.job.console import Console
 from launch.job.folder import RunFolder
 from launch.job.outcome import Outcome, after_failure, after_stop
 from launch.job.signals import AGENT_SIGNALS, StopSignals
+from launch.job.streams import Follower
 
 
 @dataclass
@@ -146,8 +147,10 @@ def _entrypoint(method: str, config_path: Path) -> tuple[Any, list[str]]:
 class _Attempts:
     """What the launcher does as each attempt starts (see :class:`JobLogs`)."""
 
-    def __init__(self, job: Job, deadline: rendezvous.Deadline, offset: int) -> None:
-        self.job, self.deadline, self.offset = job, deadline, offset
+    def __init__(
+        self, job: Job, deadline: rendezvous.Deadline, offset: int, console: Console
+    ) -> None:
+        self.job, self.deadline, self.offset, self.console = job, deadline, offset, console
         self.failures = FirstFailures()
         self.previous: Path | None = None
         self.stops: StopSignals | None = None
@@ -165,7 +168,8 @@ class _Attempts:
             newest = self.job.folder.newest_checkpoint(self.job.cfg.run_id)
             if newest is not None:
                 then += f" (newest: {newest[0]}, iteration {newest[1]})"
-            print_restart(attempt, self.job.cfg.dist.max_restarts, what, then)
+            say = lambda line: self.console.line(line, err=True)  # noqa: E731
+            print_restart(attempt, self.job.cfg.dist.max_restarts, what, then, say)
             self.failures.last = None
         self.previous = folder
 
@@ -197,9 +201,11 @@ def run_job(job: Job) -> Outcome:
         log_dir / "rendezvous.log",
     )
     offset = cfg.dist.node_rank * nproc
-    attempts = _Attempts(job, deadline, offset)
-    tee = {0: Std.ALL} if cfg.dist.node_rank == 0 else {}
-    logs = JobLogs(log_dir, tee, attempts)
+    console = Console(sys.stdout, sys.stderr)
+    os.environ.update(console.environment())  # how the ranks draw their progress bars
+    follower = Follower(console, log_dir, everything=cfg.dist.console == "all")
+    attempts = _Attempts(job, deadline, offset, console)
+    logs = JobLogs(log_dir, attempts, follower.attempt)
     config = launch_config(cfg, nproc, port, logs)
     entrypoint, args = _entrypoint(config.start_method, job.config_path)
     quiet_agent()
@@ -210,7 +216,8 @@ def run_job(job: Job) -> Outcome:
         if job.kind == "recipe"
         else f"Ctrl-C: sent SIGINT to the ranks of the {job.kind} (Ctrl-C again stops them at once)"
     )
-    with StopSignals(first, float(cfg.dist.shutdown_grace_s)) as stops:
+    say = lambda line: console.line(line, err=True)  # noqa: E731
+    with StopSignals(first, float(cfg.dist.shutdown_grace_s), say) as stops:
         attempts.stops = stops
         deadline.start()
         try:
@@ -236,6 +243,7 @@ def run_job(job: Job) -> Outcome:
             )
         finally:
             deadline.met()
+            follower.close()
     if stops.first is not None:
         return Outcome(exit_codes.DONE, f"note: {stops.first} came after the ranks finished")
     return Outcome(exit_codes.DONE)

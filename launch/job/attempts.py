@@ -3,9 +3,12 @@
 torch's agent creates ``<logs>/<run id>_<random>/attempt_<n>/<local rank>/``
 for every attempt through its ``LogsSpecs``; :class:`JobLogs` remembers the
 folders of this job (the failure summary reads them, not the newest folder
-on disk). The agent restarts the ranks on its own; its log record of the
-first failure gives the exit code, and ``reify`` (called as each attempt
-starts) is where the launcher says what happened.
+on disk) and hands each attempt's files to the launcher's
+:class:`~launch.job.streams.Follower` (the console and ``logs/rank<N>.log``;
+torch's own line-by-line ``tee`` is not used). The agent restarts the ranks
+on its own; its log record of the first failure gives the exit code, and
+``reify`` (called as each attempt starts) is where the launcher says what
+happened.
 """
 
 from __future__ import annotations
@@ -53,22 +56,31 @@ class JobLogs(DefaultLogsSpecs):
 
     ``on_attempt(attempt, folder)`` runs as each attempt starts (after the
     rendezvous), before its ranks do; an exception raised there ends the job.
+    ``follow(attempt, {global rank: (stdout file, stderr file)})`` runs just
+    before it (the previous attempt's output is shown first).
     """
 
     def __init__(
         self,
         log_dir: Path,
-        tee: dict[int, Std],
         on_attempt: Callable[[int, Path], None],
+        follow: Callable[[int, dict[int, tuple[str, str]]], None] | None = None,
     ) -> None:
-        super().__init__(log_dir=str(log_dir), redirects=Std.ALL, tee=tee)
+        super().__init__(log_dir=str(log_dir), redirects=Std.ALL, tee={})
         self.attempts: list[Path] = []
         self._on_attempt = on_attempt
+        self._follow = follow
 
     def reify(self, envs: dict[int, dict[str, str]]) -> LogsDest:
         dest = super().reify(envs)
         folder = Path(next(iter(dest.error_files.values()))).parent.parent
         attempt = int(next(iter(envs.values())).get("TORCHELASTIC_RESTART_COUNT", 0))
+        if self._follow is not None:
+            files = {
+                int(env["RANK"]): (str(dest.stdouts[local]), str(dest.stderrs[local]))
+                for local, env in envs.items()
+            }
+            self._follow(attempt, files)
         self._on_attempt(attempt, folder)
         self.attempts.append(folder)
         return dest
@@ -85,6 +97,16 @@ def what_failed(folder: Path, failure: tuple[int, int, int] | None, offset: int)
     return culprit[0] if culprit else "a rank failed"
 
 
-def print_restart(attempt: int, max_restarts: int, what: str, resumes: str) -> None:
-    """``restart 1 of 2: rank 1 (local rank 1) was killed by SIGKILL; ...``"""
-    print(f"restart {attempt} of {max_restarts}: {what}; {resumes}", file=sys.stderr, flush=True)
+def print_restart(
+    attempt: int,
+    max_restarts: int,
+    what: str,
+    resumes: str,
+    say: Callable[[str], None] | None = None,
+) -> None:
+    """``restart 1 of 2: rank 1 (local rank 1) was killed by SIGKILL; ...`` (on stderr)."""
+    line = f"restart {attempt} of {max_restarts}: {what}; {resumes}"
+    if say is not None:
+        say(line)
+    else:
+        print(line, file=sys.stderr, flush=True)

@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,11 @@ def rank_pids() -> list[int]:
     return found
 
 
+def _say(line: str) -> None:
+    """A message on its own line (after the ``^C`` a terminal echoes)."""
+    print(f"\n{line}", file=sys.stderr, flush=True)
+
+
 def _send(pids: list[int], signum: int) -> None:
     for pid in pids:
         try:
@@ -76,9 +82,12 @@ class StopSignals:
         if stops.first: ...          # "SIGINT" or "SIGTERM": a stop was asked for
     """
 
-    def __init__(self, first_message: str, grace_s: float) -> None:
+    def __init__(
+        self, first_message: str, grace_s: float, say: Callable[[str], None] | None = None
+    ) -> None:
         self.first_message = first_message
         self.grace_s = grace_s
+        self.say = say or _say
         self.first: str | None = None
         self.interrupts = 0
         self._previous: dict[int, Any] = {}
@@ -115,7 +124,7 @@ class StopSignals:
         if first:
             self.first = name
             if signum == signal.SIGINT:
-                print(f"\n{self.first_message}", file=sys.stderr, flush=True)
+                self.say(self.first_message)
             _send(rank_pids(), signum)
             self._kill_later(self.grace_s)
             return
@@ -125,11 +134,9 @@ class StopSignals:
         if self.interrupts > at_once:
             _send(rank_pids(), signal.SIGKILL)
             return
-        print(
-            "\nsecond Ctrl-C: stopping the ranks at once, without a checkpoint "
-            f"(they are killed if still running in {AT_ONCE_S:.0f} s)",
-            file=sys.stderr,
-            flush=True,
+        self.say(
+            "second Ctrl-C: stopping the ranks at once, without a checkpoint "
+            f"(they are killed if still running in {AT_ONCE_S:.0f} s)"
         )
         _send(rank_pids(), signal.SIGINT)
         self._kill_later(AT_ONCE_S)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,31 @@ from typing import Any
 from launch import exit_codes
 from launch.job.folder import RunFolder, os_error
 from launch.rank.inplace import in_place_rank
+
+
+def tensorboard_dir(run_dir: Path, hydra: Any, swept: set[str] | frozenset = frozenset()) -> Path:
+    """``<run>/tb/<run folder's name>``; in a sweep ``<sweep>/tb/<the job's swept values>``.
+
+    TensorBoard names a run by its folder under ``--logdir``: the run's own
+    name, or in a sweep ``optim.lr=0.1`` (so one ``--logdir`` compares them).
+    """
+    from hydra.types import RunMode
+
+    if hydra.mode == RunMode.MULTIRUN:
+        values = [o for o in hydra.overrides.task if o.lstrip("+~").split("=", 1)[0] in swept]
+        label = ",".join(sorted(values)) or hydra.job.override_dirname or str(hydra.job.num)
+        return Path(hydra.sweep.dir) / "tb" / label
+    return run_dir / "tb" / run_dir.name
+
+
+def tensorboard_command() -> str:
+    """How to start TensorBoard from here: ``tensorboard`` if on PATH, else its full path."""
+    if shutil.which("tensorboard"):
+        return "tensorboard"
+    beside = Path(sys.executable).parent / "tensorboard"
+    if beside.exists():
+        return str(beside)
+    return f"{sys.executable} -m tensorboard.main"
 
 
 def world_size(job: dict[str, Any]) -> int:
@@ -72,9 +98,10 @@ def _start_agent(
 
 def report(cfg: Any, run_dir: Path) -> None:
     """Where a finished job's outputs are."""
-    print(f"\nRun folder: {run_dir}")
+    print(f"Run folder: {run_dir}")
     if not cfg.task.script and not cfg.task.entrypoint:
         print(f"  checkpoints: {run_dir / 'checkpoints'}")
         print(f"  metrics:     {run_dir / 'metrics.json'}")
-        print(f"  TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
-    print(f"  rank logs:   {run_dir / 'logs'}")
+        logdir = Path(cfg.tb_dir).parent if cfg.get("tb_dir") else run_dir / "tb"
+        print(f"  TensorBoard: {tensorboard_command()} --logdir {logdir}")
+    print(f"  rank logs:   {run_dir / 'logs'} (rank<N>.log)")

@@ -32,6 +32,7 @@ def main(config_path: str) -> Any:
     process.die_with_parent()
     process.leave_terminal_group()
     process.reset_signals()
+    process.line_buffered()
     process.set_threads()
     process.dump_stacks_on_sigterm()
     return run(OmegaConf.load(config_path))

@@ -6,6 +6,7 @@ import ctypes
 import faulthandler
 import os
 import signal
+import sys
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -55,6 +56,18 @@ def finished_signals() -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def line_buffered() -> None:
+    """Each line a rank prints reaches its log file (and the console) when printed.
+
+    A forked rank keeps the launcher's ``sys.stdout``, block-buffered when
+    the launcher's output is no terminal.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(line_buffering=True)
 
 
 def set_threads() -> None:

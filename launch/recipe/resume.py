@@ -65,19 +65,25 @@ def choose(folder: Path, run_id: str, moved: list[Path]) -> tuple[Path, dict[str
 
 
 def resume(cfg: Any, to_load: dict[str, Any], trainer: Any) -> Path | None:
-    """Load this run's newest checkpoint into ``to_load`` on every rank; its path, or None."""
+    """Load this run's newest checkpoint into ``to_load`` on every rank; its path, or None.
+
+    Rank 0 says which: ``resumed from <file> (iteration N)``, or that the run
+    starts at iteration 0 and why.
+    """
     if not wants_resume(cfg):
+        _say("checkpoint.resume=never: starting at iteration 0")
         return None
     folder, moved = Path(cfg.run_dir) / "checkpoints", []
     found = choose(folder, cfg.run_id, moved) if idist.get_rank() == 0 else None
     path = idist.broadcast(str(found[0]) if found else None, src=0)
     if path is None:
         if moved:
-            print(
+            _say(
                 f"no valid checkpoint of this run is left in {folder} ({len(moved)} corrupt, "
-                f"set aside in {folder / CORRUPT_FOLDER}): training starts from iteration 0",
-                flush=True,
+                f"set aside in {folder / CORRUPT_FOLDER}): training starts from iteration 0"
             )
+        else:
+            _say(f"no checkpoint of this run in {folder}: starting at iteration 0")
         return None
     state = found[1] if found else open_checkpoint(Path(path))
     Checkpoint.load_objects({"run": to_load["run"]}, state)  # refuses a mismatched run first
@@ -88,6 +94,11 @@ def resume(cfg: Any, to_load: dict[str, Any], trainer: Any) -> Path | None:
         said = f"attempt {attempt + 1} (restart {attempt}) " if attempt else ""
         print(f"{said}resumed from {path} (iteration {trainer.state.iteration})", flush=True)
     return Path(path)
+
+
+def _say(line: str) -> None:
+    if idist.get_rank() == 0:
+        print(line, flush=True)
 
 
 def check_same_iteration(iteration: int, path: str) -> None:

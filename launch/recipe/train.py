@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from pathlib import Path
@@ -20,11 +19,10 @@ from distengine.handlers import (
     HangWatchdog,
     Preemption,
     ProgressBar,
-    TensorboardLogger,
-    global_step_from_engine,
 )
 from distengine.metrics import Accuracy, Fbeta, Loss, RunningAverage
 from launch import exit_codes
+from launch.recipe.reporting import History, log_to_tensorboard
 from launch.recipe.resume import resume
 from launch.recipe.run_info import RunInfo
 from launch.recipe.speed import amp_options, compile_model
@@ -41,46 +39,12 @@ def _loaders(cfg: Any):
     return train, val
 
 
-def _write_summary(run_dir: Path, trainer: Any, evaluator: Any) -> None:
-    if idist.get_rank() != 0:
-        return
-    summary = {
-        "epoch": trainer.state.epoch,
-        "iteration": trainer.state.iteration,
-        "world_size": idist.get_world_size(),
-        "validation": {k: float(v) for k, v in evaluator.state.metrics.items()},
-    }
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-
-
 def _guard(cfg: Any, trainer: Any, evaluator: Any, checkpoint: Checkpoint) -> None:
     """Hang detection on both engines; a checkpoint then a stop on SIGTERM or Ctrl-C (C5)."""
     watchdog = HangWatchdog(float(cfg.dist.timeout_s))
     watchdog.attach(trainer)
     watchdog.attach(evaluator, final=False)
     Preemption(on_stop=checkpoint, signals=(signal.SIGTERM, signal.SIGINT)).attach(trainer)
-
-
-def _log_to_tensorboard(cfg: Any, trainer: Any, evaluator: Any, optimizer: Any) -> Any:
-    """Training loss, validation metrics (on the trainer's steps), lr and hparams."""
-    tb = TensorboardLogger(Path(cfg.run_dir) / "tb")
-    every = Events.ITERATION_COMPLETED(every=int(cfg.trainer.log_every))
-    tb.attach_output_handler(trainer, every, "train", metric_names=["loss"])
-    tb.attach_output_handler(
-        evaluator,
-        Events.COMPLETED,
-        "validation",
-        metric_names="all",
-        global_step_transform=global_step_from_engine(trainer),
-    )
-    tb.attach_opt_params_handler(trainer, Events.EPOCH_STARTED, optimizer)
-    hparams = {
-        "lr": float(cfg.optim.lr),
-        "batch_size": int(cfg.data.batch_size),
-        "world_size": idist.get_world_size(),
-    }
-    tb.attach_hparams(trainer, hparams, metrics_from=evaluator)
-    return tb
 
 
 def _checkpointing(cfg: Any, trainer: Any, to_save: dict) -> Checkpoint:
@@ -103,13 +67,14 @@ def _checkpointing(cfg: Any, trainer: Any, to_save: dict) -> Checkpoint:
     return checkpoint
 
 
-def _validation(cfg: Any, trainer: Any, evaluator: Any, val_loader: Any) -> Any:
+def _validation(cfg: Any, trainer: Any, evaluator: Any, val_loader: Any, history: History) -> Any:
     """Validate every ``validate_every`` epochs and after the last; rank 0 prints the metrics."""
     every, last = int(cfg.trainer.validate_every), int(cfg.trainer.max_epochs)
 
     @trainer.on(Events.EPOCH_COMPLETED(event_filter=lambda _, ep: ep % every == 0 or ep == last))
     def validate(engine: Any) -> None:
         evaluator.run(val_loader)
+        history.add(engine, evaluator)
         if idist.get_rank() == 0:
             shown = "  ".join(f"{k}={v:.4f}" for k, v in evaluator.state.metrics.items())
             print(f"epoch {engine.state.epoch}  validation  {shown}", flush=True)
@@ -124,7 +89,11 @@ def _engines(cfg: Any, model: Any, optimizer: Any) -> tuple[Any, Any]:
     trainer = create_supervised_trainer(model, optimizer, loss_fn, device=device, **amp)
     metrics = {"accuracy": Accuracy(), "loss": Loss(loss_fn), "f1": Fbeta(num_classes=10)}
     evaluator = create_supervised_evaluator(model, metrics, device=device, **amp)
-    RunningAverage(output_transform=lambda loss: loss, alpha=0.9).attach(trainer, "loss")
+    # agreed every log_every iterations: the bar and TensorBoard show the current loss
+    every = int(cfg.trainer.log_every)
+    RunningAverage(output_transform=lambda loss: loss, alpha=0.9, every=every).attach(
+        trainer, "loss"
+    )
     if cfg.trainer.progress_bar:
         ProgressBar(persist=True, file=sys.stdout).attach(trainer, metric_names=["loss"])
     return trainer, evaluator
@@ -185,12 +154,14 @@ def train(cfg: Any) -> dict[str, float]:
     optimizer = idist.auto_optim(instantiate(cfg.optim)(model.parameters()))
     train_loader, val_loader = _loaders(cfg)
     trainer, evaluator = _engines(cfg, model, optimizer)
-    validate = _validation(cfg, trainer, evaluator, val_loader)
-    tb = _log_to_tensorboard(cfg, trainer, evaluator, optimizer)
+    tb = log_to_tensorboard(cfg, trainer, evaluator, optimizer)  # first: its clock sees the loop
+    history = History(cfg.run_dir)
+    validate = _validation(cfg, trainer, evaluator, val_loader, history)
     to_save = {"model": model, "optimizer": optimizer, "trainer": trainer, "run": RunInfo(cfg)}
     checkpoint = _checkpointing(cfg, trainer, to_save)
     _guard(cfg, trainer, evaluator, checkpoint)
     resumed = resume(cfg, to_save, trainer)
+    history.resumed(trainer.state.iteration)
     last = int(cfg.trainer.max_epochs)
     try:
         if trainer.is_done(max_epochs=last):
@@ -206,5 +177,4 @@ def train(cfg: Any) -> dict[str, float]:
         tb.close()
     if getattr(trainer.state, "preempted", False):
         _stop(cfg, trainer, checkpoint, resumed)
-    _write_summary(Path(cfg.run_dir), trainer, evaluator)
     return dict(evaluator.state.metrics)

@@ -1,6 +1,5 @@
 """Schedulers, Timer, ProgressBar behaviour and argument errors on one process."""
 
-import io
 import time
 
 import pytest
@@ -13,7 +12,6 @@ from distengine.handlers import (
     EarlyStopping,
     LRScheduler,
     PiecewiseLinear,
-    ProgressBar,
     TimeLimit,
     Timer,
     create_lr_scheduler_with_warmup,
@@ -86,25 +84,6 @@ def test_timer_average_per_iteration():
     assert 0.009 < timer.value() < 0.05 and timer.step_count == 5
 
 
-def test_progress_bar_is_throttled_and_closes_each_epoch():
-    out = io.StringIO()
-    engine = Engine(lambda e, b: torch.tensor(0.5))
-    bar = ProgressBar(persist=True, file=out, mininterval=60.0)
-    bar.attach(engine, output_transform=lambda loss: {"loss": loss})
-    engine.run(range(1000), max_epochs=2)
-    text = out.getvalue()
-    assert text.count("Epoch [2/2]") >= 1 and "1000/1000" in text and "loss=0.5" in text
-    assert len(text) < 2000  # a handful of redraws, not 2000
-
-
-def test_progress_bar_without_persist_clears_itself():
-    out = io.StringIO()
-    engine = Engine(lambda e, b: b)
-    ProgressBar(file=out, mininterval=0.0).attach(engine)
-    engine.run(range(3))
-    assert out.getvalue().endswith("\r")  # cleared: an evaluator's bar leaves no line
-
-
 def test_handler_argument_errors():
     trainer = Engine(lambda e, b: b)
     with pytest.raises(ValueError, match="patience must be an int >= 1, got 0"):
@@ -113,8 +92,6 @@ def test_handler_argument_errors():
         EarlyStopping(1, lambda e: 0.0, trainer, mode="best")
     with pytest.raises(ValueError, match="limit_sec must be a positive number"):
         TimeLimit(0)
-    with pytest.raises(ValueError, match="metric_names must be None, 'all' or a list"):
-        ProgressBar().attach(trainer, metric_names="loss")
 
 
 def test_early_stopping_min_mode_and_state():

@@ -8,6 +8,13 @@ from tests.launcher.weights import SHORT, final_weights
 
 
 @pytest.fixture(scope="session")
+def default_job(tmp_path_factory):
+    """The default job, its output to pipes (as in CI): (run folder, CompletedProcess)."""
+    run_dir = tmp_path_factory.mktemp("default_job")
+    return run_dir, launch(f"hydra.run.dir={run_dir}", check=True)
+
+
+@pytest.fixture(scope="session")
 def uninterrupted(tmp_path_factory):
     """The final weights of a 4-epoch run that nothing interrupted."""
     run_dir = tmp_path_factory.mktemp("uninterrupted")

@@ -258,3 +258,28 @@ def train_with_a_full_disk(cfg) -> None:
 
     os.fdopen = full
     recipe.train(cfg)
+
+
+def _same_warning() -> None:
+    import warnings
+
+    warnings.warn("the same on every rank", UserWarning, stacklevel=1)
+
+
+def warn_and_print(cfg) -> None:
+    """Each rank prints and warns (rank 0 first); rank 1 logs an error and a caught traceback."""
+    import sys
+    import traceback
+
+    rank = idist.get_rank()
+    print(f"hello from rank {rank}", flush=True)
+    for turn in range(idist.get_world_size()):
+        if rank == turn:
+            _same_warning()
+        idist.barrier()
+    if rank == 1:
+        print("rank 1 ERROR: the disk is full", file=sys.stderr, flush=True)
+        try:
+            {}["caught"]
+        except KeyError:
+            traceback.print_exc()
