@@ -109,4 +109,4 @@ def test_help_lists_every_key_on_one_line(installed, tmp_path):
             assert len(found) == 1, f"{group}.{field.name}: {found}"
     for key in ("model.hidden=128", "data.batch_size=64", "optim.lr=0.003"):
         assert any(line.strip().startswith(key) for line in lines), key
-    assert "model=mlp (options: cnn, mlp)" in text and "--config-dir DIR" in text
+    assert "model=mlp (options: cnn, mlp, transformer)" in text and "--config-dir DIR" in text

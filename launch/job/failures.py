@@ -162,9 +162,14 @@ def stray_ranks(attempt: Path, global_offset: int, frames: int = 5) -> list[str]
 
 
 def _silent(failures: dict[int, Any], attempt: Path, offset: int, blame: bool) -> list[str]:
-    """Ranks that died without an exception; with ``blame`` also those the agent did not stop."""
+    """Ranks that died without an exception; with ``blame`` also those the agent did not stop.
+
+    The rank the agent saw fail first leads: another rank without a record may
+    be one the agent stopped while it was still writing its error.
+    """
+    dirs = sorted(rank_dirs(attempt), key=lambda d: (int(d.name) not in failures, int(d.name)))
     lines = []
-    for rank_dir in rank_dirs(attempt):
+    for rank_dir in dirs:
         local = int(rank_dir.name)
         if (rank_dir / "error.json").exists() or finished(rank_dir):
             continue

@@ -99,6 +99,23 @@ class Highlights:
         return False
 
 
+class StackDump:
+    """The lines of a faulthandler stack dump (``Current thread 0x... (most recent call
+    first):`` and its frames), which a rank writes when it is stopped by SIGTERM."""
+
+    HEADER = re.compile(r"^(Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\):$")
+
+    def __init__(self) -> None:
+        self.inside = False
+
+    def skips(self, line: str) -> bool:
+        if self.HEADER.match(line):
+            self.inside = True
+        elif self.inside and not (line.startswith("  File ") or not line.strip()):
+            self.inside = False
+        return self.inside
+
+
 @dataclass
 class Source:
     """One file of one rank (``stdout`` or ``stderr``) as far as it was read."""
@@ -108,6 +125,7 @@ class Source:
     path: Path
     highlights: Highlights
     segments: Segments = field(default_factory=Segments)
+    dump: StackDump = field(default_factory=lambda: StackDump())
     file: BinaryIO | None = None
     decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -197,6 +215,8 @@ class Follower:
             log.flush()
 
     def _show_rank0(self, source: Source, what: str, text: str) -> None:
+        if source.kind == "stderr" and source.dump.skips(text):
+            return  # a stack dump (the rank was stopped): in its log, not on the console
         if what == "frame":
             self.console.frame(text)
         elif what == "over":

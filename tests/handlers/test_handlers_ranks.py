@@ -37,7 +37,7 @@ def train_with_all_writers(folder):
     ]
     Accuracy(output_transform=lambda _: (model(data[0][0]), data[0][1])).attach(trainer, "acc")
     bar_out = io.StringIO()
-    ProgressBar(file=bar_out, mininterval=0.0).attach(trainer, metric_names="all")
+    ProgressBar(file=bar_out, mininterval=0.0, persist=True).attach(trainer, metric_names="all")
     tb = TensorboardLogger(os.path.join(folder, "tb"))
     tb.attach_output_handler(
         trainer, Events.ITERATION_COMPLETED, "train", output_transform=lambda loss: {"loss": loss}

@@ -22,7 +22,7 @@ import pytest
 
 from launch.job import console as console_module
 from launch.job.console import Console
-from launch.job.streams import Highlights, Segments
+from launch.job.streams import Highlights, Segments, StackDump
 from tests.launcher.launching import ROOT, clean_env, kill_group, launch
 
 #: A bar as ProgressBar draws it (Ignite's format): nothing before or after it on its line.
@@ -95,6 +95,24 @@ def test_highlights_keep_warnings_and_errors_of_other_ranks_once():
     kept = [line for line in stderr if rank1.keep(line)]
     assert kept == stderr[:2] + stderr[3:9] + [stderr[10]]
     assert [line for line in stderr[:3] if rank2.keep(line)] == []  # the warning: shown once
+
+
+def test_a_stack_dump_of_a_stopped_rank_stays_off_the_console():
+    dump = StackDump()
+    lines = [
+        "epoch 1 done",
+        "Current thread 0x00007fa7e46a3b80 (most recent call first):",
+        '  File "/usr/lib/python3.11/linecache.py", line 137 in updatecache',
+        '  File "<frozen runpy>", line 198 in _run_module_as_main',
+        "",
+        "Thread 0x00007fa7e46a3b81 (most recent call first):",
+        '  File "/x.py", line 1 in f',
+        "RuntimeError: after the dump",
+    ]
+    assert [line for line in lines if not dump.skips(line)] == [
+        "epoch 1 done",
+        "RuntimeError: after the dump",
+    ]
 
 
 def test_console_on_a_terminal_keeps_one_live_line_under_the_lines():
@@ -202,8 +220,9 @@ def test_a_terminal_shows_one_live_bar_and_lines_of_their_own(tmp_path):
     lines = Screen(text).lines
     assert_reads_like_one_process(lines)
     assert len(lines) < 40, "\n".join(lines)
+    assert lines[0] == "model: 9,610 parameters, 9,610 of them on rank 0 (ddp over 2 rank(s))"
     assert (
-        lines[0] == f"no checkpoint of this run in {tmp_path}/checkpoints: starting at iteration 0"
+        lines[1] == f"no checkpoint of this run in {tmp_path}/checkpoints: starting at iteration 0"
     )
     finals = [line for line in lines if BAR.fullmatch(line)]
     assert [f[:25] for f in finals] == [f"Epoch [{k}/8]: [22/22] 100%" for k in range(1, 9)]
