@@ -1,5 +1,7 @@
 """The failure summary's culprit, from attempt folders laid out as torch's agent writes them."""
 
+import json
+
 from launch.job.attempts import what_failed
 
 
@@ -27,6 +29,8 @@ def test_without_the_agents_record_the_first_silent_rank_is_named(tmp_path):
 
 def test_a_rank_that_raised_is_the_culprit(tmp_path):
     attempt = _attempt(tmp_path, 2)
-    error = '{"message": {"message": "ValueError: bad batch", "extraInfo": {"py_callstack": "Traceback (most recent call last):\\n  File \\"x.py\\", line 1, in f\\nValueError: bad batch", "timestamp": "1"}}}'
+    trace = 'Traceback (most recent call last):\n  File "x.py", line 1, in f\nValueError: bad batch'
+    extra = {"py_callstack": trace, "timestamp": "1"}
+    error = json.dumps({"message": {"message": "ValueError: bad batch", "extraInfo": extra}})
     (attempt / "1" / "error.json").write_text(error)
     assert what_failed(attempt, (1, 1, 7), 0).startswith("rank 1 (local rank 1) raised ValueError")
