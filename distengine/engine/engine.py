@@ -694,6 +694,7 @@ class Engine:
         """
         self._check_same_position(states)
         absent = [k for k in self._all_statefuls() if k not in states[0]]
+        absent += [k for k in self.state_dict_user_keys if k not in states[0]]
         if absent:
             raise ValueError(f"engine state dict lacks {absent}; it has {sorted(states[0])}")
         for name, obj in self._all_statefuls().items():

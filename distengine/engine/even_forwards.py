@@ -7,11 +7,14 @@ others waiting in their last forward. :class:`EvenForwards` learns every
 rank's number of batches when the run starts (one small gather) and, when an
 epoch completes, has a rank that ran fewer run the missing forwards on an
 input it saw (or, with an empty shard, on its dataset's first sample),
-discarding the outputs: metrics stay those of the exact shards.
+discarding the outputs: metrics stay those of the exact shards. The padding
+forwards call the model as the evaluation step does (its ``model_fn``, in eval
+mode, under its autocast), so they run the same collectives.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +32,12 @@ class EvenForwards:
 
     Example::
 
-        even = EvenForwards(fsdp_model, prepare_batch, device, non_blocking=False)
+        even = EvenForwards(fsdp_model, prepare_batch, device, non_blocking=False,
+                            model_fn=lambda model, x: model(x["tokens"]))
         evaluator.add_event_handler(Events.STARTED, even.started)
         evaluator.add_event_handler(Events.EPOCH_STARTED, even.epoch_started)
         evaluator.add_event_handler(Events.EPOCH_COMPLETED, even.even_out)  # before metrics
-        # in the evaluation step: even.seen(x); y_pred = model(x)
+        # in the evaluation step: even.seen(x); y_pred = model_fn(model, x)
     """
 
     def __init__(
@@ -42,9 +46,12 @@ class EvenForwards:
         prepare_batch: Callable,
         device: torch.device | None,
         non_blocking: bool,
+        model_fn: Callable[[torch.nn.Module, Any], Any] = lambda model, x: model(x),
+        cast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     ) -> None:
         self.model, self.prepare_batch = model, prepare_batch
         self.device, self.non_blocking = device, non_blocking
+        self.model_fn, self.cast = model_fn, cast
         self.most, self.count, self.sample = 0, 0, None
 
     def started(self, engine: Engine) -> None:
@@ -71,10 +78,12 @@ class EvenForwards:
         self.sample = x
 
     def even_out(self) -> None:
-        """Run the forwards this rank lacks (no collective besides theirs)."""
-        with torch.no_grad():
+        """Run the forwards this rank lacks, as the evaluation step runs them."""
+        if self.count < self.most and self.model.training:
+            self.model.eval()  # an empty shard's rank never ran the step that sets it
+        with torch.no_grad(), self.cast():
             for _ in range(self.most - self.count):
-                self.model(self.sample)
+                self.model_fn(self.model, self.sample)
 
     def _first_input(self, data: Any) -> Any:
         """An input for an empty shard's forwards: the dataset's first sample, as a batch."""

@@ -152,7 +152,9 @@ def supervised_evaluation_step(
     if isinstance(model, DistributedDataParallel):
         model = model.module
     even = (
-        EvenForwards(model, prepare_batch, device, non_blocking) if is_fsdp_module(model) else None
+        EvenForwards(model, prepare_batch, device, non_blocking, model_fn, cast)
+        if is_fsdp_module(model)
+        else None
     )
 
     def step(engine: Engine, batch: Any) -> Any:

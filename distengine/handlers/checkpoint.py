@@ -77,8 +77,8 @@ class Checkpoint:
     same metadata); the other entries travel in its ``plain.pt``. With
     ``async_save=True`` a sharded save returns once the shards are copied to
     host memory and is written in the background; the next save (or
-    :meth:`wait`, or the engine's ``TERMINATE``/``COMPLETED``) waits for it
-    and commits it. Sharded state is never written to one file.
+    :meth:`wait`, or the engine's ``TERMINATE``/``COMPLETED``/``INTERRUPT``)
+    waits for it and commits it. Sharded state is never written to one file.
 
     Example::
 
@@ -207,8 +207,8 @@ class Checkpoint:
         storage.save(name, sharded, plain, metadata)
         if self.async_save and all(engine is not e for e in self._waits_on):
             self._waits_on.append(engine)  # its last save is committed when it stops
-            engine.add_event_handler(Events.TERMINATE, self.wait)
-            engine.add_event_handler(Events.COMPLETED, self.wait)
+            for stop in (Events.TERMINATE, Events.COMPLETED, Events.INTERRUPT):
+                engine.add_event_handler(stop, self.wait)
 
     def _remove(self, name: str) -> None:
         if not name.endswith(SUFFIX) and self._storage is not None:
@@ -221,7 +221,7 @@ class Checkpoint:
     def wait(self) -> None:
         """Commit the asynchronous sharded save in flight, if any (every rank must call it).
 
-        Called on the engine's ``TERMINATE`` and ``COMPLETED``; call it yourself
+        Called on the engine's ``TERMINATE``, ``COMPLETED`` and ``INTERRUPT``; call it yourself
         before reading :attr:`last_checkpoint` mid-run or before the process ends.
         """
         if self._storage is not None:

@@ -178,6 +178,17 @@ def test_user_keys_and_custom_event_counters():
     assert engine.state.get_event_attrib_value(Steps.STEP) == 6
 
 
+def test_a_user_key_missing_from_saved_states_is_refused_on_any_world_size():
+    saved = Engine(lambda e, b: None)
+    saved.run([0, 1], max_epochs=1)
+    for load in ("load_state_dict", "load_per_rank_state_dicts"):
+        restored = Engine(lambda e, b: None)
+        restored.state_dict_user_keys.append("alpha")
+        state = saved.state_dict()
+        with pytest.raises(ValueError, match=r"lacks \['alpha'\]"):
+            getattr(restored, load)(state if load == "load_state_dict" else [state])
+
+
 # ---------------------------------------------------------------- exact resume
 def noisy(engine, batch):
     return (batch[0].tolist(), torch.rand(1).item(), random.random())

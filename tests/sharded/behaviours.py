@@ -101,6 +101,37 @@ def evaluate_uneven_shards() -> list[tuple[float, float]]:
     return found
 
 
+class TwoInputs(nn.Module):
+    """Called as ``model(x, scale)``; its BatchNorm statistics show a forward in train mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm, self.head = nn.BatchNorm1d(4), nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+        return self.head(self.norm(x * scale))
+
+
+def evaluate_with_model_fn() -> list[Any]:
+    """A model_fn evaluator on shards of 3 samples (rank 1: one batch fewer) and of 1 (rank 1:
+    none, the model left in train mode): the padding forwards call the model as model_fn does."""
+    torch.manual_seed(0)
+    model = idist.auto_model(TwoInputs(), strategy="fsdp")
+    found = []
+    for n in (3, 1):
+        model.train()
+        g = torch.Generator().manual_seed(n)
+        x, y = torch.randn(n, 4, generator=g), torch.randint(0, 3, (n,), generator=g)
+        loader = idist.auto_dataloader(TensorDataset(x, y), batch_size=2)
+        evaluator = create_supervised_evaluator(
+            model, {"accuracy": Accuracy()}, model_fn=lambda m, x: m(x, 2.0)
+        )
+        evaluator.run(loader)
+        found.append(evaluator.state.metrics["accuracy"])
+    found.append(model.norm.running_mean.tolist())  # untouched by evaluation on every rank
+    return found
+
+
 def log_weight_norms(folder: str) -> dict[str, float]:
     torch.manual_seed(0)
     model = idist.auto_model(TinyTransformer(), strategy="fsdp")
@@ -142,6 +173,7 @@ def on_two_ranks(folder: str, one_file: str) -> dict[str, Any]:
         "optimizer": optimizer_before_sharding(),
         "single_file": single_file_refusals(folder),
         "evaluate": evaluate_uneven_shards(),
+        "model_fn": evaluate_with_model_fn(),
         "norms": log_weight_norms(folder),
         "auto": auto_strategy(),
         "one_file": load_one_file_into_shards(one_file),

@@ -88,6 +88,12 @@ def test_evaluation_on_uneven_and_empty_shards_neither_hangs_nor_miscounts(two_r
         assert results[1]["evaluate"][i][0] == value  # every rank holds the same value
 
 
+def test_padding_forwards_call_the_model_as_the_evaluators_model_fn_does(two_ranks):
+    _, results = two_ranks
+    assert results[0]["model_fn"] == results[1]["model_fn"]
+    assert results[0]["model_fn"][-1] == [0.0, 0.0, 0.0, 0.0]
+
+
 def test_weight_norms_of_sharded_parameters_are_those_of_the_full_tensors(two_ranks):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -18,7 +18,7 @@ from distengine.engine import create_supervised_trainer
 from distengine.handlers import Checkpoint
 from launch.consolidate import main as consolidate_main
 from tests.sharded.common import TinyTransformer, differences
-from tests.sharded.trainer_run import loss_fn, on_two_ranks, resumed
+from tests.sharded.trainer_run import loss_fn, on_two_ranks, paused_while_saving, resumed
 
 
 def load(path: Path) -> dict:
@@ -61,6 +61,14 @@ def test_resume_on_another_world_size_continues_the_same_samples(pools, two_rank
     if world == 1:
         said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
         assert any("resuming on 1 rank(s) from states saved on 2" in m for m in said), said
+
+
+def test_an_interrupted_run_commits_its_asynchronous_save(pools, tmp_path):
+    found = pools.get(2).run(paused_while_saving, str(tmp_path), timeout=120)
+    for last, listing in found:
+        assert last == str(tmp_path / "checkpoint_4")
+        assert listing == ["checkpoint_4"]  # committed; checkpoint_2 pruned (n_saved=1)
+    assert ShardedCheckpoint(tmp_path / "checkpoint_4").metadata["iteration"] == 4
 
 
 def test_retention_scores_and_metadata_work_on_folders(two_ranks):

@@ -84,6 +84,19 @@ def interrupted(folder: str, optimizer: str) -> list[str]:
     return [str(checkpoint.last_checkpoint) for checkpoint in kept.values()]
 
 
+def paused_while_saving(folder: str) -> list[Any]:
+    """An asynchronous save at iteration 4, then interrupt(): ``run()`` returns (INTERRUPT)."""
+    run = build("sgd")
+    trainer = run["trainer"]
+    to_save = {k: run[k] for k in ("model", "optimizer", "trainer")}
+    checkpoint = Checkpoint(to_save, folder, async_save=True)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=2), checkpoint)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=4), lambda e: e.interrupt())
+    trainer.run(run["loader"], max_epochs=EPOCHS)
+    idist.barrier()
+    return [str(checkpoint.last_checkpoint), sorted(p.name for p in Path(folder).iterdir())]
+
+
 def resumed(folder: str, optimizer: str, kind: str = "sync") -> None:
     """Fresh objects, the newest checkpoint of ``kind`` loaded, trained to the end."""
     run = build(optimizer)
