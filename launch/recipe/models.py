@@ -13,9 +13,19 @@ def mlp(in_features: int = 64, hidden: int = 128, num_classes: int = 10) -> nn.M
     )
 
 
+class _ImageSequential(nn.Sequential):
+    """A Sequential that reads (batch, 64) features as (batch, 1, 8, 8) images."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.view(x.shape[0], 1, 8, 8)
+        return super().forward(x)
+
+
 def small_cnn(num_classes: int = 10) -> nn.Module:
-    """Two convolutions and a classifier, for 1x8x8 images."""
-    return nn.Sequential(
+    """Two convolutions and a classifier, for 1x8x8 images (or the 64 features
+    of ``data.image=false``, read as such images: ``model=cnn`` alone works)."""
+    return _ImageSequential(
         nn.Conv2d(1, 16, 3, padding=1),
         nn.ReLU(),
         nn.Conv2d(16, 32, 3, padding=1),
