@@ -81,6 +81,25 @@ def check_target(key: str, node: Mapping[str, Any]) -> None:
         _check_value(f"{key}.{name}", value, annotation, param.default, f"{path}'s {name}")
     if not node.get("_partial_", False):
         _check_required(key, path, params, node)
+    _check_arguments(target, node)
+
+
+def _check_arguments(target: Any, node: Mapping[str, Any]) -> None:
+    """Run the target's own ``check_arguments(**values)``, where it has one.
+
+    A ``_target_`` may carry a function that refuses values its signature
+    cannot express (a size below 1, heads that do not divide the width) with
+    a ValueError naming the key: the launcher refuses them before any rank
+    starts, instead of every rank failing while it builds the model.
+    """
+    check = getattr(target, "check_arguments", None)
+    if not callable(check):
+        return
+    values = {name: value for name, value in node.items() if name not in HYDRA_KEYS}
+    try:
+        check(**values)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _locate(key: str, path: str) -> Any:

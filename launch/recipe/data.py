@@ -6,6 +6,19 @@ import torch
 from torch.utils.data import TensorDataset
 
 
+def check_digits(
+    val_fraction: float = 0.2, split_seed: int = 0, image: bool = False, batch_size: int = 64
+) -> None:
+    """Refuse :func:`digits` arguments the recipe cannot use (a ValueError naming the key).
+
+    The launcher calls it before any rank starts (see ``launch.config.targets``).
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"data.val_fraction={val_fraction!r}: expected a number in (0, 1)")
+    if batch_size < 1:
+        raise ValueError(f"data.batch_size={batch_size!r}: expected a positive int")
+
+
 def digits(
     val_fraction: float = 0.2, split_seed: int = 0, image: bool = False, batch_size: int = 64
 ) -> tuple[TensorDataset, TensorDataset]:
@@ -15,8 +28,7 @@ def digits(
     """
     from sklearn.datasets import load_digits
 
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"data.val_fraction={val_fraction!r}: expected a number in (0, 1)")
+    check_digits(val_fraction, split_seed, image, batch_size)
     bunch = load_digits()
     x = torch.tensor(bunch.data, dtype=torch.float32) / 16.0
     y = torch.tensor(bunch.target, dtype=torch.int64)
@@ -26,3 +38,6 @@ def digits(
     n_val = int(len(y) * val_fraction)
     val, train = order[:n_val], order[n_val:]
     return TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val])
+
+
+digits.check_arguments = check_digits  # what the launcher checks before any rank starts

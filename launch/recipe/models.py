@@ -5,9 +5,49 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: The digits have 10 classes: a classifier with fewer outputs fails on its first batch.
+DIGITS_CLASSES = 10
+
+
+def _refuse_below(least: int, what: str, **values: int) -> None:
+    for name, value in values.items():
+        if value < least:
+            raise ValueError(f"model.{name}={value!r}: expected {what}")
+
+
+def check_mlp(in_features: int = 64, hidden: int = 128, num_classes: int = 10) -> None:
+    """Refuse :func:`mlp` arguments that cannot build or train it (a ValueError naming the key).
+
+    The launcher calls it before any rank starts (see ``launch.config.targets``).
+    """
+    _refuse_below(1, "a positive int", in_features=in_features, hidden=hidden)
+    _refuse_below(DIGITS_CLASSES, "10 or more (the digits have 10)", num_classes=num_classes)
+
+
+def check_small_cnn(num_classes: int = 10) -> None:
+    """Refuse :func:`small_cnn` arguments that cannot train it (a ValueError naming the key)."""
+    _refuse_below(DIGITS_CLASSES, "10 or more (the digits have 10)", num_classes=num_classes)
+
+
+def check_transformer(
+    width: int = 256, depth: int = 4, heads: int = 4, tokens: int = 8, num_classes: int = 10
+) -> None:
+    """Refuse :func:`transformer` arguments that cannot build or train it (a ValueError naming
+    the key): sizes below 1, ``heads`` not dividing ``width``, ``tokens`` not dividing 64."""
+    _refuse_below(1, "a positive int", width=width, depth=depth, heads=heads)
+    _refuse_below(DIGITS_CLASSES, "10 or more (the digits have 10)", num_classes=num_classes)
+    if tokens < 1 or 64 % tokens:
+        raise ValueError(f"model.tokens={tokens!r}: expected a divisor of 64 (8 or 64)")
+    if width % heads:
+        raise ValueError(
+            f"model.heads={heads!r}: expected a divisor of model.width={width!r} "
+            "(each head attends over width / heads features)"
+        )
+
 
 def mlp(in_features: int = 64, hidden: int = 128, num_classes: int = 10) -> nn.Module:
     """A two-layer perceptron."""
+    check_mlp(in_features, hidden, num_classes)
     return nn.Sequential(
         nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(0.1), nn.Linear(hidden, num_classes)
     )
@@ -25,6 +65,7 @@ class _ImageSequential(nn.Sequential):
 def small_cnn(num_classes: int = 10) -> nn.Module:
     """Two convolutions and a classifier, for 1x8x8 images (or the 64 features
     of ``data.image=false``, read as such images: ``model=cnn`` alone works)."""
+    check_small_cnn(num_classes)
     return _ImageSequential(
         nn.Conv2d(1, 16, 3, padding=1),
         nn.ReLU(),
@@ -73,8 +114,7 @@ class DigitsTransformer(nn.Module):
         num_classes: int = 10,
     ) -> None:
         super().__init__()
-        if 64 % tokens:
-            raise ValueError(f"model.tokens={tokens!r}: expected a divisor of 64 (8 or 64)")
+        check_transformer(width, depth, heads, tokens, num_classes)
         self.tokens = tokens
         self.embed = nn.Linear(64 // tokens, width)
         self.position = nn.Parameter(torch.zeros(1, tokens, width))
@@ -95,3 +135,9 @@ def transformer(
     """A transformer over rows of pixels: about 3.2M parameters at the defaults, so
     ``dist.strategy=fsdp`` visibly halves each rank's share of model and optimizer on 2 ranks."""
     return DigitsTransformer(width, depth, heads, tokens, num_classes)
+
+
+# What the launcher checks before any rank starts (``launch.config.targets.check_target``).
+mlp.check_arguments = check_mlp
+small_cnn.check_arguments = check_small_cnn
+transformer.check_arguments = check_transformer

@@ -62,9 +62,18 @@ CASES = [
         "trainer.precision=fp16 with dist.strategy=fsdp",
     ),
     (["dist.strategy=fsdp", "trainer.compile=true"], "trainer.compile=true with dist.strategy"),
+    # values a model or the data cannot use, refused by the target's own check_arguments
+    (["model=transformer", "model.heads=3"], "model.heads=3: expected a divisor of model.width"),
+    (["model=transformer", "model.depth=0"], "model.depth=0: expected a positive int"),
+    (["model=transformer", "model.tokens=0"], "model.tokens=0: expected a divisor of 64"),
+    (["model=transformer", "model.width=-8"], "model.width=-8: expected a positive int"),
+    (["model.hidden=-3"], "model.hidden=-3: expected a positive int"),
+    (["model=cnn", "model.num_classes=5"], "model.num_classes=5: expected 10 or more"),
+    (["data.batch_size=0"], "data.batch_size=0: expected a positive int"),
+    (["data.val_fraction=1.5"], "data.val_fraction=1.5: expected a number in (0, 1)"),
 ]
 #: One of each kind, end to end.
-END_TO_END = [0, 9, 10, 14, 17, 18, 19, 24, 30, 31]
+END_TO_END = [0, 9, 10, 14, 17, 18, 19, 24, 30, 31, 35]
 
 
 def _overrides(overrides, run_dir, conf):
