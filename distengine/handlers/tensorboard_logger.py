@@ -14,22 +14,37 @@ from distengine.distributed.sharding import is_dtensor
 from distengine.engine import Engine, Events
 
 
-def global_step_from_engine(engine: Engine) -> Callable[[Engine, Any], int]:
-    """A ``global_step_transform`` giving ``engine``'s iteration (e.g. the trainer's).
+def global_step_from_engine(
+    engine: Engine, custom_event_name: Any = None, fallback_attr: str = "epoch"
+) -> Callable[[Engine, Any], int]:
+    """A ``global_step_transform`` reading ``engine``'s counter, as PyTorch-Ignite's.
 
-    Validation metrics logged with it sit on the same x axis as training
-    losses logged per iteration.
+    The counter is the one of the event the handler fires on (an evaluator's
+    ``COMPLETED`` or ``EPOCH_COMPLETED``: the trainer's epoch), or of
+    ``custom_event_name``; an event no counter is registered for gives
+    ``engine.state.<fallback_attr>``. To put validation points on the same x
+    axis as per-iteration training curves, name the iteration:
 
     Example::
 
         tb.attach_output_handler(evaluator, Events.COMPLETED, "validation", metric_names="all",
-                                 global_step_transform=global_step_from_engine(trainer))
+                                 global_step_transform=global_step_from_engine(
+                                     trainer, Events.ITERATION_COMPLETED))
     """
 
-    def transform(_: Engine, __: Any = None) -> int:
-        return engine.state.iteration
+    def transform(_: Engine, event_name: Any = None) -> int:
+        event = custom_event_name if custom_event_name is not None else event_name
+        base = getattr(event, "event", event)
+        if base is None or engine.state.counter_for(base) is None:
+            return getattr(engine.state, fallback_attr)
+        return engine.state.get_event_attrib_value(base)
 
     return transform
+
+
+def _event_step(engine: Engine, event: Any) -> int:
+    """The counter of ``event`` in ``engine``'s state (its iteration for an uncounted event)."""
+    return global_step_from_engine(engine, fallback_attr="iteration")(engine, event)
 
 
 class _NoWriter:
@@ -80,8 +95,13 @@ class TensorboardLogger:
         output_transform: Callable[[Any], Any] | None = None,
         global_step_transform: Callable[[Engine, Any], int] | None = None,
     ) -> Any:
-        """Log ``tag/<metric>`` for the chosen metrics and the transformed output."""
-        step_of = global_step_transform or (lambda e, _: e.state.iteration)
+        """Log ``tag/<metric>`` for the chosen metrics and the transformed output.
+
+        The step is the counter of the event it fires on (``EPOCH_COMPLETED``:
+        the epoch), as in PyTorch-Ignite, unless ``global_step_transform``
+        gives another (see :func:`global_step_from_engine`).
+        """
+        step_of = global_step_transform or _event_step
 
         def log(engine: Engine, writer: Any, event: Any) -> None:
             values: dict[str, Any] = {}
@@ -110,9 +130,8 @@ class TensorboardLogger:
 
         def log(engine: Engine, writer: Any, event: Any) -> None:
             for i, group in enumerate(optimizer.param_groups):
-                writer.add_scalar(
-                    f"{prefix}{param_name}/group_{i}", group[param_name], engine.state.iteration
-                )
+                step = _event_step(engine, event)
+                writer.add_scalar(f"{prefix}{param_name}/group_{i}", group[param_name], step)
 
         return self.attach(engine, log, event_name)
 
@@ -146,7 +165,7 @@ class TensorboardLogger:
             named = [(n, v.detach()) for n, v in named if v is not None]
             if not writes and not any(is_dtensor(v) for _, v in named):
                 return  # nothing to take part in
-            step = engine.state.iteration
+            step = _event_step(engine, engine.last_event_name)
             if kind == "scalar":
                 values = dict(zip([n for n, _ in named], _norms([v for _, v in named], writes)))
             for name, value in named:
@@ -186,7 +205,8 @@ class TensorboardLogger:
 
             tb.attach_output_handler(evaluator, Events.COMPLETED, "validation",
                                      metric_names="all",
-                                     global_step_transform=global_step_from_engine(trainer))
+                                     global_step_transform=global_step_from_engine(
+                                         trainer, Events.ITERATION_COMPLETED))
             tb.attach_hparams(trainer, {"lr": 0.01, "batch_size": 64},
                               metrics_from=evaluator, tag="validation")
         """

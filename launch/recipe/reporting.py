@@ -72,7 +72,7 @@ def log_to_tensorboard(cfg: Any, trainer: Any, evaluator: Any, optimizer: Any) -
         Events.COMPLETED,
         "validation",
         metric_names="all",
-        global_step_transform=global_step_from_engine(trainer),
+        global_step_transform=global_step_from_engine(trainer, Events.ITERATION_COMPLETED),
     )
     swept = list(cfg.get("sweep_keys") or [])
     tb.attach_hparams(
