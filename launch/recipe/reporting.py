@@ -40,6 +40,11 @@ def tensorboard_dir(cfg: Any) -> Path:
     return run_dir / "tb" / run_dir.name
 
 
+#: The HParams table's first columns for a run that is not part of a sweep (a sweep's: what
+#: it varies); TensorBoard would otherwise show the first five names alphabetically (data.*).
+FIRST_SHOWN = ("optim.lr", "model", "data.batch_size", "trainer.max_epochs", "world_size")
+
+
 def hyperparameters(cfg: Any) -> dict[str, Any]:
     """``{"model": "...mlp", "model.hidden": 128, "optim.lr": 0.003, ..., "world_size": 2}``."""
     found: dict[str, Any] = {}
@@ -74,9 +79,9 @@ def log_to_tensorboard(cfg: Any, trainer: Any, evaluator: Any, optimizer: Any) -
         metric_names="all",
         global_step_transform=global_step_from_engine(trainer, Events.ITERATION_COMPLETED),
     )
-    swept = list(cfg.get("sweep_keys") or [])
+    first = list(cfg.get("sweep_keys") or []) or list(FIRST_SHOWN)
     tb.attach_hparams(
-        trainer, hyperparameters(cfg), metrics_from=evaluator, tag="validation", highlight=swept
+        trainer, hyperparameters(cfg), metrics_from=evaluator, tag="validation", highlight=first
     )
     return tb
 

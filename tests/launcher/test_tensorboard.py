@@ -50,6 +50,10 @@ def test_tensorboard_opens_on_the_curves_with_hparams_in_their_tab(default_job):
     assert metrics == ["validation/accuracy", "validation/loss", "validation/f1"]
     assert values["optim.lr"] == 0.003 and values["optim"] == "torch.optim.Adam"
     assert values["world_size"] == 2 and values["data.batch_size"] == 64
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    infos = plugin_data_pb2.HParamsPluginData.FromString(content).experiment.hparam_infos
+    first = ["optim.lr", "model", "data.batch_size", "trainer.max_epochs", "world_size"]
+    assert sorted(i.name for i in infos if i.differs) == sorted(first)  # the tab's first columns
     print(f"\nsamples/s: {min(speed):.0f} to {max(speed):.0f}")
 
 
