@@ -199,7 +199,7 @@ def summarize(
     errors = rank_errors(attempt)
     blame_others = not errors or is_consequence(errors[0].headline)
     lines = [*early, *_silent(failures, attempt, global_offset, blame_others)]
-    if blame_others:
+    if blame_others and not lines:  # a rank that died or left is the cause, not the strays
         lines.extend(stray_ranks(attempt, global_offset))
     for i, error in enumerate(errors):
         rank = global_offset + error.local_rank

@@ -34,3 +34,40 @@ def test_a_rank_that_raised_is_the_culprit(tmp_path):
     error = json.dumps({"message": {"message": "ValueError: bad batch", "extraInfo": extra}})
     (attempt / "1" / "error.json").write_text(error)
     assert what_failed(attempt, (1, 1, 7), 0).startswith("rank 1 (local rank 1) raised ValueError")
+
+
+def test_ranks_stopped_after_a_rank_died_are_not_called_the_cause(tmp_path):
+    """Rank 2 was SIGKILLed; ranks 0 and 1, sleeping between collectives, were stopped."""
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from launch.job.failures import summarize
+
+    attempt = _attempt(tmp_path, 3)
+    for local in (0, 1):
+        dump = 'Current thread 0x00007f (most recent call first):\n  File "job.py", line 9 in nap\n'
+        (attempt / str(local) / "stacks.txt").write_text(dump)
+    failure = ProcessFailure(local_rank=2, pid=7, exitcode=-9, error_file="")
+    summary = summarize({2: failure}, attempt)
+    assert summary.splitlines()[0] == "rank 2 (local rank 2) was killed by SIGKILL"
+    assert "not inside a collective" not in summary
+
+
+def test_with_no_rank_dead_the_rank_outside_the_collectives_is_named(tmp_path):
+    """Every rank raised a collective's timeout but rank 1, which the agent found elsewhere."""
+    attempt = _attempt(tmp_path, 2)
+    dump = 'Current thread 0x00007f (most recent call first):\n  File "job.py", line 9 in nap\n'
+    (attempt / "1" / "stacks.txt").write_text(dump)
+    trace = (
+        "Traceback (most recent call last):\n"
+        '  File "torch/distributed/distributed_c10d.py", line 1, in all_reduce\n'
+        "RuntimeError: Connection closed by peer"
+    )
+    extra = {"py_callstack": trace, "timestamp": "1"}
+    message = {
+        "message": {"message": "RuntimeError: Connection closed by peer", "extraInfo": extra}
+    }
+    (attempt / "0" / "error.json").write_text(json.dumps(message))
+    from launch.job.failures import summarize
+
+    summary = summarize({}, attempt)
+    assert summary.startswith("rank 1 (local rank 1) was not inside a collective"), summary
