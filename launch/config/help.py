@@ -22,7 +22,7 @@ usage: python -m launch [KEY=VALUE ...] [-m KEY=A,B ...] [--config-dir DIR] [--c
 
 Checks the config, takes the run folder and starts the job's ranks with
 torch.distributed's elastic agent (as torchrun does). With no arguments it
-runs the default job. The user guide: docs/guide.md."""
+runs the default job. The user guide: docs/guide.md in the source repository."""
 
 FLAGS = """\
 flags:

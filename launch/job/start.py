@@ -102,6 +102,6 @@ def report(cfg: Any, run_dir: Path) -> None:
     if not cfg.task.script and not cfg.task.entrypoint:
         print(f"  checkpoints: {run_dir / 'checkpoints'}")
         print(f"  metrics:     {run_dir / 'metrics.json'}")
-        logdir = Path(cfg.tb_dir).parent if cfg.get("tb_dir") else run_dir / "tb"
+        logdir = Path(cfg.tb_dir).parent.resolve() if cfg.get("tb_dir") else run_dir / "tb"
         print(f"  TensorBoard: {tensorboard_command()} --logdir {logdir}")
     print(f"  rank logs:   {run_dir / 'logs'} (rank<N>.log)")
