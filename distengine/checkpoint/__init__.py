@@ -11,11 +11,11 @@
 - :mod:`~distengine.checkpoint.sharded_state`: which objects go to the
   shards (modules, optimizers) and which to the plain part.
 - :mod:`~distengine.checkpoint.loading`: verified loading of both forms and
-  :func:`find_latest_checkpoint`.
+  :func:`find_latest_checkpoint`, :func:`list_checkpoints`.
 
 The :class:`~distengine.handlers.Checkpoint` handler (naming, retention,
 agreement across ranks) lives in :mod:`distengine.handlers`, which also
-re-exports :class:`DiskSaver` and :func:`find_latest_checkpoint`.
+re-exports :class:`DiskSaver` and :func:`find_latest_checkpoint`, :func:`list_checkpoints`.
 
 Example::
 
@@ -30,6 +30,7 @@ from distengine.checkpoint.loading import (
     CheckpointLoadError,
     CorruptCheckpointError,
     find_latest_checkpoint,
+    list_checkpoints,
     load_checkpoint_file,
     open_checkpoint,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "find_latest_checkpoint",
     "gather_state",
     "gather_states",
+    "list_checkpoints",
     "load_checkpoint_file",
     "load_state",
     "meta_path",

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from distengine.checkpoint.disk import SUFFIX, file_checksum, legacy_checksum_path, read_meta
-from distengine.checkpoint.sharded import MANIFEST, ShardedCheckpoint, verify_files
+from distengine.checkpoint.sharded import MANIFEST, PLAIN, ShardedCheckpoint, verify_files
 from distengine.checkpoint.stateful import _LEGACY_PER_RANK, PER_RANK
 
 
@@ -133,6 +133,25 @@ def _progress_in(state: Mapping[str, Any]) -> dict[str, int]:
     return {}
 
 
+def _record_in(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The plain values (strings, numbers) at the top of a checkpoint's entries, first kept.
+
+    What a file without a sidecar says of itself beyond its progress: a record
+    saved with it, such as the launcher's ``{"run_id": ..., "world_size": ...}``.
+
+    Example::
+
+        _record_in({"run": {"run_id": "ab12", "config": {}}})   # {"run_id": "ab12"}
+    """
+    found: dict[str, Any] = {}
+    for entry in state.values():
+        if isinstance(entry, Mapping) and PER_RANK not in entry:
+            for key, value in entry.items():
+                if isinstance(key, str) and isinstance(value, (str, int, float, bool)):
+                    found.setdefault(key, value)
+    return found
+
+
 def _step_in_name(path: Path) -> int:
     numbers = re.findall(r"_(\d+)(?:_|\.pt$)", path.name)
     return int(numbers[-1]) if numbers else -1
@@ -155,15 +174,16 @@ def find_latest_checkpoint(
     (their shards load into sharded objects, on any number of ranks);
     :meth:`~distengine.handlers.Checkpoint.load_objects` takes either.
     Newest means the highest iteration stored in the file's sidecar or the
-    folder's manifest (for a file without a sidecar, in the file itself), then
-    the latest modification; the number in the name does not count
-    (``checkpoint_6.pt`` from iteration 6 never beats ``checkpoint_3.pt`` from
-    iteration 30). ``where(meta)`` keeps only checkpoints whose metadata it
-    accepts (e.g. the same run). A truncated or corrupt file or folder (every
-    file of a folder is checked against its manifest) is skipped and reported
-    to ``on_corrupt(path, reason)`` (default: a RuntimeWarning naming it). An
-    intact file that refuses ``weights_only`` loading raises
-    :class:`CheckpointLoadError`.
+    folder's manifest (for a file without a usable sidecar, in the file
+    itself: see :func:`list_checkpoints`), then the latest modification; the
+    number in the name does not count (``checkpoint_6.pt`` from iteration 6
+    never beats ``checkpoint_3.pt`` from iteration 30). ``where(meta)`` keeps
+    only checkpoints whose metadata it accepts (e.g. the same run). A
+    truncated or corrupt file or folder (every file of a folder is checked
+    against its manifest), and a folder of shards without its
+    ``manifest.json``, is skipped and reported to ``on_corrupt(path,
+    reason)`` (default: a RuntimeWarning naming it). An intact file that
+    refuses ``weights_only`` loading raises :class:`CheckpointLoadError`.
 
     Example::
 
@@ -173,13 +193,10 @@ def find_latest_checkpoint(
             path, state = found
             Checkpoint.load_objects(to_load, state)
     """
-    folder = Path(dirname)
-    if not folder.is_dir():
-        return None
     report = on_corrupt or _warn_corrupt
     candidates = []
-    for path, meta, stamp in _candidates(folder, map_location, report):
-        if meta is None or (where is not None and not where(meta)):
+    for path, meta, stamp in _candidates(Path(dirname), map_location, report):
+        if where is not None and not where(meta):
             continue
         iteration = meta.get("iteration")
         order = iteration if isinstance(iteration, int) else _step_in_name(path)
@@ -192,22 +209,73 @@ def find_latest_checkpoint(
     return None
 
 
+def list_checkpoints(
+    dirname: str | os.PathLike,
+    map_location: Any = "cpu",
+    on_corrupt: Callable[[Path, str], Any] | None = None,
+) -> list[tuple[Path, dict[str, Any]]]:
+    """Every checkpoint file and sharded folder in ``dirname`` with its metadata, by name.
+
+    The metadata is the file's sidecar or the folder's manifest. A file
+    whose sidecar is missing or unreadable is loaded to say what it holds:
+    its engine's ``iteration`` and ``epoch`` and the plain values (strings,
+    numbers) at the top of its entries, such as a ``run_id`` saved with it.
+    What cannot be read (a corrupt file, a folder of shards without
+    ``manifest.json``) is left out and reported to ``on_corrupt(path,
+    reason)`` (default: a RuntimeWarning naming it).
+
+    Example::
+
+        for path, meta in list_checkpoints("runs/exp1/checkpoints"):
+            print(path.name, meta.get("iteration"), meta.get("run_id"))
+    """
+    report = on_corrupt or _warn_corrupt
+    found = _candidates(Path(dirname), map_location, report)
+    return [(path, meta) for path, meta, _ in sorted(found, key=lambda c: c[0].name)]
+
+
 def _candidates(folder: Path, map_location: Any, report: Callable):
-    """(path, metadata or None, modification time) of every checkpoint file and folder."""
+    """(path, metadata, modification time) of every readable checkpoint file and folder."""
+    if not folder.is_dir():
+        return
     for path in folder.glob(f"*{SUFFIX}"):
         if not path.name.startswith(".") and path.is_file():
-            meta = read_meta(path) or _meta_from_file(path, map_location, report)
-            yield path, meta, path.stat().st_mtime
-    for manifest in folder.glob(f"*/{MANIFEST}"):
-        path = manifest.parent
-        if path.name.startswith("."):
-            continue
-        try:
-            meta = ShardedCheckpoint(path).metadata
-        except ValueError as error:
-            report(path, f"sharded checkpoint {path}: {error}")
-            continue
-        yield path, meta, manifest.stat().st_mtime
+            meta = _usable_sidecar(path) or _meta_from_file(path, map_location, report)
+            if meta is not None:
+                yield path, meta, path.stat().st_mtime
+    for path in sorted(folder.iterdir()):
+        if path.is_dir() and not path.name.startswith("."):
+            found = _folder_meta(path, report)
+            if found is not None:
+                yield path, found, (path / MANIFEST).stat().st_mtime
+
+
+def _usable_sidecar(path: Path) -> dict[str, Any] | None:
+    """A file's sidecar when it is one DiskSaver wrote (a JSON object with a CRC-32), else None."""
+    meta = read_meta(path)
+    return meta if meta is not None and "crc32" in meta else None
+
+
+def _folder_meta(path: Path, report: Callable) -> dict[str, Any] | None:
+    """A sharded folder's manifest; None (reported when it holds shards) when unreadable."""
+    if not (path / MANIFEST).is_file():
+        if _holds_shards(path):
+            report(
+                path,
+                f"sharded checkpoint {path} has no {MANIFEST}: Checkpoint writes it before the "
+                "folder takes its name, so the folder is damaged (or not written by Checkpoint)",
+            )
+        return None
+    try:
+        return ShardedCheckpoint(path).metadata
+    except ValueError as error:
+        report(path, f"sharded checkpoint {path}: {error}")
+        return None
+
+
+def _holds_shards(path: Path) -> bool:
+    """Whether a folder holds files of a sharded checkpoint (DCP's index or shards, plain.pt)."""
+    return any(p.name in (".metadata", PLAIN) or p.suffix == ".distcp" for p in path.iterdir())
 
 
 def _load_verified(path: Path, map_location: Any) -> Any:
@@ -223,10 +291,12 @@ def _load_verified(path: Path, map_location: Any) -> Any:
 
 
 def _meta_from_file(path: Path, map_location: Any, report: Callable) -> dict[str, Any] | None:
-    """What a file without a sidecar says of itself (it is loaded once to find out)."""
+    """What a file without a usable sidecar says of itself (it is loaded once to find out)."""
     try:
         state = load_checkpoint_file(path, map_location)
     except CorruptCheckpointError as error:
         report(path, str(error))
         return None
-    return _progress_in(state) if isinstance(state, Mapping) else {}
+    if not isinstance(state, Mapping):
+        return {}
+    return {**_record_in(state), **_progress_in(state)}

@@ -36,7 +36,18 @@ from distengine.handlers.watchdog import suspended
 
 __all__ = ["BaseSaveHandler", "Checkpoint", "find_latest_checkpoint", "load_checkpoint_file"]
 
-_RESERVED = tuple(dict.fromkeys(("crc32", "iteration", "epoch", "world_size", *MANIFEST_KEYS)))
+#: Metadata keys Checkpoint computes itself (the sidecar's or manifest's own among them).
+_COMPUTED = (
+    "iteration",
+    "epoch",
+    "world_size",
+    "step",
+    "score",
+    "basename",
+    "score_name",
+    "priority",
+)
+_RESERVED = tuple(dict.fromkeys(("crc32", *_COMPUTED, *MANIFEST_KEYS)))
 
 Metadata = Mapping[str, Any] | Callable[[Engine], Mapping[str, Any]]
 
@@ -70,7 +81,10 @@ class Checkpoint:
     a :class:`DiskSaver`), with a sidecar holding its CRC-32, iteration,
     epoch, world size and ``metadata`` (a dict, or a function of the engine
     returning one), which :func:`find_latest_checkpoint` orders and filters
-    by. **Sharded state** (an FSDP2 model, its optimizer: DTensor shards) is
+    by; ``metadata`` naming a key Checkpoint records itself (``iteration``,
+    ``epoch``, ``world_size``, ``step``, ``score``, ``basename``,
+    ``score_name``, ``priority``, ``crc32``, the manifest's) is refused by
+    name. **Sharded state** (an FSDP2 model, its optimizer: DTensor shards) is
     one folder per save, named as above without ``.pt``: every rank writes
     its shards with torch.distributed.checkpoint into a temporary folder and
     rank 0 commits it with a ``manifest.json`` (file sizes and CRC-32s, the

@@ -1,7 +1,8 @@
 """Where the recipe resumes from: this run's newest valid checkpoint, chosen once by rank 0.
 
-Rank 0 looks (corrupt files are moved into ``checkpoints/corrupt/`` and
-reported, files of another run are passed over), broadcasts the path, every
+Rank 0 first moves the checkpoints of other runs into ``checkpoints/previous/``
+(:mod:`launch.recipe.lineage`), then looks (corrupt files are moved into
+``checkpoints/corrupt/`` and reported), broadcasts the path, every
 rank loads that checkpoint (a file, memory-mapped, or a sharded folder, each
 rank reading its shards), and the ranks check that they all hold the same
 iteration. A run saved on another number of ranks resumes where the checks
@@ -13,13 +14,14 @@ checkpoints, whatever ``checkpoint.resume`` said for the first start.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import distengine.distributed as idist
 from distengine.checkpoint import open_checkpoint
 from distengine.handlers import Checkpoint, find_latest_checkpoint
+from launch.recipe.aside import move_aside
+from launch.recipe.lineage import set_aside_others
 
 CORRUPT_FOLDER = "corrupt"
 
@@ -33,21 +35,17 @@ def wants_resume(cfg: Any) -> bool:
     return cfg.checkpoint.resume == "auto" or restart_count() > 0
 
 
-def sidecars(path: Path) -> list[Path]:
-    """The small files written beside a checkpoint (CRC-32, metadata)."""
-    return [path.with_name(f".{path.name}.crc32"), path.with_name(f".{path.name}.meta.json")]
-
-
 def set_aside(path: str | os.PathLike, reason: str) -> Path:
-    """Move a corrupt checkpoint file (and its sidecars) or folder into ``corrupt/`` (rank 0)."""
+    """Move a corrupt checkpoint file (and its sidecars) or folder into ``corrupt/`` (rank 0).
+
+    Example::
+
+        set_aside("run/checkpoints/checkpoint_44.pt", "its CRC-32 differs")
+    """
     path = Path(path)
-    aside = path.parent / CORRUPT_FOLDER
-    aside.mkdir(exist_ok=True)
-    for moved in [path, *sidecars(path)]:
-        if moved.exists():
-            shutil.move(str(moved), str(aside / moved.name))
-    print(f"checkpoint {path} is corrupt ({reason}); moved to {aside / path.name}", flush=True)
-    return aside / path.name
+    target = move_aside(path, path.parent / CORRUPT_FOLDER)
+    print(f"checkpoint {path} is corrupt ({reason}); moved to {target}", flush=True)
+    return target
 
 
 def choose(folder: Path, run_id: str, moved: list[Path]) -> tuple[Path, dict[str, Any]] | None:
@@ -67,13 +65,16 @@ def choose(folder: Path, run_id: str, moved: list[Path]) -> tuple[Path, dict[str
 def resume(cfg: Any, to_load: dict[str, Any], trainer: Any) -> Path | None:
     """Load this run's newest checkpoint into ``to_load`` on every rank; its path, or None.
 
-    Rank 0 says which: ``resumed from <file> (iteration N)``, or that the run
-    starts at iteration 0 and why.
+    Rank 0 first moves other runs' checkpoints aside (whatever ``checkpoint.resume``
+    says: this run must not overwrite them), then says which: ``resumed from
+    <file> (iteration N)``, or that the run starts at iteration 0 and why.
     """
+    folder, moved = Path(cfg.run_dir) / "checkpoints", []
+    if idist.get_rank() == 0:
+        set_aside_others(folder, cfg.run_id, lambda path, why: moved.append(set_aside(path, why)))
     if not wants_resume(cfg):
         _say("checkpoint.resume=never: starting at iteration 0")
         return None
-    folder, moved = Path(cfg.run_dir) / "checkpoints", []
     found = choose(folder, cfg.run_id, moved) if idist.get_rank() == 0 else None
     path = idist.broadcast(str(found[0]) if found else None, src=0)
     if path is None:

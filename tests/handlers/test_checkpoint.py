@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from distengine.checkpoint import CheckpointLoadError, read_meta
+from distengine.checkpoint import CheckpointLoadError, list_checkpoints, read_meta
 from distengine.engine import Engine, Events, create_supervised_trainer
 from distengine.handlers import Checkpoint, DiskSaver, find_latest_checkpoint
 
@@ -267,6 +267,51 @@ def test_where_filters_by_the_sidecar_metadata(tmp_path):
     mine = find_latest_checkpoint(tmp_path, where=lambda meta: meta.get("run") == "mine")
     assert weight_of(mine) == 20.0
     assert find_latest_checkpoint(tmp_path, where=lambda meta: False) is None
+
+
+class RunRecord:
+    """The record of its run saved in each checkpoint, as the launcher's recipe saves one."""
+
+    def __init__(self, run_id):
+        self.run_id = run_id
+
+    def state_dict(self):
+        return {"run_id": self.run_id, "world_size": 1, "config": {"lr": 0.1}}
+
+    def load_state_dict(self, state):
+        self.run_id = state["run_id"]
+
+
+@pytest.mark.parametrize("damage", ["removed", "garbage", "empty object"])
+def test_a_file_without_a_usable_sidecar_tells_its_run_from_its_own_contents(tmp_path, damage):
+    for iteration, run in ((50, "other"), (40, "mine"), (44, "mine")):
+        model = nn.Linear(1, 1)
+        nn.init.constant_(model.weight, float(iteration))
+        to_save = {"model": model, "run": RunRecord(run)}
+        checkpoint = Checkpoint(to_save, tmp_path, n_saved=None, metadata={"run_id": run})
+        checkpoint(fake_engine(epoch=1, iteration=iteration))
+    sidecar = tmp_path / ".checkpoint_44.pt.meta.json"
+    {
+        "removed": sidecar.unlink,
+        "garbage": lambda: sidecar.write_bytes(b"\x00{garbage"),
+        "empty object": lambda: sidecar.write_text("{}"),
+    }[damage]()
+    found = find_latest_checkpoint(tmp_path, where=lambda meta: meta.get("run_id") == "mine")
+    assert found[0].name == "checkpoint_44.pt" and weight_of(found) == 44.0
+    listed = {path.name: meta for path, meta in list_checkpoints(tmp_path)}
+    assert listed["checkpoint_44.pt"]["run_id"] == "mine"
+    assert listed["checkpoint_50.pt"]["run_id"] == "other"
+
+
+@pytest.mark.parametrize("key", ["step", "score", "basename", "score_name", "priority"])
+def test_metadata_may_not_override_what_checkpoint_computes(tmp_path, key):
+    with pytest.raises(ValueError, match=rf"metadata keys \['{key}'\] are recorded by") as info:
+        Checkpoint({"m": nn.Linear(1, 1)}, tmp_path, metadata={key: 1})
+    assert "\n" not in str(info.value)
+    later = Checkpoint({"m": nn.Linear(1, 1)}, tmp_path, metadata=lambda engine: {key: 1})
+    with pytest.raises(ValueError, match=rf"metadata keys \['{key}'\] are recorded by"):
+        later(fake_engine(epoch=1))
+    assert visible(tmp_path) == []
 
 
 @pytest.mark.parametrize("sidecar", ["crc32", "none"])

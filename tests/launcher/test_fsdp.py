@@ -122,3 +122,19 @@ def test_the_transformer_reads_digits_and_shards_block_by_block(tokens):
     assert default_blocks(model) == list(model.blocks)
     with pytest.raises(ValueError, match="model.tokens=5: expected a divisor of 64"):
         transformer(tokens=5)
+
+
+def test_a_sharded_folder_without_its_manifest_is_set_aside_and_reported(tmp_path):
+    """The commit writes manifest.json before the rename: a final folder without it is damaged."""
+    launch(f"hydra.run.dir={tmp_path}", FSDP, "trainer.max_epochs=2", SHORT[-1], check=True)
+    folder = tmp_path / "checkpoints"
+    (folder / "checkpoint_44" / "manifest.json").unlink()
+    shards = sorted(p.name for p in (folder / "checkpoint_44").iterdir())
+    run = launch(f"hydra.run.dir={tmp_path}", FSDP, "trainer.max_epochs=3", SHORT[-1], check=True)
+    assert (
+        f"checkpoint {folder / 'checkpoint_44'} is corrupt (sharded checkpoint "
+        f"{folder / 'checkpoint_44'} has no manifest.json: "
+    ) in run.stdout
+    assert f"moved to {folder / 'corrupt' / 'checkpoint_44'}\n" in run.stdout
+    assert f"resumed from {folder / 'checkpoint_22'} (iteration 22)" in run.stdout
+    assert sorted(p.name for p in (folder / "corrupt" / "checkpoint_44").iterdir()) == shards

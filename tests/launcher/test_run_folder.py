@@ -1,7 +1,10 @@
 """A run folder belongs to one job: lock, run identity, corrupt files set aside, refusals."""
 
+import json
 import signal
 import time
+
+import torch
 
 from tests.launcher.launching import kill_group, launch, start_sleeping_job, wait_gone
 
@@ -41,15 +44,49 @@ def test_a_busy_folder_is_refused_at_once_and_a_dead_jobs_lock_is_taken_over(tmp
 
 
 def test_a_run_resumes_only_from_its_own_checkpoints(tmp_path):
-    """An older run's checkpoint_44 stays in the folder; the new run resumes from its own 22."""
+    """A new run (resume=never) first moves the older run's checkpoint_22 and 44 aside: its
+    own checkpoint_22 would overwrite them. A later resume takes the new run's own 22."""
     older = launch(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=2", "trainer.seed=1", QUIET)
     assert older.returncode == 0, older.stderr
+    older_id = json.loads((tmp_path / "run.json").read_text())["run_id"]
+    folder, aside = tmp_path / "checkpoints", tmp_path / "checkpoints" / "previous" / older_id
+    before = {n: (folder / n).read_bytes() for n in ("checkpoint_22.pt", "checkpoint_44.pt")}
     new = ["trainer.max_epochs=1", QUIET]
-    launch(f"hydra.run.dir={tmp_path}", *new, "checkpoint.resume=never", check=True)
+    fresh = launch(f"hydra.run.dir={tmp_path}", *new, "checkpoint.resume=never", check=True)
+    assert (
+        f"checkpoints of another run (run id {older_id}) moved to {aside}, so that this run "
+        "does not overwrite them: checkpoint_22.pt, checkpoint_44.pt"
+    ) in fresh.stdout
+    assert "checkpoint.resume=never: starting at iteration 0" in fresh.stdout
+    for name, data in before.items():  # nothing was deleted or overwritten
+        assert (aside / name).read_bytes() == data
+        assert json.loads((aside / f".{name}.meta.json").read_text())["run_id"] == older_id
     again = launch(f"hydra.run.dir={tmp_path}", *new, check=True)  # finished: validates only
-    assert f"resumed from {tmp_path}/checkpoints/checkpoint_22.pt (iteration 22)" in again.stdout
+    assert f"resumed from {folder}/checkpoint_22.pt (iteration 22)" in again.stdout
     assert f"the run in {tmp_path} already finished 1 epochs" in again.stdout
-    assert (tmp_path / "checkpoints" / "checkpoint_44.pt").is_file()  # nothing was deleted
+    assert "moved to" not in again.stdout and (aside / "checkpoint_44.pt").is_file()
+
+
+def test_a_checkpoint_without_its_sidecar_is_still_resumed_and_one_of_no_known_run_is_kept(
+    tmp_path,
+):
+    """checkpoint_44's sidecar removed, checkpoint_22's garbage: both tell their run from their
+    contents. A checkpoint_66.pt whose run cannot be told is moved aside, not overwritten."""
+    launch(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=2", QUIET, check=True)
+    folder = tmp_path / "checkpoints"
+    (folder / ".checkpoint_44.pt.meta.json").unlink()
+    (folder / ".checkpoint_22.pt.meta.json").write_text("garbage")
+    torch.save({"w": torch.zeros(1)}, folder / "checkpoint_66.pt")  # a file of no known run
+    unknown = (folder / "checkpoint_66.pt").read_bytes()
+    run = launch(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=3", QUIET, check=True)
+    assert f"resumed from {folder}/checkpoint_44.pt (iteration 44)" in run.stdout
+    aside = folder / "previous" / "unknown-run"
+    assert (
+        "checkpoints whose run cannot be told (no readable sidecar, no run id inside) moved to "
+        f"{aside}, so that this run does not overwrite them: checkpoint_66.pt"
+    ) in run.stdout
+    assert (aside / "checkpoint_66.pt").read_bytes() == unknown
+    assert json.loads((folder / ".checkpoint_66.pt.meta.json").read_text())["iteration"] == 66
 
 
 def test_corrupt_checkpoints_are_set_aside_and_reported(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
+from distengine.checkpoint.loading import find_latest_checkpoint
 from distengine.checkpoint.sharded import MANIFEST, ShardedStorage, consolidate, read_manifest
 from distengine.checkpoint.sharded_state import gather_state, restore_state
 from distengine.distributed import get_world_size
@@ -244,6 +245,22 @@ def test_a_folder_written_by_dcp_alone_is_neither_loaded_nor_removed(tmp_path):
     with pytest.raises(ValueError, match="foreign is not a sharded checkpoint"):
         storage.remove("foreign")
     assert (tmp_path / "foreign" / ".metadata").exists()
+
+
+def test_a_folder_of_shards_without_its_manifest_is_reported_not_skipped_silently(saved_here):
+    _, folder = saved_here
+    dcp.save({"model": TinyTransformer().state_dict()}, checkpoint_id=folder.parent / "foreign")
+    drop_the_manifest(folder)
+    (folder.parent / "notes").mkdir()  # a folder holding no shards is none of its business
+    reported = []
+    found = find_latest_checkpoint(folder.parent, on_corrupt=lambda *said: reported.append(said))
+    assert found is None
+    assert [path.name for path, _ in reported] == ["checkpoint_1", "foreign"]
+    for path, reason in reported:
+        assert f"sharded checkpoint {path} has no manifest.json" in reason and "\n" not in reason
+    with pytest.warns(RuntimeWarning, match="checkpoint_1 has no manifest.json"):
+        assert find_latest_checkpoint(folder.parent) is None
+    assert (folder / ".metadata").exists()  # reported, neither loaded nor removed
 
 
 def test_the_manifest_records_files_and_metadata(saved_here):
