@@ -15,6 +15,7 @@ SCRIPTS = [
     "engine_overhead.py",
     "metrics_update.py",
     "training_throughput.py",
+    "training_throughput.py --epochs 20",
     "gpu_throughput.py --print-only",
     "launch_latency.py",
     "checkpoint_io.py",

@@ -25,7 +25,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from common import machine, on_gloo_ranks, try_import  # noqa: E402
 
-EPOCHS, REPEATS, BATCH = 5, 12, 64
+#: ``--epochs N``: runs of 5 epochs (110 iterations) weigh per-run costs (start, the last
+#: exchange, bars opening and closing); longer ones show the per-iteration cost
+EPOCHS = int(sys.argv[sys.argv.index("--epochs") + 1]) if "--epochs" in sys.argv else 5
+REPEATS, BATCH = 12, 64
 
 
 def setup(seed: int = 0):
