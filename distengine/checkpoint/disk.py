@@ -165,7 +165,7 @@ class DiskSaver:
         else:
             writer = self._write_atomic(checkpoint, path)
         _write_small(meta_path(path), json.dumps({"crc32": writer.hexdigest(), **metadata}))
-        _fsync_dir(self.dirname)
+        fsync_dir(self.dirname)
 
     def _write_atomic(self, checkpoint: Mapping[str, Any], path: Path) -> _HashingWriter:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -238,7 +238,8 @@ def _write_small(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _fsync_dir(dirname: Path) -> None:
+def fsync_dir(dirname: Path) -> None:
+    """Make a rename or a new entry in ``dirname`` durable (fsync the folder itself)."""
     dir_fd = os.open(dirname, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

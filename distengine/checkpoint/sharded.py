@@ -36,7 +36,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from distengine.checkpoint.disk import file_checksum
+from distengine.checkpoint.disk import file_checksum, fsync_dir
 from distengine.checkpoint.sharded_state import restore_state, sharded_template
 from distengine.distributed import all_gather, broadcast, get_rank, get_world_size
 from distengine.distributed.env import is_distributed
@@ -494,14 +494,6 @@ def _replace_folder(tmp: Path, final: Path) -> None:
         old = final.with_name(f".{final.name}.tmp-old-{uuid.uuid4().hex[:12]}")
         final.rename(old)
     tmp.rename(final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync_dir(dirname: Path) -> None:
-    fd = os.open(dirname, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
