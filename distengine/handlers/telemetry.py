@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +73,7 @@ class Telemetry:
         self._fetch = 0.0  # the last fetch's duration, counted with its iteration
         self._busy = self._waited = 0.0
         self._cycles = 0
+        self._warned = False
 
     def attach(self, engine: Engine) -> None:
         """Measure ``engine``; publish ``values`` every ``every`` iterations (attach it first)."""
@@ -97,6 +99,14 @@ class Telemetry:
 
     def _publish(self, engine: Engine) -> None:
         if self._cycles == 0 or self._busy <= 0:
+            if engine.state.dataloader is None and not self._warned:
+                self._warned = True
+                warnings.warn(
+                    "Telemetry measures when batches are fetched (GET_BATCH events), which a "
+                    "run without data (run(epoch_length=n)) does not fire: it reports nothing",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             return
         step = self._busy / self._cycles
         samples = self.samples(engine.state.batch) * get_world_size()

@@ -90,3 +90,12 @@ def test_hparams_go_to_the_plugin_with_the_validation_tags_as_metrics(tmp_path):
     shown = start.session_start_info.hparams
     assert shown["lr"].number_value == 0.1 and shown["name"].string_value == "mlp"
     assert shown["amp"].string_value == "False" and shown["layers"].string_value == "[1, 2]"
+
+
+def test_a_run_without_data_is_said_to_give_no_figures():
+    engine = Engine(lambda e, batch: None)
+    telemetry = Telemetry(every=2)
+    telemetry.attach(engine)
+    with pytest.warns(RuntimeWarning, match="a run without data"):
+        engine.run(max_epochs=1, epoch_length=4)
+    assert telemetry.values == {}
