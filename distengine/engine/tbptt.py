@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from distengine.distributed.shards import check_training_shards
 from distengine.engine.engine import Engine
 from distengine.engine.events import EventEnum
+from distengine.engine.steps import copies_overlap, model_device
 from distengine.engine.steps import prepare_batch as _prepare_batch
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class TbpttStep:
         tbtt_step: int,
         dim: int = 0,
         device: torch.device | str | None = None,
-        non_blocking: bool = False,
+        non_blocking: bool | None = None,
         prepare_batch: Callable = _prepare_batch,
     ) -> None:
         if not isinstance(tbtt_step, int) or isinstance(tbtt_step, bool) or tbtt_step < 1:
@@ -95,8 +96,9 @@ class TbpttStep:
             raise ValueError(f"dim must be an int (the time dimension), got {dim!r}")
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.tbtt_step, self.dim = tbtt_step, dim
-        self.device = torch.device(device) if device is not None else None
-        self.non_blocking, self.prepare_batch = non_blocking, prepare_batch
+        self.device = torch.device(device) if device is not None else model_device(model)
+        self.non_blocking = copies_overlap(self.device) if non_blocking is None else non_blocking
+        self.prepare_batch = prepare_batch
         self._checked_data: Any = None
 
     def __call__(self, engine: Engine, batch: Any) -> torch.Tensor:
@@ -141,7 +143,7 @@ def create_supervised_tbptt_trainer(
     tbtt_step: int | None = None,
     dim: int = 0,
     device: torch.device | str | None = None,
-    non_blocking: bool = False,
+    non_blocking: bool | None = None,
     prepare_batch: Callable = _prepare_batch,
     *,
     tbptt_step: int | None = None,
@@ -157,6 +159,8 @@ def create_supervised_tbptt_trainer(
     events :class:`Tbptt_Events` registered; its output is the batch's mean
     chunk loss. Works with a DDP model (``idist.auto_model``) on every rank,
     and with :class:`~distengine.handlers.Checkpoint` and exact resume.
+    As the supervised trainer (not Ignite), ``device`` defaults to the
+    model's device and ``non_blocking`` (None) is True on CUDA.
 
     Example::
 

@@ -180,3 +180,13 @@ def test_a_tbptt_trainer_is_an_engine_with_its_events_registered():
     )
     assert isinstance(trainer, Engine)
     assert all(trainer.has_registered_events(e) for e in Tbptt_Events)
+
+
+def test_batches_go_to_the_models_device_by_default_as_in_the_supervised_trainer():
+    from distengine.engine.tbptt import TbpttStep
+
+    rnn = torch.nn.RNN(2, 3).to(torch.device("meta"))
+    step = TbpttStep(rnn, torch.optim.SGD(rnn.parameters(), lr=0.1), torch.nn.MSELoss(), 2)
+    assert step.device == torch.device("meta") and step.non_blocking is False
+    chosen = TbpttStep(rnn, None, None, 2, device="cpu", non_blocking=True)
+    assert chosen.device == torch.device("cpu") and chosen.non_blocking is True
