@@ -220,7 +220,9 @@ def list_checkpoints(
     whose sidecar is missing or unreadable is loaded to say what it holds:
     its engine's ``iteration`` and ``epoch`` and the plain values (strings,
     numbers) at the top of its entries, such as a ``run_id`` saved with it.
-    What cannot be read (a corrupt file, a folder of shards without
+    An intact file that ``weights_only`` loading refuses (a user's pickled
+    objects) is listed with empty metadata: nothing is known of it. What
+    cannot be read (a corrupt file, a folder of shards without
     ``manifest.json``) is left out and reported to ``on_corrupt(path,
     reason)`` (default: a RuntimeWarning naming it).
 
@@ -230,17 +232,26 @@ def list_checkpoints(
             print(path.name, meta.get("iteration"), meta.get("run_id"))
     """
     report = on_corrupt or _warn_corrupt
-    found = _candidates(Path(dirname), map_location, report)
+    found = _candidates(Path(dirname), map_location, report, list_refused=True)
     return [(path, meta) for path, meta, _ in sorted(found, key=lambda c: c[0].name)]
 
 
-def _candidates(folder: Path, map_location: Any, report: Callable):
-    """(path, metadata, modification time) of every readable checkpoint file and folder."""
+def _candidates(folder: Path, map_location: Any, report: Callable, list_refused: bool = False):
+    """(path, metadata, modification time) of every readable checkpoint file and folder.
+
+    A file that ``weights_only`` loading refuses raises CheckpointLoadError, or with
+    ``list_refused`` comes with empty metadata.
+    """
     if not folder.is_dir():
         return
     for path in folder.glob(f"*{SUFFIX}"):
         if not path.name.startswith(".") and path.is_file():
-            meta = _usable_sidecar(path) or _meta_from_file(path, map_location, report)
+            try:
+                meta = _usable_sidecar(path) or _meta_from_file(path, map_location, report)
+            except CheckpointLoadError:
+                if not list_refused:
+                    raise
+                meta = {}
             if meta is not None:
                 yield path, meta, path.stat().st_mtime
     for path in sorted(folder.iterdir()):

@@ -3,8 +3,9 @@
 The recipe names checkpoints by iteration, so an older run's
 ``checkpoint_44.pt`` would be replaced by this run's. Before this run reads
 or writes a checkpoint, rank 0 moves every checkpoint of another run into
-``checkpoints/previous/<its run id>/``, and one whose run cannot be told (no
-usable sidecar, no run record inside) into ``checkpoints/previous/unknown-run/``,
+``checkpoints/previous/<its run id>/``, and one whose run cannot be told (its
+sidecar names no run; without a usable sidecar, no run id could be read from
+the file) into ``checkpoints/previous/unknown-run/``,
 and says so in one line per folder.
 """
 
@@ -44,20 +45,25 @@ def set_aside_others(
         set_aside_others(Path("run/checkpoints"), cfg.run_id, on_corrupt=print)
     """
     moved: dict[Path, list[Path]] = {}
-    for path, meta in list_checkpoints(folder, on_corrupt=on_corrupt):
-        owner = meta.get("run_id")
-        if owner != run_id:
-            into = owner_folder(folder, owner)
-            moved.setdefault(into, []).append(move_aside(path, into))
-    for into, paths in moved.items():
-        print(_moved_line(into, paths), flush=True)
+    try:
+        for path, meta in list_checkpoints(folder, on_corrupt=on_corrupt):
+            owner = meta.get("run_id")
+            if owner != run_id:
+                into = owner_folder(folder, owner)
+                moved.setdefault(into, []).append(move_aside(path, into))
+    finally:  # what was moved is said even when a later move fails
+        for into, paths in moved.items():
+            print(_moved_line(into, paths), flush=True)
     return moved
 
 
 def _moved_line(into: Path, paths: list[Path]) -> str:
     names = ", ".join(p.name for p in paths)
     if into.name == UNKNOWN_RUN:
-        whose = "checkpoints whose run cannot be told (no readable sidecar, no run id inside)"
+        whose = (
+            "checkpoints whose run cannot be told (no run id in their sidecar, "
+            "or in the file where it has no usable sidecar)"
+        )
     else:
         whose = f"checkpoints of another run (run id {into.name})"
     return f"{whose} moved to {into}, so that this run does not overwrite them: {names}"

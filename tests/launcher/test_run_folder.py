@@ -82,7 +82,8 @@ def test_a_checkpoint_without_its_sidecar_is_still_resumed_and_one_of_no_known_r
     assert f"resumed from {folder}/checkpoint_44.pt (iteration 44)" in run.stdout
     aside = folder / "previous" / "unknown-run"
     assert (
-        "checkpoints whose run cannot be told (no readable sidecar, no run id inside) moved to "
+        "checkpoints whose run cannot be told (no run id in their sidecar, or in the file "
+        "where it has no usable sidecar) moved to "
         f"{aside}, so that this run does not overwrite them: checkpoint_66.pt"
     ) in run.stdout
     assert (aside / "checkpoint_66.pt").read_bytes() == unknown
@@ -126,3 +127,42 @@ def test_a_changed_config_or_world_size_is_refused_before_anything_is_written(tm
         assert "checkpoint.resume=never" in run.stderr and "Traceback" not in run.stderr
         assert snapshot(tmp_path) == before
     assert not (tmp_path / "stop.json").exists()
+
+
+def test_a_file_weights_only_refuses_is_moved_aside_not_fatal(tmp_path):
+    """A user's own file of pickled objects in checkpoints/ (no sidecar) is of no known run:
+    moved aside, whether the next run resumes or starts afresh (it stopped both)."""
+    import argparse
+
+    launch(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=1", QUIET, check=True)
+    folder, aside = tmp_path / "checkpoints", tmp_path / "checkpoints" / "previous" / "unknown-run"
+    torch.save({"args": argparse.Namespace(lr=0.1)}, folder / "mine.pt")
+    mine = (folder / "mine.pt").read_bytes()
+    resumed = launch(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=1", QUIET, check=True)
+    assert f"resumed from {folder}/checkpoint_22.pt (iteration 22)" in resumed.stdout
+    assert f"moved to {aside}, so that this run does not overwrite them: mine.pt" in (
+        resumed.stdout
+    )
+    assert (aside / "mine.pt").read_bytes() == mine
+    (aside / "mine.pt").rename(folder / "mine.pt")
+    fresh = ["trainer.max_epochs=1", QUIET, "checkpoint.resume=never"]
+    again = launch(f"hydra.run.dir={tmp_path}", *fresh, check=True)
+    assert "mine.pt" in again.stdout and (aside / "mine.pt").read_bytes() == mine
+
+
+def test_checkpoints_moved_before_a_failed_move_are_still_said(tmp_path, capsys):
+    """The second run's folder cannot be made (a file is in the way): the first run's
+    checkpoint was moved already, and the line saying where is printed all the same."""
+    import pytest
+
+    from launch.recipe.lineage import set_aside_others
+
+    for name, run in (("a.pt", "run-a"), ("b.pt", "run-b")):
+        torch.save({"w": torch.zeros(1)}, tmp_path / name)
+        (tmp_path / f".{name}.meta.json").write_text(json.dumps({"crc32": "0", "run_id": run}))
+    (tmp_path / "previous").mkdir()
+    (tmp_path / "previous" / "run-b").write_text("in the way")
+    with pytest.raises(OSError):
+        set_aside_others(tmp_path, "this-run", on_corrupt=print)
+    assert (tmp_path / "previous" / "run-a" / "a.pt").is_file()
+    assert f"moved to {tmp_path / 'previous' / 'run-a'}" in capsys.readouterr().out
