@@ -224,25 +224,24 @@ class RunFolder:
         return run_id
 
     def newest_checkpoint(self, run_id: str | None) -> tuple[Path, int] | None:
-        """This run's newest checkpoint by its sidecar (``.<name>.meta.json``, contract C2)
-        or, for a sharded checkpoint folder, its ``manifest.json``.
+        """This run's newest checkpoint and its iteration, as the ranks would find it.
 
-        Reads only these small files (a checkpoint is whole once its sidecar
-        or manifest exists); None when no checkpoint of ``run_id`` has one.
+        Reads sidecars (``.<name>.meta.json``) and sharded folders'
+        ``manifest.json``; a file without a usable sidecar is opened to read
+        its run (:func:`~distengine.checkpoint.list_checkpoints`). None when no
+        checkpoint of ``run_id`` is there; damaged ones are left to the ranks
+        to report.
         """
-        found = []
-        folder = self.path / "checkpoints"
-        records = [
-            (m, m.with_name(m.name[1 : -len(".meta.json")])) for m in folder.glob(".*.pt.meta.json")
+        from distengine.checkpoint import list_checkpoints
+
+        if not run_id:
+            return None
+        listed = list_checkpoints(self.path / "checkpoints", "cpu", on_corrupt=_quiet)
+        found = [
+            (int(meta.get("iteration", -1)), path)
+            for path, meta in listed
+            if meta.get("run_id") == run_id and path.exists()
         ]
-        records += [(m, m.parent) for m in folder.glob("*/manifest.json")]  # sharded folders
-        for meta, checkpoint in records:
-            try:
-                record = json.loads(meta.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if run_id and record.get("run_id") == run_id and checkpoint.exists():
-                found.append((int(record.get("iteration", -1)), checkpoint))
         if not found:
             return None
         iteration, checkpoint = max(found)
@@ -262,3 +261,7 @@ class RunFolder:
             return json.loads((self.path / STOP_FILE).read_text())
         except (OSError, json.JSONDecodeError):
             return None
+
+
+def _quiet(path: Path, reason: str) -> None:
+    """Damaged checkpoints are the ranks' to report (and move aside), not the launcher's."""

@@ -70,6 +70,21 @@ def test_the_newest_checkpoint_of_a_run_comes_from_the_sidecars(tmp_path):
     assert folder.newest_checkpoint("other") is None
 
 
+def test_a_checkpoint_without_its_sidecar_is_named_from_its_own_contents(tmp_path):
+    import torch
+
+    folder = RunFolder(tmp_path)
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "a_20.pt").write_bytes(b"x")
+    meta = {"crc32": "0", "iteration": 20, "run_id": "new"}
+    (checkpoints / ".a_20.pt.meta.json").write_text(json.dumps(meta))
+    engine = {"iteration": 30, "epoch": 3}
+    torch.save({"trainer": engine, "run": {"run_id": "new"}}, checkpoints / "a_30.pt")  # no sidecar
+    assert folder.newest_checkpoint("new") == (checkpoints / "a_30.pt", 30)
+    assert folder.newest_checkpoint(None) is None
+
+
 def test_one_job_holds_a_folder_and_a_dead_holder_is_reported(tmp_path):
     first, second = RunFolder(tmp_path), RunFolder(tmp_path)
     assert first.acquire("one") is None
