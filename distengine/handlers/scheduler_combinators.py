@@ -12,7 +12,23 @@ from distengine.engine import Engine
 from distengine.handlers.scheduler_base import ParamScheduler, _check_count
 
 
-class ParamGroupScheduler:
+class _SchedulersHistory:
+    """``save_history`` of a scheduler made of ``self.schedulers``: theirs, set on all."""
+
+    schedulers: list[Any]
+
+    @property
+    def save_history(self) -> bool:
+        """Whether the schedulers record ``engine.state.param_history``."""
+        return self.schedulers[0].save_history
+
+    @save_history.setter
+    def save_history(self, value: bool) -> None:
+        for scheduler in self.schedulers:
+            scheduler.save_history = value
+
+
+class ParamGroupScheduler(_SchedulersHistory):
     """Several schedulers called together, typically one per param group.
 
     ``names`` (default: each scheduler's ``param_name``) key their history
@@ -47,16 +63,6 @@ class ParamGroupScheduler:
         self.save_history = save_history
         self.optimizer = [s.optimizer for s in self.schedulers]
         self.param_name = [s.param_name for s in self.schedulers]
-
-    @property
-    def save_history(self) -> bool:
-        """Whether the schedulers record ``engine.state.param_history``."""
-        return self.schedulers[0].save_history
-
-    @save_history.setter
-    def save_history(self, value: bool) -> None:
-        for scheduler in self.schedulers:
-            scheduler.save_history = value
 
     @property
     def optimizer_param_groups(self) -> list[dict[str, Any]]:
@@ -106,7 +112,7 @@ class ParamGroupScheduler:
         return values
 
 
-class ConcatScheduler(ParamScheduler):
+class ConcatScheduler(_SchedulersHistory, ParamScheduler):
     """Schedulers one after another: ``schedulers[i]`` runs for ``durations[i]`` calls.
 
     The last one runs for as long as it is called. All set the same
@@ -153,16 +159,6 @@ class ConcatScheduler(ParamScheduler):
         self._setup_scheduler()
         super().__init__(optimizers[0], param_names[0], save_history)
         self._state_attrs += ["_current_duration", "durations", "_scheduler_index"]
-
-    @property
-    def save_history(self) -> bool:
-        """Whether the schedulers record ``engine.state.param_history``."""
-        return self.schedulers[0].save_history
-
-    @save_history.setter
-    def save_history(self, value: bool) -> None:
-        for scheduler in self.schedulers:
-            scheduler.save_history = value
 
     @property
     def optimizer_param_groups(self) -> list[dict[str, Any]]:

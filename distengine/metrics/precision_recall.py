@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -115,9 +116,9 @@ class _ClassCounts(Metric):
         if self.average == "samples":
             self.sample_total += self._per_sample(hits.sum(1), p.sum(1), t.sum(1)).sum()
 
+    @abstractmethod
     def _per_sample(self, tp: torch.Tensor, pp: torch.Tensor, ap: torch.Tensor) -> torch.Tensor:
         """The metric of each multilabel row (for ``average="samples"``)."""
-        raise NotImplementedError
 
     def _rows(self) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(kind, tp, pp, ap) over all ranks; errors for no data, mixed kinds, non-0/1 values."""
