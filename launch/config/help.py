@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from launch.config.compose import CONF_DIR, CommandLine, compose, job_config
+from launch.config.command_line import CommandLine
+from launch.config.compose import CONF_DIR, compose, job_config
 from launch.config.schema import GROUPS, TARGET_GROUPS
 
 _KEY = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z_][\w]*):(?P<rest>.*)$")
