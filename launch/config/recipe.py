@@ -11,6 +11,7 @@ shared evenly by the ranks (see :func:`distengine.distributed.auto_dataloader`).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,14 +44,19 @@ def check_optimizer(node: Mapping[str, Any]) -> None:
     error = _build(node)
     if error is None:
         return
-    if _build(_bare(node)) is None:  # its defaults build: find the value it refuses alone
-        for key, value in given.items():
-            alone = _build({**_bare(node), key: value})
-            if alone is not None:
-                raise ConfigError(
-                    f"optim.{key}={typed(value)}: {target} refuses it ({_first_line(alone)})"
-                )
-    shown = ", ".join(f"optim.{k}={typed(v)}" for k, v in given.items()) or "its defaults"
+    bare = _build(_bare(node))
+    if bare is not None:
+        raise ConfigError(
+            f"optim: {target} cannot be built as the recipe builds it, "
+            f"instantiate(optim)(model.parameters()) ({_first_line(bare)})"
+        )
+    for key, value in given.items():  # its defaults build: the value it refuses alone
+        alone = _build({**_bare(node), key: value})
+        if alone is not None:
+            raise ConfigError(
+                f"optim.{key}={typed(value)}: {target} refuses it ({_first_line(alone)})"
+            )
+    shown = ", ".join(f"optim.{k}={typed(v)}" for k, v in given.items())
     raise ConfigError(f"optim: {target} refuses {shown} together ({_first_line(error)})")
 
 
@@ -64,8 +70,10 @@ def _build(node: Mapping[str, Any]) -> BaseException | None:
     from hydra.utils import instantiate
 
     try:
-        made = instantiate(dict(node))
-        made([torch.nn.Parameter(torch.zeros(1))])
+        with warnings.catch_warnings():  # a deprecation said here would say it twice
+            warnings.simplefilter("ignore")
+            made = instantiate(dict(node))
+            made([torch.nn.Parameter(torch.zeros(1))])
     except REFUSALS as error:
         return error
     except Exception as error:  # Hydra wraps the constructor's error
