@@ -94,16 +94,41 @@ class Launch:
             self._check_placement(job)
         if self.line.multirun:
             self.swept = swept_keys(overrides)
+            self._fit_auto_ranks(jobs)
             for job in jobs:
                 check_job(job)
             return
         job, run_dir = jobs[0], Path(composed[0].hydra.run.dir)
         if self._owns_folder(job):
             RunFolder(run_dir).check_free()  # fast: before the checks that import torch
+        self._fit_auto_ranks(jobs)
         check_job(job)
         if self._owns_folder(job):
             self.folder = self._take(RunFolder(run_dir), job)
         self._pin(run_dir, job)
+
+    def _fit_auto_ranks(self, jobs: list[dict[str, Any]]) -> None:
+        """``dist.nproc_per_node=auto`` for the recipe: the most ranks, up to torchrun's rule,
+        that share the global batch evenly (12 cores and ``data.batch_size=64``: 8), said."""
+        from launch.config.recipe import fitted_auto_ranks
+        from launch.job.agent import nproc_per_node
+
+        if in_place_rank() is not None or all(j["dist"]["nproc_per_node"] != "auto" for j in jobs):
+            return
+        counted = nproc_per_node("auto")
+        fitted = {fitted_auto_ranks(job, counted) for job in jobs}
+        if len(fitted) != 1 or None in fitted:
+            return  # none needed, or none fits: check_global_batch says which sizes work
+        ranks, batch = fitted.pop(), jobs[0]["data"]["batch_size"]
+        for job in jobs:
+            job["dist"]["nproc_per_node"] = ranks
+        self.argv.append(f"dist.nproc_per_node={ranks}")
+        print(
+            f"note: dist.nproc_per_node=auto gives {counted} ranks per node, which cannot share "
+            f"data.batch_size={batch} (the global batch) evenly: starting {ranks} (give "
+            f"dist.nproc_per_node={counted} with a data.batch_size they divide to use all)",
+            file=sys.stderr,
+        )
 
     def _take(self, folder: Any, job: dict[str, Any]) -> Any:
         """Refuse a resume that cannot work (nothing written yet), then lock the folder."""

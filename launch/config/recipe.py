@@ -87,6 +87,28 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
+def fitted_auto_ranks(job: Mapping[str, Any], counted: int) -> int | None:
+    """Ranks per node for ``dist.nproc_per_node=auto`` when the ``counted`` ones (torchrun's
+    rule: a GPU or a core each) cannot share the recipe's global batch: the most, up to
+    ``counted``, that can. None when ``counted`` can, when none can, or when nothing applies
+    (a script, an entrypoint, a given number).
+
+    Example::
+
+        fitted_auto_ranks(job, 12)   # data.batch_size=64 on one node: 8
+    """
+    dist = job["dist"]
+    batch = (job["data"] or {}).get("batch_size")
+    if not uses_recipe(job) or dist["nproc_per_node"] != "auto":
+        return None
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        return None
+    nodes = dist["nnodes"]
+    if batch % (counted * nodes) == 0:
+        return None
+    return next((n for n in range(counted - 1, 0, -1) if batch % (n * nodes) == 0), None)
+
+
 def check_global_batch(job: Mapping[str, Any], world: int) -> None:
     """``data.batch_size`` (the global batch) shared evenly by the job's ``world`` ranks.
 

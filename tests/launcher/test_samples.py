@@ -118,3 +118,30 @@ def test_the_ranks_refuse_a_checkpoint_of_another_seed_or_a_shrunk_batch():
     with pytest.raises(ValueError, match="3 ranks when saved, 1 now, with global batches of 63"):
         info.load_state_dict({**info.state_dict(), "world_size": 3})
     info.load_state_dict({k: v for k, v in info.state_dict().items() if k != "seed"})  # older
+
+
+def test_auto_ranks_that_cannot_share_the_global_batch_start_as_many_as_can(
+    tmp_path, monkeypatch, capsys
+):
+    """12 cores and the default job's batch of 64: 8 ranks, said; given 12, refused."""
+    import launch.job.agent
+    from launch.cli import Launch
+
+    monkeypatch.setattr(launch.job.agent, "nproc_per_node", lambda v: 12 if v == "auto" else int(v))
+    started = Launch([f"hydra.run.dir={tmp_path / 'run'}", "dist.backend=gloo"])
+    started.prepare()
+    started.folder.release()
+    assert started.argv[-1] == "dist.nproc_per_node=8"  # what Hydra's run composes
+    assert capsys.readouterr().err == (
+        "note: dist.nproc_per_node=auto gives 12 ranks per node, which cannot share "
+        "data.batch_size=64 (the global batch) evenly: starting 8 (give "
+        "dist.nproc_per_node=12 with a data.batch_size they divide to use all)\n"
+    )
+    assert refusal(tmp_path / "other", "dist.nproc_per_node=12").startswith(
+        "data.batch_size=64 (the global batch, dist.nproc_per_node=12) cannot be split evenly "
+        "among 12 ranks (5 each, 60 in all): use a multiple of 12 (60 or 72)"
+    )
+    script = Launch([f"hydra.run.dir={tmp_path / 's'}", "task.script=README.md"])
+    script.prepare()  # a script reads no data.batch_size: torchrun's rule as it is
+    script.folder.release()
+    assert not any(a.startswith("dist.nproc_per_node") for a in script.argv)
