@@ -22,7 +22,7 @@ def search_path(tmp_path_factory):
 
 #: (overrides, message): each refused in this process by ``Launch(...).prepare()``, the checks
 #: ``python -m launch`` runs before it writes anything or starts a rank (one line, nothing
-#: written); :data:`END_TO_END` also through ``main()``, and two as ``python -m launch``.
+#: written); :data:`END_TO_END` also through ``main()``, and one as ``python -m launch``.
 CASES = [
     # dist: ranges, infinities, addresses, ranks
     (["dist.nproc_per_node=0"], "dist.nproc_per_node=0: expected a positive int or 'auto'"),
@@ -36,7 +36,6 @@ CASES = [
     (["dist.timeout_s=inf"], "dist.timeout_s=inf: expected seconds from 1 to 31536000 (a year)"),
     (["dist.timeout_s=nan"], "dist.timeout_s=nan: expected seconds from 1 to"),
     (["dist.timeout_s=1e-9"], "dist.timeout_s=1e-09: expected seconds from 1 to"),
-    (["dist.timeout_s=1e300"], "dist.timeout_s=1e+300: expected seconds from 1 to"),
     (["dist.nnodes=two"], "dist.nnodes='two': expected an int"),
     (["dist.max_restarts=-1"], "dist.max_restarts=-1: expected 0 or more"),
     (["dist.master_port=70000"], "dist.master_port=70000: expected 1 to 65535"),
@@ -55,13 +54,11 @@ CASES = [
     ),
     (["dist.nproc_per_node=100000"], "dist.nproc_per_node=100000: this node has "),
     (["dist.strategy=zero"], "dist.strategy='zero': expected one of ddp, fsdp"),
-    (["dist.console=every"], "dist.console='every': expected one of rank0, all"),
     (["dist.start_method=forked"], "did you mean dist.start_method=fork?"),
     # trainer, checkpoint
     (["trainer.validate_every=0"], "trainer.validate_every=0: expected a positive int (epochs)"),
     (["trainer.log_every=-5"], "trainer.log_every=-5: expected a positive int (iterations)"),
     (["trainer.seed=-1"], "trainer.seed=-1: expected an int from 0 to 4294967295"),
-    (["trainer.max_epochs=0"], "trainer.max_epochs=0: expected a positive int"),
     (["trainer.precision=bf61"], "did you mean trainer.precision=bf16?"),
     (["checkpoint.every_iters=-1"], "checkpoint.every_iters=-1: expected 0 (only at epoch ends)"),
     (["checkpoint.n_saved=0"], "checkpoint.n_saved=0: expected a positive int"),
@@ -73,13 +70,11 @@ CASES = [
     (["dist.strategy=fsdp", "trainer.compile=true"], "trainer.compile=true with dist.strategy"),
     # the optimizer, built once as the recipe builds it
     (["optim.lr=-1"], "optim.lr=-1: torch.optim.Adam refuses it (Invalid learning rate: -1)"),
-    (["optim.lr=nan"], "optim.lr=nan: expected a finite number"),
     (["optim.lr=inf"], "optim.lr=inf: expected a finite number"),
     (["optim.lr=abc"], "optim.lr='abc': expected a number (torch.optim.Adam's lr: float | Tensor)"),
     (["+optim.weight_decay=-1"], "optim.weight_decay=-1: torch.optim.Adam refuses it (Invalid"),
     (["+optim.betas=[0.9]"], "optim.betas=[0.9]: torch.optim.Adam refuses it ("),
     (["+optim.betas=[0.9,2]"], "optim.betas=[0.9,2]: torch.optim.Adam refuses it (Invalid beta"),
-    (["+optim.eps=-1"], "optim.eps=-1: torch.optim.Adam refuses it (Invalid epsilon value: -1)"),
     (["optim=sgd", "optim.momentum=-1"], "optim.momentum=-1: torch.optim.SGD refuses it (Invalid"),
     (
         ["optim=sgd", "optim.momentum=0", "+optim.nesterov=true"],
@@ -113,7 +108,6 @@ CASES = [
         "trainer.max_epoch=3: unknown key; trainer accepts max_epochs, seed, amp, precision, "
         "compile, validate_every, log_every, progress_bar; did you mean trainer.max_epochs=3?",
     ),
-    (["trainer.epochs=2"], "trainer.epochs=2: unknown key; trainer accepts max_epochs,"),
     (["+trainer.foo=1"], "trainer.foo=1: unknown key; trainer accepts max_epochs,"),
     (["+dist.deep.key=1"], "dist.deep.key=1: unknown key; dist accepts"),
     (
@@ -147,7 +141,6 @@ CASES = [
     (["modle=mlp"], "modle=mlp: unknown key; the config accepts dist, task, checkpoint, trainer"),
     (["model=resnet"], "model=resnet: no such option; model accepts cnn, mlp, transformer"),
     (["model=mpl"], "model=mpl: no such option; model accepts cnn, mlp, transformer; did you "),
-    (["optim=adamw"], "optim=adamw: no such option; optim accepts adam, sgd; did you mean optim"),
     (["data=digit"], "data=digit: no such option; data accepts digits; did you mean data=digits?"),
     # values a model or the data cannot use, refused by the target's own check_arguments
     (["model.hidden=1.5"], "model.hidden=1.5: expected an int (launch.recipe.models.mlp's hidden"),
@@ -178,7 +171,6 @@ CASES = [
     (["hydra.run.dir="], "hydra.run.dir='': expected a folder for the run"),
     (["-m", "hydra.sweep.dir="], "hydra.sweep.dir='': expected a folder for the run"),
     (["task.script=missing.py"], "task.script='missing.py': no such file"),
-    (["task.script="], "task.script='': no such file"),
     (["task.entrypoint=tests.launcher.entry_points:nope"], "has no function 'nope'"),
     (["task.entrypoint=notamodule"], "expected 'package.module:function'"),
     (["--", "run"], "task.args (the arguments after --) are passed to task.script; give task"),
@@ -197,20 +189,18 @@ CASES = [
 ]
 #: One of each kind, through ``main()`` as ``python -m launch`` runs it: exit 2, one line.
 END_TO_END = [
-    "dist.nproc_per_node=0",
     "dist.rdzv_timeout_s=inf",
     "dist.master_addr=999.1.1.1",
     "dist.nproc_per_node=100000",
     "+optim.betas=[0.9]",
+    "data.batch_size=1 dist.nproc_per_node=2",
     "traner.max_epochs=3",
     "model.hiden=64",
-    "optim=adamw",
     "~trainer",
     "optim.lr=0.1,0.01",
     "model=bad hydra.searchpath=[file://{conf}]",
     "hydra.run.dir=",
     "--config-name myexp",
-    "-- run",
 ]
 
 
@@ -239,8 +229,8 @@ def test_every_bad_value_is_refused_with_a_one_line_message(
 
 
 def test_bad_input_ends_with_exit_2_one_line_and_nothing_written(tmp_path, search_path):
-    """Many command lines through the launcher's ``main()``, in one process; two of them also
-    as ``python -m launch``: exit 2, one ``error:`` line, no run folder, no rank output."""
+    """Many command lines through the launcher's ``main()``, in one process, and one as
+    ``python -m launch``: exit 2, one ``error:`` line, no run folder, no rank output."""
     chosen = [(i, case) for i, case in enumerate(CASES) if " ".join(case[0]) in END_TO_END]
     assert len(chosen) == len(END_TO_END)
     cases = [(_overrides(o, tmp_path / f"run{i}", search_path), m) for i, (o, m) in chosen]
@@ -250,11 +240,13 @@ def test_bad_input_ends_with_exit_2_one_line_and_nothing_written(tmp_path, searc
         assert err.startswith("error: ") and message.format(conf=search_path) in err, (argv, err)
         assert len(err.strip().splitlines()) == 1 and not out, (argv, out, err)
     assert not [path for path in tmp_path.iterdir() if path.name.startswith("run")]
-    for overrides in (["optim.lr=-1"], ["data.batch_size=64", "dist.nproc_per_node=3"]):
-        run = launch(*overrides, f"hydra.run.dir={tmp_path / 'real'}", timeout=60)
-        assert run.returncode == 2 and not run.stdout, run.stderr
-        assert run.stderr.startswith(f"error: {overrides[0]}") and run.stderr.count("\n") == 1
-        assert not (tmp_path / "real").exists()
+    run = launch("optim.lr=-1", f"hydra.run.dir={tmp_path / 'real'}", timeout=60)
+    assert run.returncode == 2 and not run.stdout, run.stderr
+    assert (
+        run.stderr
+        == "error: optim.lr=-1: torch.optim.Adam refuses it (Invalid learning rate: -1)\n"
+    )
+    assert not (tmp_path / "real").exists()
 
 
 def test_a_read_only_run_folder_is_refused_in_one_line(tmp_path):
