@@ -116,7 +116,9 @@ def check_keys(cfg: Mapping[str, Any]) -> None:
         for key in cfg[group] or {}:
             if key not in names:
                 rest, value = _leaf(cfg[group][key])
-                raise unknown_key(f"{group}.{key}", typed(value), names, group, rest=rest)
+                raise unknown_key(
+                    f"{group}.{key}", typed(value), names, group, rest=rest, nested=False
+                )
     for group in TARGET_GROUPS:
         node = cfg[group]
         if not isinstance(node, Mapping) or "_target_" not in node:

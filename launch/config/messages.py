@@ -60,6 +60,7 @@ def unknown_key(
     owner: str,
     present: list[str] | None = None,
     rest: str = "",
+    nested: bool = True,
 ) -> ConfigError:
     """``key=value`` names a key that ``owner`` (a group, a ``_target_``, ``the config``) lacks.
 
@@ -67,12 +68,13 @@ def unknown_key(
     against them); ``present``: those the config holds already (a nearest
     key outside them is suggested with ``+``; default: all of ``known``);
     ``rest``: the part of the override's key after ``key`` (``traner.max_epochs``:
-    the unknown key is ``traner``, the rest ``.max_epochs``).
+    the unknown key is ``traner``, the rest ``.max_epochs``); ``nested``: whether
+    the nearest key can hold that rest (a group can, a number cannot: no suggestion).
     """
     parent, _, name = key.rpartition(".")
     prefix = f"{parent}." if parent else ""
     typed_value = f"={value}" if value is not None else ""
-    close = nearest(name, known)
+    close = nearest(name, known) if nested or not rest else None
     hint = None
     if close is not None:
         plus = "+" if close not in (known if present is None else present) else ""

@@ -39,8 +39,11 @@ def check_override_keys(overrides: list[str], schema: dict[str, Any]) -> None:
             continue
         types = {f.name: str(f.type) for f in dataclasses.fields(fields)}
         value = override.split("=", 1)[1]
-        if name.split(".")[0] not in types:
-            raise unknown_key(f"{group}.{name.split('.')[0]}", value, list(types), group)
+        first, dot, rest = name.partition(".")
+        if first not in types:
+            raise unknown_key(
+                f"{group}.{first}", value, list(types), group, rest=dot + rest, nested=False
+            )
         for one in _sweep_values(value):
             _check_type(key, one, types[name])
 
