@@ -25,7 +25,13 @@ def explain(
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
     if isinstance(error, OverrideParseException):
-        return f"cannot parse the override {error.override!r}: {first_line(error)}"
+        hint = ""
+        if str(error.override).startswith("task.args="):
+            hint = (
+                "; a script's arguments can also follow --, as typed: python -m launch "
+                "task.script=main.py -- run --backend=gloo"
+            )
+        return f"cannot parse the override {error.override!r}: {first_line(error)}{hint}"
     cause = error.__cause__ or error
     if isinstance(error, MissingConfigException) and error.missing_cfg_file:
         return _missing(error, config_dir)

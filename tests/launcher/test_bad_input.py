@@ -166,6 +166,12 @@ CASES = [
     (["-m", "optim=sgd,nope"], "optim=nope: no such option; optim accepts adam, sgd"),
     (["-m", "trainer.seed=1,-2"], "trainer.seed=-2: expected an int from 0 to 4294967295"),
     (["x=["], "cannot parse the override 'x=['"),
+    (
+        ["task.script=README.md", "task.args=[run,--backend=gloo]"],
+        "cannot parse the override 'task.args=[run,--backend=gloo]': no viable alternative at "
+        "input '[run,--backend='; a script's arguments can also follow --, as typed: python -m "
+        "launch task.script=main.py -- run --backend=gloo",
+    ),
     (["model=bad", "hydra.searchpath=[file://{conf}]"], "malformed YAML in {conf}/model/bad.yaml"),
     # paths, files, the script and its arguments
     (["hydra.run.dir="], "hydra.run.dir='': expected a folder for the run"),
