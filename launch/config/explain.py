@@ -48,7 +48,10 @@ def explain(
             return said
     if key:
         return f"{key}: {first_line(cause)}"
-    return _one_line(error if str(error) else cause)
+    said = [_one_line(error)] if str(error) else []
+    if cause is not error and str(cause):
+        said.append(first_line(cause))
+    return ": ".join(said) or type(error).__name__
 
 
 def _missing(error: Any, config_dir: str | None) -> str:
