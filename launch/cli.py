@@ -14,16 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from launch import exit_codes
-from launch.config.checks import check_config, check_devices, check_port_free, visible_devices
+from launch.config.checks import (
+    available_memory,
+    check_config,
+    check_devices,
+    check_rank_count,
+    check_run_dir,
+    visible_devices,
+)
+from launch.config.command_line import CommandLine
 from launch.config.compose import (
     CONF_DIR,
-    CommandLine,
     compose,
     job_config,
     sweep_points,
     swept_keys,
 )
 from launch.config.errors import ConfigError
+from launch.config.network import check_master_address
 from launch.config.overrides import check_override_keys
 from launch.config.schema import GROUPS, TARGET_GROUPS
 from launch.job.forkserver import start_early
@@ -36,16 +44,23 @@ def fail(message: str, code: int = exit_codes.BAD_INPUT) -> None:
 
 
 def check_job(job: dict[str, Any]) -> None:
-    """The checks that import code (``_target_`` signatures, the entrypoint) or use the host."""
+    """The checks that import code (``_target_`` signatures, the entrypoint, the optimizer),
+    use the host or need the number of ranks."""
+    from launch.config.recipe import check_global_batch, check_optimizer, uses_recipe
     from launch.config.targets import check_target, load_entrypoint
+    from launch.job.start import world_size
 
     if in_place_rank() is None:
-        check_port_free(job["dist"])
+        check_master_address(job["dist"])
+        check_rank_count(job["dist"], available_memory())
         check_devices(job, visible_devices())
     for group in TARGET_GROUPS:
         check_target(group, job[group])
     if job["task"]["entrypoint"]:
         load_entrypoint(job["task"]["entrypoint"])
+    if uses_recipe(job):
+        check_optimizer(job["optim"])
+        check_global_batch(job, world_size(job))
 
 
 class Launch:
@@ -53,7 +68,7 @@ class Launch:
 
     def __init__(self, argv: list[str]) -> None:
         self.line = CommandLine.parse(argv)
-        self.argv = list(argv)
+        self.argv = self.line.hydra_argv()  # what Hydra reads (config flags in one form)
         self.folder: Any = None  # the RunFolder held for a single run
         self.swept: set[str] = set()  # the keys a sweep varies (they name its runs)
 
@@ -73,21 +88,47 @@ class Launch:
         line = self.line
         composed = [compose(point, line.config_dir, line.config_name) for point in points]
         jobs = [job_config(cfg) for cfg in composed]
-        for job in jobs:
+        for cfg, job in zip(composed, jobs):
+            check_run_dir(cfg.hydra, self.line.multirun)
             check_config(job)
             self._check_placement(job)
         if self.line.multirun:
             self.swept = swept_keys(overrides)
+            self._fit_auto_ranks(jobs)
             for job in jobs:
                 check_job(job)
             return
         job, run_dir = jobs[0], Path(composed[0].hydra.run.dir)
         if self._owns_folder(job):
             RunFolder(run_dir).check_free()  # fast: before the checks that import torch
+        self._fit_auto_ranks(jobs)
         check_job(job)
         if self._owns_folder(job):
             self.folder = self._take(RunFolder(run_dir), job)
         self._pin(run_dir, job)
+
+    def _fit_auto_ranks(self, jobs: list[dict[str, Any]]) -> None:
+        """``dist.nproc_per_node=auto`` for the recipe: the most ranks, up to torchrun's rule,
+        that share the global batch evenly (12 cores and ``data.batch_size=64``: 8), said."""
+        from launch.config.recipe import fitted_auto_ranks
+        from launch.job.agent import nproc_per_node
+
+        if in_place_rank() is not None or all(j["dist"]["nproc_per_node"] != "auto" for j in jobs):
+            return
+        counted = nproc_per_node("auto")
+        fitted = {fitted_auto_ranks(job, counted) for job in jobs}
+        if len(fitted) != 1 or None in fitted:
+            return  # none needed, or none fits: check_global_batch says which sizes work
+        ranks, batch = fitted.pop(), jobs[0]["data"]["batch_size"]
+        for job in jobs:
+            job["dist"]["nproc_per_node"] = ranks
+        self.argv.append(f"dist.nproc_per_node={ranks}")
+        print(
+            f"note: dist.nproc_per_node=auto gives {counted} ranks per node, which cannot share "
+            f"data.batch_size={batch} (the global batch) evenly: starting {ranks} (give "
+            f"dist.nproc_per_node={counted} with a data.batch_size they divide to use all)",
+            file=sys.stderr,
+        )
 
     def _take(self, folder: Any, job: dict[str, Any]) -> Any:
         """Refuse a resume that cannot work (nothing written yet), then lock the folder."""
@@ -171,8 +212,9 @@ def main() -> None:
 
     from launch.config.schema import register
 
-    launch = Launch(sys.argv[1:])
+    launch: Launch | None = None
     try:
+        launch = Launch(sys.argv[1:])
         if launch.line.help:
             from launch.config.help import help_text
 
@@ -187,5 +229,5 @@ def main() -> None:
     except KeyboardInterrupt:  # before the ranks started (after, the job handles Ctrl-C)
         fail("interrupted before the ranks started", exit_codes.INTERRUPTED)
     finally:
-        if launch.folder is not None:
+        if launch is not None and launch.folder is not None:
             launch.folder.release()

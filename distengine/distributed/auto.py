@@ -22,7 +22,13 @@ from distengine.distributed.env import (
     is_distributed,
 )
 from distengine.distributed.sharding import check_optimizer_after_sharding
-from distengine.distributed.shards import SPLITS, ExactShardSampler, RankShard, SizedRankShard
+from distengine.distributed.shards import (
+    SPLITS,
+    ExactShardSampler,
+    RankShard,
+    SizedRankShard,
+    global_batch_problem,
+)
 
 STRATEGIES = ("ddp", "fsdp", "auto")
 #: ``strategy="auto"`` shards when parameters, gradients and Adam's two moments
@@ -146,6 +152,12 @@ def auto_dataloader(dataset: Dataset, split: str | None = None, **kwargs: Any) -
     """A DataLoader giving this rank its share of ``dataset``.
 
     ``batch_size`` is the global batch: each of N ranks gets ``batch_size // N``.
+    A training loader (``"even"``) refuses a global batch that N does not
+    divide (a ValueError naming the sizes that work): 64 on 3 ranks would
+    train 63 samples per step, and a resume on 2 ranks could not continue
+    the same samples. An evaluation loader (``"exact"``) takes it: each
+    rank's batches hold ``batch_size // N`` samples and every sample is still
+    evaluated exactly once. A global batch smaller than N is refused either way.
     ``split`` says how the samples are shared (see ``distributed/shards.py``):
 
     - ``"even"`` (training): every rank the same number of samples and batches,
@@ -209,7 +221,7 @@ def auto_dataloader(dataset: Dataset, split: str | None = None, **kwargs: Any) -
                 f"auto_dataloader makes its own sampler; got {key}={kwargs[key]!r}. "
                 "Shard the data yourself and use a plain DataLoader instead"
             )
-    _per_rank_arguments(kwargs, world)
+    _per_rank_arguments(kwargs, world, split)
     if isinstance(dataset, IterableDataset):
         sized = kwargs.get("num_workers", 0) == 0 and hasattr(dataset, "__len__")
         shard = SizedRankShard if sized else RankShard
@@ -230,13 +242,12 @@ def auto_dataloader(dataset: Dataset, split: str | None = None, **kwargs: Any) -
     return loader
 
 
-def _per_rank_arguments(kwargs: dict[str, Any], world: int) -> None:
+def _per_rank_arguments(kwargs: dict[str, Any], world: int, split: str) -> None:
     """The global batch and the node's workers, divided among the ranks."""
     batch_size = kwargs.pop("batch_size", 1)
-    if batch_size < world:
-        raise ValueError(
-            f"batch_size={batch_size} is the global batch and must be >= {world} ranks"
-        )
+    problem = global_batch_problem(batch_size, world)
+    if problem and (split == "even" or batch_size < world):
+        raise ValueError(f"batch_size={batch_size} is the global batch and {problem}")
     kwargs["batch_size"] = batch_size // world
     if "num_workers" in kwargs:
         per_node = max(get_nproc_per_node(), 1)

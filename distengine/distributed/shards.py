@@ -21,6 +21,39 @@ from torch.utils.data import IterableDataset, Sampler
 SPLITS = ("even", "exact")
 
 
+def global_batch_problem(batch_size: int, world: int) -> str | None:
+    """Why ``world`` ranks cannot share the global batch ``batch_size`` evenly, or None.
+
+    Each rank takes ``batch_size // world`` samples; a remainder would make
+    every step smaller than asked (64 on 3 ranks: 63) and tie the run's
+    sample sequence to that number of ranks. The answer names the global
+    batches that work on ``world`` ranks and the numbers of ranks that work
+    with ``batch_size``.
+
+    Example::
+
+        global_batch_problem(64, 3)
+        # 'cannot be split evenly among 3 ranks (21 each, 63 in all): use a multiple
+        #  of 3 (63 or 66), or a number of ranks that divides 64 (1, 2, 4, 8, 16, 32, 64)'
+    """
+    if batch_size % world == 0:
+        return None
+    share = batch_size // world
+    multiples = [m for m in (share * world, (share + 1) * world) if m > 0]
+    return (
+        f"cannot be split evenly among {world} ranks ({share} each, {share * world} in all): "
+        f"use a multiple of {world} ({' or '.join(map(str, multiples))}), or a number of "
+        f"ranks that divides {batch_size} ({divisors_text(batch_size)})"
+    )
+
+
+def divisors_text(n: int, most: int = 8) -> str:
+    """``n``'s divisors, listed (``1, 2, 3, 4, 6, 8, 12, ..., 96`` when there are many)."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    found = [str(d) for d in sorted({*small, *(n // d for d in small)})]
+    return ", ".join(found if len(found) <= most else [*found[: most - 1], "...", found[-1]])
+
+
 class ExactShardSampler(Sampler[int]):
     """Rank ``rank`` of ``num_replicas`` takes samples ``rank, rank + num_replicas, ...``.
 

@@ -18,10 +18,19 @@ Covered: torch's CPU generator, the current CUDA device's generator, Python's
   loader, a custom iterable): a new pass is made and the used batches are
   drawn and dropped, so its workers repeat their own random draws too.
 
+On another number of ranks (a checkpoint saved on 2, resumed on 3), a pass
+goes on at the same global sample when each global batch is the same set of
+samples there: the same global batch (per-rank batch times ranks), and, for
+an ``IterableDataset``, no DataLoader workers (each worker yields its own
+part of the stream, and the workers per rank follow the number of ranks).
+Each pass records its layout (:func:`data_layout`) for that check.
+
 What cannot be put back exactly is refused by a ValueError that names it: a
 one-shot iterator, a loader with ``in_order=False`` and workers saved
 mid-epoch, generator states that do not match the data's generators, a CUDA
-generator state where CUDA is not available, data shorter than the position.
+generator state where CUDA is not available, data shorter than the position,
+a pass resumed on another number of ranks that would draw other samples
+(:func:`layout_problem`).
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from distengine.distributed.env import get_world_size
 
 _MASK64 = (1 << 64) - 1
 _TWIN = "_distengine_seeded_twin"
@@ -273,6 +284,63 @@ def _pass_seed(loader: DataLoader) -> int:
     return int(torch.empty((), dtype=torch.int64).random_(generator=loader.generator).item())
 
 
+# ---------------------------------------------------------------------- layout
+def data_layout(data: Any, world: int | None = None) -> dict[str, Any]:
+    """How ``data`` is spread over the ranks: what a resume on other ranks must keep.
+
+    ``world`` (ranks; this process's group by default), ``batch`` (per rank;
+    None when ``data`` is no DataLoader), ``workers`` (per rank) and
+    ``iterable`` (an ``IterableDataset``, whose items are split by rank and
+    by worker). Plain values, saved with each pass's position.
+
+    Example::
+
+        data_layout(loader)   # {'world': 2, 'batch': 32, 'workers': 0, 'iterable': False}
+    """
+    loader = data if isinstance(data, DataLoader) else None
+    return {
+        "world": get_world_size() if world is None else world,
+        "batch": loader.batch_size if loader is not None else None,
+        "workers": loader.num_workers if loader is not None else 0,
+        "iterable": loader is not None and isinstance(loader.dataset, IterableDataset),
+    }
+
+
+def layout_problem(saved: dict[str, Any] | None, now: dict[str, Any]) -> str | None:
+    """Why a pass drawn with layout ``saved`` cannot go on with ``now`` (None: it can).
+
+    On the same number of ranks every layout goes on (the data is the
+    caller's). On another: the global batch (per-rank batch times ranks) must
+    be the same, and an ``IterableDataset`` must be read without workers
+    there and then. ``saved`` None (written before layouts were saved): no check.
+
+    Example::
+
+        layout_problem(data_layout(loader, world=3), data_layout(loader, world=2))
+    """
+    if saved is None or saved["world"] == now["world"]:
+        return None
+    ranks = f"{saved['world']} ranks when saved, {now['world']} now"
+    if saved["batch"] is not None and now["batch"] is not None:
+        was, new = saved["batch"] * saved["world"], now["batch"] * now["world"]
+        if was != new:
+            return (
+                f"{ranks}, with global batches of {was} samples then ({saved['batch']} per "
+                f"rank) and of {new} now ({now['batch']} per rank): the run would not continue "
+                f"the same samples; resume on {saved['world']} ranks, or with a global batch "
+                f"of {was} on a number of ranks that divides it"
+            )
+    if (saved["iterable"] or now["iterable"]) and (saved["workers"] or now["workers"]):
+        return (
+            f"{ranks}, over an IterableDataset read by DataLoader workers ({saved['workers']} "
+            f"per rank then, {now['workers']} now): each worker yields its own part of the "
+            "stream, so items would be skipped and repeated; resume on "
+            f"{saved['world']} ranks with the same workers, or read the stream with "
+            "num_workers=0 (then any number of ranks that divides the global batch continues it)"
+        )
+    return None
+
+
 def _check_repositionable(data: Any, mid_pass: bool) -> None:
     if is_one_shot(data):
         raise ValueError(
@@ -354,6 +422,9 @@ class DataFlow:
         if position is None:
             restore_rng(saved_rng, self.data)
             return
+        problem = layout_problem(position.get("layout"), data_layout(self.data))
+        if problem:
+            raise ValueError(f"cannot resume this pass over the data: {problem}")
         self._start, self._drawn = position, iteration - position["iteration"]
         self._reopen(saved_rng)
 
@@ -367,7 +438,12 @@ class DataFlow:
 
     def _open(self, epoch: int, iteration: int) -> None:
         set_sampler_epoch(self.data, epoch - 1)
-        self._start = {"epoch": epoch, "iteration": iteration, "rng": capture_rng(self.data)}
+        self._start = {
+            "epoch": epoch,
+            "iteration": iteration,
+            "rng": capture_rng(self.data),
+            "layout": data_layout(self.data),
+        }
         self._it = self._iterate(0)
         self._drawn = 0
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from launch.config.errors import ConfigError
+from launch.config.messages import bad_value, typed, unknown_key
 from launch.config.schema import GROUPS, SET_BY_LAUNCHER, TARGET_GROUPS, Config
 
 START_METHODS = ("auto", "fork", "spawn", "forkserver")
@@ -25,6 +25,8 @@ STRATEGIES = ("ddp", "fsdp")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CONSOLES = ("rank0", "all")
 SEED_RANGE = (0, 2**32 - 1)  # numpy's seeds; torch and random accept these too
+#: The longest wait a key in seconds may ask for: a year (torch's timeouts overflow at inf).
+MAX_SECONDS = 365 * 24 * 3600
 
 
 def _is_int(value: Any) -> bool:
@@ -43,16 +45,19 @@ def non_negative_int(value: Any) -> bool:
     return _is_int(value) and value >= 0
 
 
-def positive_number(value: Any) -> bool:
-    return _is_number(value) and value > 0
+def seconds(low: float, high: float = MAX_SECONDS) -> Callable[[Any], bool]:
+    """A finite number of seconds from ``low`` to ``high`` (``inf`` and ``nan`` are not)."""
+    return lambda value: _is_number(value) and low <= value <= high
 
 
-def non_negative_number(value: Any) -> bool:
-    return _is_number(value) and value >= 0
+class one_of:  # noqa: N801 - reads as a rule, as the functions beside it
+    """A test that ``value`` is one of ``choices`` (kept for the nearest-choice hint)."""
 
+    def __init__(self, *choices: str | None) -> None:
+        self.choices = choices
 
-def one_of(*choices: str) -> Callable[[Any], bool]:
-    return lambda value: value in choices
+    def __call__(self, value: Any) -> bool:
+        return value in self.choices
 
 
 def is_bool(value: Any) -> bool:
@@ -68,9 +73,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dist.master_port": (lambda v: v is None or (_is_int(v) and 1 <= v <= 65535), "1 to 65535"),
     "dist.backend": (one_of(*BACKENDS), f"one of {', '.join(BACKENDS)}"),
     "dist.max_restarts": (non_negative_int, "0 or more"),
-    "dist.timeout_s": (positive_number, "positive seconds"),
-    "dist.rdzv_timeout_s": (positive_number, "positive seconds"),
-    "dist.shutdown_grace_s": (non_negative_number, "0 or more seconds"),
+    "dist.timeout_s": (seconds(1), f"seconds from 1 to {MAX_SECONDS} (a year)"),
+    "dist.rdzv_timeout_s": (seconds(1), f"seconds from 1 to {MAX_SECONDS} (a year)"),
+    "dist.shutdown_grace_s": (seconds(0), f"seconds from 0 to {MAX_SECONDS} (a year)"),
     "dist.start_method": (one_of(*START_METHODS), f"one of {', '.join(START_METHODS)}"),
     "dist.strategy": (one_of(*STRATEGIES), f"one of {', '.join(STRATEGIES)}"),
     "dist.console": (one_of(*CONSOLES), f"one of {', '.join(CONSOLES)}"),
@@ -84,7 +89,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "trainer.amp": (is_bool, "true or false"),
     "trainer.precision": (
-        lambda v: v is None or v in PRECISIONS,
+        one_of(*PRECISIONS, None),
         f"one of {', '.join(PRECISIONS)} or null (trainer.amp decides)",
     ),
     "trainer.compile": (is_bool, "true or false"),
@@ -94,24 +99,39 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+def top_keys() -> list[str]:
+    """The config's keys a user may set (those the launcher sets left out)."""
+    return [f.name for f in dataclasses.fields(Config) if f.name not in SET_BY_LAUNCHER]
+
+
 def check_keys(cfg: Mapping[str, Any]) -> None:
     """Refuse keys the schema does not have (``+trainer.foo=1``, ``+anything=1``)."""
     top = [f.name for f in dataclasses.fields(Config)]
     for key in cfg:
         if key not in top:
-            shown = ", ".join(k for k in top if k not in SET_BY_LAUNCHER)
-            raise ConfigError(f"unknown key {key!r}: the config has {shown}")
+            rest, value = _leaf(cfg[key])
+            raise unknown_key(key, typed(value), top_keys(), "the config", rest=rest)
     for group, schema in GROUPS.items():
         names = [f.name for f in dataclasses.fields(schema)]
         for key in cfg[group] or {}:
             if key not in names:
-                raise ConfigError(
-                    f"unknown key '{group}.{key}': {group} accepts {', '.join(names)}"
+                rest, value = _leaf(cfg[group][key])
+                raise unknown_key(
+                    f"{group}.{key}", typed(value), names, group, rest=rest, nested=False
                 )
     for group in TARGET_GROUPS:
         node = cfg[group]
         if not isinstance(node, Mapping) or "_target_" not in node:
             raise ConfigError(f"{group}: expected a config with a _target_, got {node!r}")
+
+
+def _leaf(value: Any) -> tuple[str, Any]:
+    """``+traner.x=1`` composes ``traner: {x: 1}``: the rest of its key (``.x``) and ``1``."""
+    rest = ""
+    while isinstance(value, Mapping) and len(value) == 1:
+        name, value = next(iter(value.items()))
+        rest += f".{name}"
+    return rest, value
 
 
 def check_values(cfg: Mapping[str, Any]) -> None:
@@ -120,7 +140,7 @@ def check_values(cfg: Mapping[str, Any]) -> None:
         group, name = key.split(".")
         value = cfg[group][name]
         if not test(value):
-            raise ConfigError(f"{key}={value!r}: expected {accepted}")
+            raise bad_value(key, value, accepted, getattr(test, "choices", ()))
     dist = cfg["dist"]
     if dist["node_rank"] >= dist["nnodes"]:
         raise ConfigError(
@@ -159,27 +179,14 @@ def check_task(task: Mapping[str, Any]) -> None:
     if task["script"] is not None and not os.path.isfile(task["script"]):
         raise ConfigError(f"task.script={task['script']!r}: no such file")
     if task["args"] and task["script"] is None:
-        raise ConfigError("task.args are passed to task.script; give task.script too")
+        raise ConfigError(
+            "task.args (the arguments after --) are passed to task.script; give task.script too"
+        )
     spec = task["entrypoint"]
     if spec is not None:
         module, _, function = str(spec).partition(":")
         if not module or not function:
             raise ConfigError(f"task.entrypoint={spec!r}: expected 'package.module:function'")
-
-
-def check_port_free(dist: Mapping[str, Any]) -> None:
-    """Node 0's rendezvous port must be free on this host (it listens there)."""
-    addr, port = dist["master_addr"], dist["master_port"]
-    if port is None or dist["node_rank"] != 0:
-        return
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((addr, port))
-        except OSError as error:
-            raise ConfigError(
-                f"dist.master_port={port} is busy on {addr} ({error.strerror}): choose a free "
-                "port, or leave it unset (null) on a single node"
-            ) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,6 +276,53 @@ def check_speed_options(trainer: Mapping[str, Any], devices: Devices) -> None:
         raise ConfigError(
             f"trainer.compile=true needs a C++ compiler to compile for the CPU and neither "
             f"{compiler} nor clang++ is on the PATH: install one, or leave trainer.compile=false"
+        )
+
+
+#: The least memory a rank takes (Python, torch and a gloo group, before any model or data).
+RANK_MEMORY = 100 * 2**20
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this node can still give (``MemAvailable``), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_rank_count(dist: Mapping[str, Any], memory: int | None) -> None:
+    """Refuse more ranks on this node than its ``memory`` (bytes available) can hold.
+
+    More ranks than cores only slow down (the launcher warns); more than
+    memory holds cannot start at all (each would be killed or fail while
+    importing torch).
+    """
+    nproc = dist["nproc_per_node"]
+    if nproc == "auto" or memory is None or nproc * RANK_MEMORY <= memory:
+        return
+    fits = max(memory // RANK_MEMORY, 1)
+    raise ConfigError(
+        f"dist.nproc_per_node={nproc}: this node has {memory / 2**30:.1f} GiB of memory "
+        f"available and a rank takes at least {RANK_MEMORY // 2**20} MiB (Python and torch), "
+        f"so at most {fits} ranks can start: give dist.nproc_per_node={fits} or fewer"
+    )
+
+
+def check_run_dir(hydra: Mapping[str, Any], multirun: bool) -> None:
+    """An empty ``hydra.run.dir=`` (or ``hydra.sweep.dir=``) would write into the current folder."""
+    key = "sweep" if multirun else "run"
+    if not str(hydra[key]["dir"] or "").strip():
+        raise ConfigError(
+            f"hydra.{key}.dir={hydra[key]['dir']!r}: expected a folder for the run (the "
+            "default is outputs/<date>/<time>; '.' names the current folder explicitly)"
         )
 
 

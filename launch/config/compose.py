@@ -9,11 +9,15 @@ tells it the run folder (to check that it is free).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from launch.config.command_line import config_folder
 from launch.config.errors import ConfigError
+from launch.config.explain import explain, first_line
 
 
 def _conf_dir() -> Path:
@@ -24,80 +28,6 @@ def _conf_dir() -> Path:
 
 
 CONF_DIR = str(_conf_dir())
-MULTIRUN_FLAGS = ("-m", "--multirun")
-#: Hydra's flags that take a value; the launcher reads the config folder and name.
-VALUE_FLAGS = {
-    "--config-dir": "config_dir",
-    "-cd": "config_dir",
-    "--config-name": "config_name",
-    "-cn": "config_name",
-    "--config-path": "",
-    "-cp": "",
-    "--cfg": "",
-    "-c": "",
-    "--package": "",
-    "-p": "",
-}
-
-
-@dataclass
-class CommandLine:
-    """The command line split into Hydra overrides and flags.
-
-    ``--config-dir DIR`` (a user's folder of configs, searched after the
-    launcher's own) and ``--config-name NAME`` (the primary config) are read
-    here and also left to Hydra; other flags (``--cfg``, ``--hydra-help``...)
-    only Hydra handles.
-    """
-
-    overrides: list[str]
-    multirun: bool
-    other_flags: bool  # --cfg, --info, --hydra-help...: Hydra handles those itself
-    config_dir: str | None = None
-    config_name: str = "config"
-    help: bool = False
-    prints_config: bool = False  # --cfg job|hydra|all: Hydra prints the config and exits
-
-    @classmethod
-    def parse(cls, argv: list[str]) -> CommandLine:
-        line = cls(overrides=[], multirun=False, other_flags=False)
-        args = iter(argv)
-        for arg in args:
-            flag, given, value = arg.partition("=")
-            if not arg.startswith("-"):
-                line.overrides.append(arg)
-            elif arg in MULTIRUN_FLAGS:
-                line.multirun = True
-            elif arg in ("-h", "--help"):
-                line.help = True
-            elif flag in VALUE_FLAGS:
-                value = value if given else next(args, "")
-                if VALUE_FLAGS[flag]:
-                    setattr(line, VALUE_FLAGS[flag], value)
-                else:
-                    line.other_flags = True
-                    line.prints_config |= flag in ("--cfg", "-c")
-            else:
-                line.other_flags = True
-        return line
-
-    def config_flags(self) -> list[str]:
-        """``--config-dir <absolute DIR>`` and ``--config-name NAME`` as given (for a resume)."""
-        flags = []
-        if self.config_dir is not None:
-            flags += ["--config-dir", str(Path(self.config_dir).expanduser().resolve())]
-        if self.config_name != "config":
-            flags += ["--config-name", self.config_name]
-        return flags
-
-    def gives(self, key: str) -> bool:
-        """Whether an override sets ``key`` (``hydra.run.dir``)."""
-        return any(o.lstrip("+~").split("=", 1)[0] == key for o in self.overrides)
-
-    def value(self, key: str, default: str) -> str:
-        """The value the last override of ``key`` gives it, as written, else ``default``."""
-        given = [o.split("=", 1)[1] for o in self.overrides if o.split("=", 1)[0] == key]
-        return given[-1] if given else default
 
 
 def sweep_points(overrides: list[str]) -> list[list[str]]:
@@ -127,7 +57,7 @@ def _parse(parser: Any, overrides: list[str]) -> list[Any]:
     try:
         return parser.parse_overrides(overrides)
     except OverrideParseException as error:
-        raise ConfigError(f"cannot parse an override: {_first_line(error)}") from None
+        raise ConfigError(f"cannot parse an override: {first_line(error)}") from None
 
 
 def _values(override: Any) -> list[str]:
@@ -140,69 +70,98 @@ def _with_value(override: Any, value: str) -> str:
     return f"{override.get_key_element()}={value}"
 
 
-def search_path(config_dir: str | None) -> list[str]:
-    """The override that adds a user's config folder, as Hydra's ``--config-dir`` does."""
-    if config_dir is None:
-        return []
-    folder = Path(config_dir).expanduser().resolve()
-    if not folder.is_dir():
-        raise ConfigError(f"--config-dir {config_dir}: no such folder")
-    return [f"hydra.searchpath=[file://{folder}]"]
+@contextmanager
+def hydra_search_path(config_dir: str | None) -> Iterator[None]:
+    """Hydra initialised as ``hydra.main`` would be with ``--config-dir config_dir``.
+
+    The launcher's configs are the primary folder; a user's folder joins the
+    search path before the structured schemas, where Hydra's own
+    ``--config-dir`` puts it, so that ``--config-name`` finds a primary
+    config there too (a ``hydra.searchpath`` override would come too late:
+    Hydra reads it from the primary config).
+    """
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+    from hydra.version import setbase
+
+    backup = get_gh_backup()
+    try:
+        setbase("1.3")
+        search_path = create_config_search_path(CONF_DIR)
+        if config_dir is not None:
+            search_path.prepend(
+                provider="command-line",
+                path=f"file://{config_folder(config_dir)}",
+                anchor=SearchPathQuery(provider="schema"),
+            )
+        GlobalHydra.instance().clear()
+        Hydra.create_main_hydra2(task_name="app", config_search_path=search_path)
+        yield
+    finally:
+        restore_gh_from_backup(backup)
 
 
 def compose(overrides: list[str], config_dir: str | None = None, name: str = "config") -> Any:
     """The composed config (with its ``hydra`` node), or a one-line ConfigError.
 
     ``config_dir``: a user's folder of configs, searched after the launcher's
-    own (``--config-dir``); ``name``: the primary config (``--config-name``).
+    own (``--config-dir``); ``name``: the primary config (``--config-name``),
+    in either folder.
     """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
-
     from launch.config.schema import register
 
     register()
-    extra = search_path(config_dir)
+    if config_dir is not None:
+        config_folder(config_dir)  # a missing folder is named as such
     try:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = hydra_compose(name, overrides=[*overrides, *extra], return_hydra_config=True)
-        for key in cfg:  # interpolation errors surface here (hydra's own node is Hydra's)
-            value = cfg[key] if key != "hydra" else None
-            if OmegaConf.is_config(value):
-                OmegaConf.to_container(value, resolve=True)
+        return _compose(overrides, config_dir, name)
     except Exception as error:
-        raise ConfigError(explain(error)) from None
+        retry = lambda kept: _compose(kept, config_dir, name)  # noqa: E731
+        raise ConfigError(explain(error, overrides, retry, config_dir)) from None
+
+
+def _compose(overrides: list[str], config_dir: str | None, name: str) -> Any:
+    from hydra import compose as hydra_compose
+    from omegaconf import OmegaConf
+
+    with hydra_search_path(config_dir):
+        cfg = hydra_compose(name, overrides=overrides, return_hydra_config=True)
+    for key in cfg:  # interpolation errors surface here (hydra's own node is Hydra's)
+        value = cfg[key] if key != "hydra" else None
+        if OmegaConf.is_config(value):
+            OmegaConf.to_container(value, resolve=True)
     return cfg
 
 
-def explain(error: BaseException) -> str:
-    """One line for the errors Hydra, OmegaConf and YAML raise while composing."""
-    from hydra.errors import MissingConfigException, OverrideParseException
+def resolved(cfg: Any) -> Any:
+    """``cfg`` resolved, as an OmegaConf config that reads back the same values when saved,
+    loaded or created again: a ``${`` in a value (a script's argument ``${HOME}``) is escaped,
+    so it stays text instead of becoming an interpolation.
 
-    if isinstance(error, OverrideParseException):
-        return f"cannot parse the override {error.override!r}: {_first_line(error)}"
-    cause = error.__cause__ or error
-    if isinstance(error, MissingConfigException) and error.missing_cfg_file:
-        group, _, option = str(error.missing_cfg_file).rpartition("/")
-        if group:
-            options = ", ".join(error.options or []) or "none"
-            return f"{group}={option}: no such option; {group} accepts {options}"
-        return f"no config named {option!r} in {CONF_DIR} (or a --config-dir)"
-    mark = getattr(cause, "problem_mark", None)
-    if mark is not None:
-        return (
-            f"malformed YAML in {mark.name} line {mark.line + 1}, column {mark.column + 1}: "
-            f"{getattr(cause, 'problem', '') or _first_line(cause)}"
-        )
-    key = getattr(cause, "full_key", None)
-    if key:
-        return f"{key}: {_first_line(cause)}"
-    return _first_line(cause if str(cause) else error)
+    Example::
+
+        OmegaConf.save(resolved(cfg), "config.yaml")   # OmegaConf.load gives the same values
+    """
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create(literal(OmegaConf.to_container(cfg, resolve=True)))
 
 
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+def literal(value: Any) -> Any:
+    """Plain data with every string's ``${`` escaped (its backslashes before it doubled)."""
+    if isinstance(value, str):
+        if "${" not in value:
+            return value
+        doubled = re.sub(r"(\\+)(?=\$\{)", lambda m: m.group(1) * 2, value)
+        return doubled.replace("${", "\\${")
+    if isinstance(value, dict):
+        return {key: literal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [literal(item) for item in value]
+    return value
 
 
 def job_config(cfg: Any) -> dict[str, Any]:

@@ -12,13 +12,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from launch.config.compose import CONF_DIR, CommandLine, compose, job_config
+from launch.config.command_line import CommandLine
+from launch.config.compose import CONF_DIR, compose, job_config
 from launch.config.schema import GROUPS, TARGET_GROUPS
 
 _KEY = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z_][\w]*):(?P<rest>.*)$")
 
 USAGE = """\
 usage: python -m launch [KEY=VALUE ...] [-m KEY=A,B ...] [--config-dir DIR] [--config-name NAME]
+                        [-- SCRIPT ARGS ...]
 
 Checks the config, takes the run folder and starts the job's ranks with
 torch.distributed's elastic agent (as torchrun does). With no arguments it
@@ -28,7 +30,8 @@ FLAGS = """\
 flags:
   -m, --multirun              a sweep: one job per value (optim.lr=0.1,0.01)
   --config-dir DIR            also look in DIR for configs (your own model=..., data=... files)
-  --config-name NAME          the primary config (default: config)
+  --config-name NAME          the primary config, in conf/ or DIR (default: config)
+  -- ARGS ...                 task.script's own arguments, as torchrun passes them
   hydra.run.dir=DIR           the run folder (default: outputs/<date>/<time>)
   --cfg job                   print the composed config and exit
   --hydra-help                Hydra's own flags"""

@@ -12,6 +12,8 @@ import dataclasses
 from typing import Any
 
 from launch.config.errors import ConfigError
+from launch.config.messages import unknown_key
+from launch.config.schema import TARGET_GROUPS
 
 _PARSERS = {"int": int, "float": float}
 
@@ -20,10 +22,15 @@ def check_override_keys(overrides: list[str], schema: dict[str, Any]) -> None:
     """Name the accepted keys when an override names an unknown one (``dist.nproc=2``).
 
     ``schema`` maps a group (``dist``) to its dataclass. Keys added with
-    ``+`` are checked after composition (:func:`launch.config.checks.check_keys`).
+    ``+`` are checked after composition (:func:`launch.config.checks.check_keys`),
+    keys of the ``_target_`` groups while composing
+    (:func:`launch.config.compose.compose`). A group cannot be deleted
+    (``~trainer``): its defaults would come back unsaid.
     """
     for override in overrides:
         key = override.split("=", 1)[0]
+        if key.startswith("~"):
+            _check_deletion(key[1:], schema)
         if "=" not in override or key.startswith(("+", "~", "hydra.", "-")) or "." not in key:
             continue
         group, name = key.split(".", 1)
@@ -31,10 +38,26 @@ def check_override_keys(overrides: list[str], schema: dict[str, Any]) -> None:
         if fields is None:
             continue
         types = {f.name: str(f.type) for f in dataclasses.fields(fields)}
-        if name.split(".")[0] not in types:
-            raise ConfigError(f"unknown key {key!r}: {group} accepts {', '.join(types)}")
-        for value in _sweep_values(override.split("=", 1)[1]):
-            _check_type(key, value, types[name])
+        value = override.split("=", 1)[1]
+        first, dot, rest = name.partition(".")
+        if first not in types:
+            raise unknown_key(
+                f"{group}.{first}", value, list(types), group, rest=dot + rest, nested=False
+            )
+        for one in _sweep_values(value):
+            _check_type(key, one, types[name])
+
+
+def _check_deletion(key: str, schema: dict[str, Any]) -> None:
+    """``~group`` and ``~fixed_group.key`` are refused; ``~model.hidden`` (an argument) is not."""
+    group = key.split(".")[0]
+    if key in (*schema, *TARGET_GROUPS):
+        what = "set its keys instead" if key in schema else f"choose another: {key}=<option>"
+        raise ConfigError(f"~{key}: the {key} group cannot be removed ({what})")
+    if group in schema:
+        raise ConfigError(
+            f"~{key}: keys of {group} cannot be removed (each has a default): set it instead"
+        )
 
 
 def _sweep_values(value: str) -> list[str]:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from launch.config.errors import ConfigError
+from launch.config.messages import typed, unknown_key
 
 #: Hydra's own keys in a ``_target_`` node.
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
@@ -70,10 +71,7 @@ def check_target(key: str, node: Mapping[str, Any]) -> None:
         if param is None or param.kind in (param.VAR_POSITIONAL, param.POSITIONAL_ONLY):
             if takes_any:
                 continue
-            accepted = [
-                n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-            ]
-            raise ConfigError(f"unknown key '{key}.{name}': {path} accepts {', '.join(accepted)}")
+            raise unknown_key(f"{key}.{name}", typed(value), accepted_names(target), path)
         if isinstance(value, Mapping) and "_target_" in value:
             check_target(f"{key}.{name}", value)
             continue
@@ -82,6 +80,26 @@ def check_target(key: str, node: Mapping[str, Any]) -> None:
     if not node.get("_partial_", False):
         _check_required(key, path, params, node)
     _check_arguments(target, node)
+
+
+def accepted_names(target: Any) -> list[str]:
+    """The keyword arguments ``target`` takes (what a ``_target_`` node may hold)."""
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [n for n, p in params.items() if p.kind in kinds and n != "self"]
+
+
+def locate_target(key: str, node: Any) -> Any:
+    """The class or function a ``_target_`` node names (None when it names none or fails)."""
+    if not isinstance(node, Mapping) or "_target_" not in node:
+        return None
+    try:
+        return _locate(f"{key}._target_", str(node["_target_"]))
+    except ConfigError:
+        return None
 
 
 def _check_arguments(target: Any, node: Mapping[str, Any]) -> None:

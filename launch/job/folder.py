@@ -35,6 +35,35 @@ STOP_FILE = "stop.json"
 COMPARED = ("model", "data", "optim")
 
 
+def world_size_problem(saved: int, now: int, global_batch: Any) -> str | None:
+    """Why a run saved on ``saved`` ranks cannot resume on ``now``, or None when it can.
+
+    The data position is kept in global samples (iterations of the global
+    batch ``data.batch_size``), so any number of ranks that divides the global
+    batch continues the same sample sequence; another one would change it, and
+    so would a run whose ranks did not divide it (an older launcher trained
+    64 on 3 ranks as 63: it continues on 3 ranks only). The same rule as a
+    pass's layout in the library (:func:`distengine.engine.resume.layout_problem`).
+    """
+    if saved == now or global_batch is None:
+        return None
+    from distengine.distributed.shards import global_batch_problem
+    from distengine.engine.resume import layout_problem
+
+    batch = int(global_batch)
+    problem = global_batch_problem(batch, now)
+    if problem:
+        return (
+            f"world size {saved} in the checkpoint, {now} now: data.batch_size={batch} (the "
+            f"global batch) {problem}"
+        )
+
+    def layout(world: int) -> dict[str, Any]:
+        return {"world": world, "batch": batch // world, "workers": 0, "iterable": False}
+
+    return layout_problem(layout(saved), layout(now))
+
+
 class FolderBusy(ConfigError):
     """Another live job holds the run folder."""
 
@@ -182,13 +211,14 @@ class RunFolder:
             return
         differences = []
         batch = (job.get("data") or {}).get("batch_size")
-        if run.get("world_size") not in (None, world_size) and (
-            batch is None or batch % world_size
-        ):
+        if run.get("world_size") is not None:
+            problem = world_size_problem(run["world_size"], world_size, batch)
+            differences += [problem] if problem else []
+        seed = job["trainer"]["seed"]
+        if run.get("seed", seed) != seed:
             differences.append(
-                f"world size {run['world_size']} in the run, {world_size} now, which does not "
-                f"divide data.batch_size={batch} (the global batch): the run could not continue "
-                "the same samples"
+                f"trainer.seed changed ({run['seed']!r} in the run, {seed!r} now: it orders "
+                "the samples)"
             )
         for group in COMPARED:
             saved, now = run.get("config", {}).get(group) or {}, job.get(group) or {}
@@ -218,6 +248,7 @@ class RunFolder:
             "run_id": run_id,
             "created": time.time(),
             "world_size": world_size,
+            "seed": job["trainer"]["seed"],
             "config": {group: job.get(group) for group in COMPARED},
         }
         write_text(self.path / RUN_FILE, json.dumps(record, indent=2))

@@ -59,6 +59,8 @@ def start(
     """
     from omegaconf import OmegaConf
 
+    from launch.config.compose import resolved
+
     cfg.run_dir = str(run_dir)
     if folder is not None:
         folder.clear_stop()
@@ -70,7 +72,7 @@ def start(
     if folder is not None or in_place_rank() is None:
         try:
             config_path.parent.mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(cfg, config_path, resolve=True)
+            OmegaConf.save(resolved(cfg), config_path)  # read back as it is (``${`` kept)
         except OSError as error:
             raise os_error(config_path, error) from None
     if in_place_rank() is not None:

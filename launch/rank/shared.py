@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from launch.config.compose import literal
 from launch.job.folder import LOCK_FILE
 
 
@@ -24,8 +25,8 @@ def shared_config(cfg: Any) -> Any:
 
     if idist.get_world_size() == 1:
         return cfg
-    ours = OmegaConf.to_container(cfg, resolve=True) if idist.get_rank() == 0 else None
-    cfg = OmegaConf.create(idist.broadcast(ours, src=0))
+    ours = literal(OmegaConf.to_container(cfg, resolve=True)) if idist.get_rank() == 0 else None
+    cfg = OmegaConf.create(idist.broadcast(ours, src=0))  # ``${`` in a value stays text
     seen = _sees_job(Path(cfg.run_dir), cfg.job_id) if cfg.job_id else True
     blind = [
         f"rank {rank} on {host}"

@@ -7,44 +7,35 @@ from typing import Any
 from omegaconf import OmegaConf
 
 import distengine.distributed as idist
-from launch.job.folder import COMPARED
+from launch.job.folder import COMPARED, world_size_problem
 
-
-def world_size_problem(saved: int, now: int, global_batch: Any) -> str | None:
-    """Why a run saved on ``saved`` ranks cannot resume on ``now``, or None when it can.
-
-    The data position is kept in global samples (iterations of the global
-    batch ``data.batch_size``), so any number of ranks that divides the global
-    batch continues the same sample sequence; another one would change it.
-    """
-    if saved == now or global_batch is None:
-        return None
-    if int(global_batch) % now:
-        return (
-            f"world size {saved} in the checkpoint, {now} now: data.batch_size={global_batch} "
-            f"(the global batch) cannot be split evenly among {now} ranks, so the run would not "
-            "continue the same samples; resume on a number of ranks that divides it"
-        )
-    return None
+__all__ = ["RunInfo", "world_size_problem"]
 
 
 class RunInfo:
-    """A stateful record of the run's identity, world size and model/data/optim config.
+    """A stateful record of the run's identity, world size, seed and model/data/optim config.
 
     Saved with every checkpoint (``run_id`` names the run the checkpoint
     belongs to: a resume only considers the run folder's own run); loading it
     into a run that differs raises a ValueError that names each difference
     (``load_state_dict`` runs at resume). Another world size is accepted when
-    it divides the global batch (see :func:`world_size_problem`).
+    it continues the same global batches (see :func:`world_size_problem`);
+    another ``trainer.seed`` is not (it orders the samples).
     """
 
     def __init__(self, cfg: Any) -> None:
         self.run_id = cfg.run_id
         self.world_size = idist.get_world_size()
+        self.seed = int(cfg.trainer.seed)
         self.config = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in COMPARED}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "world_size": self.world_size, "config": self.config}
+        return {
+            "run_id": self.run_id,
+            "world_size": self.world_size,
+            "seed": self.seed,
+            "config": self.config,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         differences = []
@@ -52,6 +43,8 @@ class RunInfo:
         problem = world_size_problem(state["world_size"], self.world_size, batch)
         if problem:
             differences.append(problem)
+        if state.get("seed", self.seed) != self.seed:  # absent: saved before the seed was
+            differences.append(f"trainer.seed changed ({state['seed']} then, {self.seed} now)")
         for group in COMPARED:
             saved, now = state["config"].get(group), self.config[group]
             if saved != now:

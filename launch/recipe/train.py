@@ -30,11 +30,17 @@ from launch.recipe.stop import write_stop
 
 
 def _loaders(cfg: Any):
+    """Training and validation loaders; ``trainer.seed`` orders the training samples.
+
+    The global batch ``data.batch_size`` is shared among the ranks (the
+    launcher refused a number of ranks that does not divide it): the same
+    global sample order on any number of ranks, so a resume may change it.
+    """
     train_set, val_set = instantiate(cfg.data)
-    batch = int(cfg.data.batch_size)
+    batch, seed = int(cfg.data.batch_size), int(cfg.trainer.seed)
     train = idist.auto_dataloader(
-        train_set, batch_size=batch, shuffle=True, drop_last=True, split="even"
-    )  # the same global sample order on any number of ranks (a resume may change it)
+        train_set, batch_size=batch, shuffle=True, drop_last=True, split="even", seed=seed
+    )
     val = idist.auto_dataloader(val_set, batch_size=batch, shuffle=False)
     return train, val
 

@@ -49,7 +49,7 @@ def bad_batch_size():
 
 
 def test_auto_dataloader_rejects_a_global_batch_smaller_than_the_world(ranks2):
-    with pytest.raises(RankFailure, match="batch_size=1 is the global batch and must be >= 2"):
+    with pytest.raises(RankFailure, match="batch_size=1 is the global batch and cannot be split"):
         ranks2.run(bad_batch_size)
 
 

@@ -18,9 +18,12 @@ CPU_JOB = {"dist.backend": "gloo", "dist.nproc_per_node": "2"}
 
 
 def with_cpu_defaults(overrides: tuple[str, ...] | list[str]) -> list[str]:
-    """``overrides`` plus :data:`CPU_JOB`'s keys that they do not set."""
-    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
-    return [*overrides, *(f"{k}={v}" for k, v in CPU_JOB.items() if k not in given)]
+    """``overrides`` plus :data:`CPU_JOB`'s keys that they do not set (before a ``--``: what
+    follows it is the script's)."""
+    end = list(overrides).index("--") if "--" in overrides else len(overrides)
+    ours, script = list(overrides[:end]), list(overrides[end:])
+    given = {o.lstrip("+~").split("=", 1)[0] for o in ours}
+    return [*ours, *(f"{k}={v}" for k, v in CPU_JOB.items() if k not in given), *script]
 
 
 def start_launch(

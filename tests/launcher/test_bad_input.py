@@ -5,7 +5,8 @@ import subprocess
 
 import pytest
 
-from tests.launcher.launching import launch
+from tests.launcher.launching import launch, with_cpu_defaults
+from tests.launcher.refusals import refusals
 
 BAD_YAML = "_target_: launch.recipe.models.mlp\nhidden: [1, 2\n"
 
@@ -19,68 +20,204 @@ def search_path(tmp_path_factory):
     return folder
 
 
-#: (overrides, message): checked in-process, every one; the first of each kind also end to end.
+#: (overrides, message): each refused in this process by ``Launch(...).prepare()``, the checks
+#: ``python -m launch`` runs before it writes anything or starts a rank (one line, nothing
+#: written); :data:`END_TO_END` also through ``main()``, and one as ``python -m launch``.
 CASES = [
+    # dist: ranges, infinities, addresses, ranks
     (["dist.nproc_per_node=0"], "dist.nproc_per_node=0: expected a positive int or 'auto'"),
     (["dist.backend=mpi"], "dist.backend='mpi': expected one of auto, gloo, nccl"),
+    (["dist.backend=glo"], "expected one of auto, gloo, nccl; did you mean dist.backend=gloo?"),
     (["dist.node_rank=3"], "dist.node_rank=3: expected 0 to 0"),
     (["dist.nnodes=2"], "dist.master_port is required"),
-    (["dist.shutdown_grace_s=-1"], "dist.shutdown_grace_s=-1.0: expected 0 or more seconds"),
+    (["dist.shutdown_grace_s=-1"], "dist.shutdown_grace_s=-1.0: expected seconds from 0 to "),
+    (["dist.shutdown_grace_s=inf"], "dist.shutdown_grace_s=inf: expected seconds from 0 to "),
+    (["dist.rdzv_timeout_s=inf"], "dist.rdzv_timeout_s=inf: expected seconds from 1 to "),
+    (["dist.timeout_s=inf"], "dist.timeout_s=inf: expected seconds from 1 to 31536000 (a year)"),
+    (["dist.timeout_s=nan"], "dist.timeout_s=nan: expected seconds from 1 to"),
+    (["dist.timeout_s=1e-9"], "dist.timeout_s=1e-09: expected seconds from 1 to"),
     (["dist.nnodes=two"], "dist.nnodes='two': expected an int"),
-    (["dist.nproc=2"], "unknown key 'dist.nproc': dist accepts nproc_per_node, nnodes,"),
-    (["trainer.epochs=2"], "unknown key 'trainer.epochs': trainer accepts max_epochs,"),
-    (["+trainer.foo=1"], "unknown key 'trainer.foo': trainer accepts max_epochs,"),
-    (["+anything=1"], "unknown key 'anything': the config has dist, task, checkpoint,"),
-    (["+dist.deep.key=1"], "unknown key 'dist.deep': dist accepts"),
+    (["dist.max_restarts=-1"], "dist.max_restarts=-1: expected 0 or more"),
+    (["dist.master_port=70000"], "dist.master_port=70000: expected 1 to 65535"),
+    (
+        ["dist.master_addr=999.1.1.1"],
+        "dist.master_addr='999.1.1.1' does not resolve (Name or service not known): give node "
+        "0's host name or IP address (127.0.0.1 on a single node)",
+    ),
+    (
+        ["dist.master_addr=999.1.1.1", "dist.master_port=29555"],
+        "dist.master_addr='999.1.1.1' does not resolve",  # not "port 29555 is busy"
+    ),
+    (
+        ["dist.master_addr=192.0.2.1"],  # TEST-NET-1: never this host's
+        "dist.master_addr='192.0.2.1' is not an address of this host, and node 0 listens there",
+    ),
+    (["dist.nproc_per_node=100000"], "dist.nproc_per_node=100000: this node has "),
+    (["dist.strategy=zero"], "dist.strategy='zero': expected one of ddp, fsdp"),
+    (["dist.start_method=forked"], "did you mean dist.start_method=fork?"),
+    # trainer, checkpoint
     (["trainer.validate_every=0"], "trainer.validate_every=0: expected a positive int (epochs)"),
     (["trainer.log_every=-5"], "trainer.log_every=-5: expected a positive int (iterations)"),
     (["trainer.seed=-1"], "trainer.seed=-1: expected an int from 0 to 4294967295"),
+    (["trainer.precision=bf61"], "did you mean trainer.precision=bf16?"),
     (["checkpoint.every_iters=-1"], "checkpoint.every_iters=-1: expected 0 (only at epoch ends)"),
     (["checkpoint.n_saved=0"], "checkpoint.n_saved=0: expected a positive int"),
     (["checkpoint.resume=sometimes"], "checkpoint.resume='sometimes': expected one of auto, never"),
-    (["model=resnet"], "model=resnet: no such option; model accepts cnn, mlp"),
-    (["optim.lr=abc"], "optim.lr='abc': expected a number (torch.optim.Adam's lr: float | Tensor)"),
-    (["+optim.lrr=0.1"], "unknown key 'optim.lrr': torch.optim.Adam accepts params, lr, betas,"),
-    (["model.hidden=1.5"], "model.hidden=1.5: expected an int (launch.recipe.models.mlp's hidden"),
-    (["+model.depth=3"], "unknown key 'model.depth': launch.recipe.models.mlp accepts in_features"),
-    (["data.image=maybe"], "data.image='maybe': expected true or false"),
-    (["dist.master_addr=${{oops}}"], "dist.master_addr: Interpolation key 'oops' not found"),
-    (["-m", "optim=sgd,nope"], "optim=nope: no such option; optim accepts adam, sgd"),
-    (["-m", "trainer.seed=1,-2"], "trainer.seed=-2: expected an int from 0 to 4294967295"),
-    (["x=["], "cannot parse the override 'x=['"),
-    (["task.script=missing.py"], "task.script='missing.py': no such file"),
-    (["task.entrypoint=tests.launcher.entry_points:nope"], "has no function 'nope'"),
-    (["task.entrypoint=notamodule"], "expected 'package.module:function'"),
-    (["model=bad", "hydra.searchpath=[file://{conf}]"], "malformed YAML in {conf}/model/bad.yaml"),
-    (
-        ["dist.nnodes=2", "dist.master_port=29999", "hydra.run.dir=null"],
-        "with dist.nnodes > 1, give every node the same hydra.run.dir",
-    ),
-    (["dist.strategy=zero"], "dist.strategy='zero': expected one of ddp, fsdp"),
     (
         ["dist.strategy=fsdp", "trainer.precision=fp16"],
         "trainer.precision=fp16 with dist.strategy=fsdp",
     ),
     (["dist.strategy=fsdp", "trainer.compile=true"], "trainer.compile=true with dist.strategy"),
+    # the optimizer, built once as the recipe builds it
+    (["optim.lr=-1"], "optim.lr=-1: torch.optim.Adam refuses it (Invalid learning rate: -1)"),
+    (["optim.lr=inf"], "optim.lr=inf: expected a finite number"),
+    (["optim.lr=abc"], "optim.lr='abc': expected a number (torch.optim.Adam's lr: float | Tensor)"),
+    (["+optim.weight_decay=-1"], "optim.weight_decay=-1: torch.optim.Adam refuses it (Invalid"),
+    (["+optim.betas=[0.9]"], "optim.betas=[0.9]: torch.optim.Adam refuses it ("),
+    (["+optim.betas=[0.9,2]"], "optim.betas=[0.9,2]: torch.optim.Adam refuses it (Invalid beta"),
+    (["optim=sgd", "optim.momentum=-1"], "optim.momentum=-1: torch.optim.SGD refuses it (Invalid"),
+    (
+        ["optim=sgd", "optim.momentum=0", "+optim.nesterov=true"],
+        "optim.nesterov=true: torch.optim.SGD refuses it (Nesterov momentum requires a momentum "
+        "and zero dampening)",
+    ),
+    # the global batch and the ranks
+    (
+        ["data.batch_size=64", "dist.nproc_per_node=3"],
+        "data.batch_size=64 (the global batch, dist.nproc_per_node=3) cannot be split evenly among "
+        "3 ranks (21 each, 63 in all): use a multiple of 3 (63 or 66), or a number of ranks that "
+        "divides 64 (1, 2, 4, 8, 16, 32, 64)",
+    ),
+    (
+        ["data.batch_size=1", "dist.nproc_per_node=2"],
+        "cannot be split evenly among 2 ranks (0 each",
+    ),
+    (["data.batch_size=0"], "data.batch_size=0: expected a positive int"),
+    (["~data.batch_size"], "data.batch_size is missing: the default recipe reads the global batch"),
+    # a misspelt or unknown key, in every group: the accepted keys and the nearest one
+    (
+        ["dist.nproc=2"],
+        "dist.nproc=2: unknown key; dist accepts nproc_per_node, nnodes, node_rank, master_addr, "
+        "master_port, backend, max_restarts, timeout_s, rdzv_timeout_s, shutdown_grace_s, "
+        "start_method, strategy, console; did you mean dist.nproc_per_node=2?",
+    ),
+    (["task.scrip=x.py"], "task.scrip=x.py: unknown key; task accepts script, args, entrypoint; "),
+    (["checkpoint.resum=never"], "checkpoint accepts resume, n_saved, every_iters; did you mean "),
+    (
+        ["trainer.max_epoch=3"],
+        "trainer.max_epoch=3: unknown key; trainer accepts max_epochs, seed, amp, precision, "
+        "compile, validate_every, log_every, progress_bar; did you mean trainer.max_epochs=3?",
+    ),
+    (["+trainer.foo=1"], "trainer.foo=1: unknown key; trainer accepts max_epochs,"),
+    (["+dist.deep.key=1"], "dist.deep.key=1: unknown key; dist accepts"),
+    (
+        ["model.hiden=64"],
+        "model.hiden=64: unknown key; launch.recipe.models.mlp accepts in_features, hidden, "
+        "num_classes; did you mean model.hidden=64?",
+    ),
+    (["+model.hiden=64"], "model.hiden=64: unknown key; launch.recipe.models.mlp accepts in_f"),
+    (
+        ["+model.depth=3"],
+        "model.depth=3: unknown key; launch.recipe.models.mlp accepts in_features",
+    ),
+    (["model=cnn", "model.num_clases=10"], "did you mean model.num_classes=10?"),
+    (["data.batchsize=32"], "launch.recipe.data.digits accepts val_fraction, split_seed, image, "),
+    (["optim.lrr=0.1"], "optim.lrr=0.1: unknown key; torch.optim.Adam accepts params, lr, betas,"),
+    (["+optim.lrr=0.1"], "optim.lrr=0.1: unknown key; torch.optim.Adam accepts params, lr, betas,"),
+    (["optim.wieght_decay=0.1"], "; did you mean +optim.weight_decay=0.1?"),
+    (
+        ["optim.weight_decay=0.1"],
+        "optim.weight_decay=0.1: not in the optim config, though torch.optim.Adam takes it: add "
+        "it with +optim.weight_decay=0.1",
+    ),
+    (["optim=sgd", "optim.momentun=0.5"], "did you mean optim.momentum=0.5?"),
+    (
+        ["traner.max_epochs=3"],
+        "traner.max_epochs=3: unknown key; the config accepts dist, task, checkpoint, trainer, "
+        "model, data, optim; did you mean trainer.max_epochs=3?",
+    ),
+    (["+traner.max_epochs=3"], "traner.max_epochs=3: unknown key; the config accepts dist, task,"),
+    (["+anything=1"], "anything=1: unknown key; the config accepts dist, task, checkpoint,"),
+    (["modle=mlp"], "modle=mlp: unknown key; the config accepts dist, task, checkpoint, trainer"),
+    (["model=resnet"], "model=resnet: no such option; model accepts cnn, mlp, transformer"),
+    (["model=mpl"], "model=mpl: no such option; model accepts cnn, mlp, transformer; did you "),
+    (["data=digit"], "data=digit: no such option; data accepts digits; did you mean data=digits?"),
     # values a model or the data cannot use, refused by the target's own check_arguments
+    (["model.hidden=1.5"], "model.hidden=1.5: expected an int (launch.recipe.models.mlp's hidden"),
+    (["data.image=maybe"], "data.image='maybe': expected true or false"),
     (["model=transformer", "model.heads=3"], "model.heads=3: expected a divisor of model.width"),
     (["model=transformer", "model.depth=0"], "model.depth=0: expected a positive int"),
     (["model=transformer", "model.tokens=0"], "model.tokens=0: expected a divisor of 64"),
     (["model=transformer", "model.width=-8"], "model.width=-8: expected a positive int"),
     (["model.hidden=-3"], "model.hidden=-3: expected a positive int"),
     (["model=cnn", "model.num_classes=5"], "model.num_classes=5: expected 10 or more"),
-    (["data.batch_size=0"], "data.batch_size=0: expected a positive int"),
     (["data.val_fraction=1.5"], "data.val_fraction=1.5: expected a number in (0, 1)"),
+    # groups removed, Hydra's own errors kept in one line (with their hints)
+    (["~trainer"], "~trainer: the trainer group cannot be removed (set its keys instead)"),
+    (["~dist.nnodes"], "~dist.nnodes: keys of dist cannot be removed (each has a default)"),
+    (["~model"], "~model: the model group cannot be removed (choose another: model=<option>)"),
+    (
+        ["optim.lr=0.1,0.01"],
+        "Ambiguous value for argument 'optim.lr=0.1,0.01': 1. To use it as a list, use "
+        "key=[value1,value2]; 2. To use it as string, quote the value: key='value1,value2'; 3. To "
+        "sweep over it, add --multirun to your command line",
+    ),
+    (["dist.master_addr=${{oops}}"], "dist.master_addr: Interpolation key 'oops' not found"),
+    (["-m", "optim=sgd,nope"], "optim=nope: no such option; optim accepts adam, sgd"),
+    (["-m", "trainer.seed=1,-2"], "trainer.seed=-2: expected an int from 0 to 4294967295"),
+    (["x=["], "cannot parse the override 'x=['"),
+    (
+        ["task.script=README.md", "task.args=[run,--backend=gloo]"],
+        "cannot parse the override 'task.args=[run,--backend=gloo]': no viable alternative at "
+        "input '[run,--backend='; a script's arguments can also follow --, as typed: python -m "
+        "launch task.script=main.py -- run --backend=gloo",
+    ),
+    (["model=bad", "hydra.searchpath=[file://{conf}]"], "malformed YAML in {conf}/model/bad.yaml"),
+    # paths, files, the script and its arguments
+    (["hydra.run.dir="], "hydra.run.dir='': expected a folder for the run"),
+    (["-m", "hydra.sweep.dir="], "hydra.sweep.dir='': expected a folder for the run"),
+    (["task.script=missing.py"], "task.script='missing.py': no such file"),
+    (["task.entrypoint=tests.launcher.entry_points:nope"], "has no function 'nope'"),
+    (["task.entrypoint=notamodule"], "expected 'package.module:function'"),
+    (["--", "run"], "task.args (the arguments after --) are passed to task.script; give task"),
+    (
+        ["task.script=README.md", "task.args=[a]", "--", "b"],
+        "the script's arguments are given twice: after -- and in task.args; give them once",
+    ),
+    (["--config-dir", "{conf}/nope"], "--config-dir {conf}/nope: no such folder"),
+    (["--config-dir="], "--config-dir='': expected a folder of configs"),
+    (["--config-name", "myexp"], "--config-name myexp: no config named 'myexp' in "),
+    (["--config-name={conf}/none.yaml"], "--config-name {conf}/none.yaml: no such config file"),
+    (
+        ["dist.nnodes=2", "dist.master_port=29999", "hydra.run.dir=null"],
+        "with dist.nnodes > 1, give every node the same hydra.run.dir",
+    ),
 ]
-#: One of each kind, end to end.
-END_TO_END = [0, 9, 10, 14, 17, 18, 19, 24, 30, 31, 35]
+#: One of each kind, through ``main()`` as ``python -m launch`` runs it: exit 2, one line.
+END_TO_END = [
+    "dist.rdzv_timeout_s=inf",
+    "dist.master_addr=999.1.1.1",
+    "dist.nproc_per_node=100000",
+    "+optim.betas=[0.9]",
+    "data.batch_size=1 dist.nproc_per_node=2",
+    "traner.max_epochs=3",
+    "model.hiden=64",
+    "~trainer",
+    "optim.lr=0.1,0.01",
+    "model=bad hydra.searchpath=[file://{conf}]",
+    "hydra.run.dir=",
+    "--config-name myexp",
+]
 
 
 def _overrides(overrides, run_dir, conf):
     overrides = [o.format(conf=conf) for o in overrides]
     if "hydra.run.dir=null" in overrides:
         return [o for o in overrides if o != "hydra.run.dir=null"]
-    return [*overrides, f"hydra.run.dir={run_dir}"]
+    if any(o.startswith("hydra.run.dir=") for o in overrides):
+        return overrides
+    script_args = overrides.index("--") if "--" in overrides else len(overrides)
+    return [*overrides[:script_args], f"hydra.run.dir={run_dir}", *overrides[script_args:]]
 
 
 @pytest.mark.parametrize("overrides, message", CASES, ids=[" ".join(c[0]) for c in CASES])
@@ -97,18 +234,25 @@ def test_every_bad_value_is_refused_with_a_one_line_message(
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize(
-    "overrides, message", [CASES[i] for i in END_TO_END], ids=[str(i) for i in END_TO_END]
-)
-def test_bad_input_ends_with_exit_2_one_line_and_nothing_written(
-    tmp_path, search_path, overrides, message
-):
-    run_dir = tmp_path / "run"
-    run = launch(*_overrides(overrides, run_dir, search_path), timeout=60)
-    assert run.returncode == 2, run.stderr
-    assert run.stderr.startswith("error: ") and message.format(conf=search_path) in run.stderr
-    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
-    assert not run_dir.exists() and not run.stdout
+def test_bad_input_ends_with_exit_2_one_line_and_nothing_written(tmp_path, search_path):
+    """Many command lines through the launcher's ``main()``, in one process, and one as
+    ``python -m launch``: exit 2, one ``error:`` line, no run folder, no rank output."""
+    chosen = [(i, case) for i, case in enumerate(CASES) if " ".join(case[0]) in END_TO_END]
+    assert len(chosen) == len(END_TO_END)
+    cases = [(_overrides(o, tmp_path / f"run{i}", search_path), m) for i, (o, m) in chosen]
+    found = refusals([with_cpu_defaults(argv) for argv, _ in cases])
+    for (argv, message), (code, out, err) in zip(cases, found):
+        assert code == 2, (argv, err)
+        assert err.startswith("error: ") and message.format(conf=search_path) in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1 and not out, (argv, out, err)
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith("run")]
+    run = launch("optim.lr=-1", f"hydra.run.dir={tmp_path / 'real'}", timeout=60)
+    assert run.returncode == 2 and not run.stdout, run.stderr
+    assert (
+        run.stderr
+        == "error: optim.lr=-1: torch.optim.Adam refuses it (Invalid learning rate: -1)\n"
+    )
+    assert not (tmp_path / "real").exists()
 
 
 def test_a_read_only_run_folder_is_refused_in_one_line(tmp_path):
