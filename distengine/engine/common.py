@@ -28,7 +28,6 @@ from __future__ import annotations
 import gc
 import numbers
 import os
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -154,12 +153,6 @@ def _check_sampler(train_sampler: Any) -> None:
         raise TypeError(
             f"train_sampler must be a torch DistributedSampler (it gets set_epoch), "
             f"got {type(train_sampler).__name__}"
-        )
-    if get_world_size() == 1 and isinstance(train_sampler, DistributedSampler):
-        warnings.warn(
-            "train_sampler is a DistributedSampler but this run has one process: it is ignored",
-            UserWarning,
-            stacklevel=3,
         )
 
 
