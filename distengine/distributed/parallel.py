@@ -19,8 +19,10 @@ Example::
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,6 +36,7 @@ from distengine.distributed.info import available_backends
 __all__ = ["Parallel", "spawn"]
 
 _LOGGER = "distengine.distributed.Parallel"
+_PR_SET_PDEATHSIG = 1
 
 
 def _free_port(addr: str) -> int:
@@ -103,6 +106,14 @@ def _check_layout(nproc_per_node: Any, nnodes: Any, node_rank: Any) -> None:
         raise ValueError(f"node_rank must be an int in [0, {nnodes - 1}], got {node_rank!r}")
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to kill this rank when the process that started it dies (not elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 def _rank_main(
     local_rank: int,
     fn: Callable[..., Any],
@@ -111,6 +122,7 @@ def _rank_main(
     layout: dict[str, Any],
 ) -> None:
     """One started rank: torchrun's environment, the process group, ``fn``, then leave."""
+    _die_with_parent()  # a killed `python main.py` leaves no rank waiting in a collective
     nproc = layout["nproc_per_node"]
     rank = layout["node_rank"] * nproc + local_rank
     os.environ.update(

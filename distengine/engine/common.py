@@ -112,7 +112,7 @@ def setup_common_training_handlers(
         raise ValueError("give output_path or save_handler, not both")
     _check_sampler(train_sampler)
     if stop_on_nan:
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+        TerminateOnNan().attach(trainer)  # the ranks' agreement is set up before the run
     if lr_scheduler is not None:
         _attach_lr_scheduler(trainer, lr_scheduler)
     if torch.cuda.is_available() and clear_cuda_cache:
