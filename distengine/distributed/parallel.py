@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import pickle
 import signal
 import socket
 from collections.abc import Callable, Mapping
@@ -69,8 +70,9 @@ def spawn(
     ``idist`` function works in it. Several nodes: run the same call on each
     with its ``node_rank``, the same ``nnodes``, ``master_addr`` and
     ``master_port``. An exception on any rank stops the others and is raised
-    here (``torch.multiprocessing.ProcessRaisedException``, with that rank's
-    traceback).
+    here (``torch.multiprocessing.ProcessRaisedException``): the traceback of
+    the rank that failed first, then those of ranks that failed after it
+    (typically in a collective with the dead rank).
 
     Example::
 
@@ -89,12 +91,42 @@ def spawn(
         "init_method": init_method,
         "timeout": timeout,
     }
-    mp.start_processes(
+    start_kwargs.pop("join", None)  # always joined here: errors must reach the caller
+    context = mp.start_processes(
         _rank_main,
         args=(fn, tuple(args), dict(kwargs_dict or {}), layout),
         nprocs=nproc_per_node,
         start_method=start_method,
+        join=False,
         **start_kwargs,
+    )
+    try:
+        while not context.join():
+            pass
+    except mp.ProcessRaisedException as seen:
+        raise _first_failure(context, seen, node_rank * nproc_per_node) from None
+
+
+def _first_failure(
+    context: Any, seen: mp.ProcessRaisedException, first_rank: int
+) -> mp.ProcessRaisedException:
+    """The error of the rank that failed first, then the others' (a rank whose peer died
+    fails in its next collective; torch reports whichever exit it noticed first)."""
+    failures = []
+    for index, path in enumerate(context.error_files):
+        try:
+            with open(path, "rb") as file:
+                failures.append((os.path.getmtime(path), index, pickle.load(file)))
+        except (OSError, EOFError, pickle.UnpicklingError):
+            continue
+    if len(failures) < 2:
+        return seen
+    failures.sort()
+    parts = [f"rank {first_rank + i} failed first:\n{text}" for _, i, text in failures[:1]]
+    parts += [f"then rank {first_rank + i}:\n{text}" for _, i, text in failures[1:]]
+    first = failures[0][1]
+    return mp.ProcessRaisedException(
+        "\n\n".join(parts), error_index=first, error_pid=context.processes[first].pid
     )
 
 
