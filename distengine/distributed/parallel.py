@@ -28,6 +28,7 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 import torch.multiprocessing as mp
 
 from distengine.distributed.env import env_value, get_local_rank, get_world_size, is_distributed
@@ -58,14 +59,16 @@ def spawn(
     master_port: int | None = None,
     init_method: str | None = None,
     timeout: float | None = None,
-    start_method: str = "spawn",
+    start_method: str | None = None,
     **start_kwargs: Any,
 ) -> None:
     """Start ``nproc_per_node`` ranks of this node, each running ``fn(local_rank, *args, **kwargs)``
     in a ``backend`` process group; return when all are done.
 
-    Ranks are started by ``torch.multiprocessing.start_processes`` (``fn``
-    must be importable: defined at the top of a module). Each gets torchrun's
+    Ranks are started by ``torch.multiprocessing.start_processes``, forked
+    where CUDA is unavailable (no second import of torch and the script), else
+    spawned (``fn`` must then be importable: defined at the top of a module, as
+    PyTorch-Ignite asks); ``start_method`` chooses. Each gets torchrun's
     variables (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ...), so every
     ``idist`` function works in it. Several nodes: run the same call on each
     with its ``node_rank``, the same ``nnodes``, ``master_addr`` and
@@ -92,6 +95,8 @@ def spawn(
         "timeout": timeout,
     }
     start_kwargs.pop("join", None)  # always joined here: errors must reach the caller
+    if start_method is None:  # as the launcher chooses
+        start_method = "spawn" if torch.cuda.is_available() else "fork"
     context = mp.start_processes(
         _rank_main,
         args=(fn, tuple(args), dict(kwargs_dict or {}), layout),

@@ -79,13 +79,13 @@ def test_mnist(examples):
 def test_mnist_with_tensorboard(examples, tmp_path):
     ran(
         ie.run(
-            [PY, "mnist_with_tensorboard.py", *MNIST, "--log_interval", "4", "--log_dir", tmp_path],
+            [PY, "mnist_with_tensorboard.py", *MNIST, "--log_interval", "2", "--log_dir", tmp_path],
             examples / "mnist",
         ),
         "Validation Results - Epoch: 1",
     )
     logged = scalars(tmp_path)
-    assert [step for step, _ in logged["training/loss"]] == [4, 8]
+    assert [step for step, _ in logged["training/loss"]] == [2, 4]  # 4 iterations
     assert logged["valdation/avg_accuracy"][0][0] == 1
 
 
@@ -93,9 +93,9 @@ def test_mnist_with_tensorboard_logger(examples, tmp_path):
     """Ignite's TensorBoard handler classes write Ignite's tags (100 iterations: the example logs
     every 100); GpuInfo raises RuntimeError without a GPU, which the example catches; the two
     best models are kept by ModelCheckpoint."""
-    command = [PY, "mnist_with_tensorboard_logger.py", "--epochs", "2", "--batch_size", "16"]
+    command = [PY, "mnist_with_tensorboard_logger.py", "--epochs", "2", "--batch_size", "4"]
     command += ["--val_batch_size", "64", "--log_dir", tmp_path]
-    out = ran(ie.run(command, examples / "mnist", OFFLINE_TRAIN_SIZE="800"))  # 50 per epoch
+    out = ran(ie.run(command, examples / "mnist", OFFLINE_TRAIN_SIZE="200"))  # 50 per epoch
     assert ("INFO: By default" in out) == (not torch.cuda.is_available())
     logged = scalars(tmp_path)
     for tag in ("training/accuracy", "training/loss", "validation/accuracy", "validation/loss"):
@@ -122,21 +122,21 @@ def _log_lines(path: Path) -> dict[int, list[str]]:
 
 
 def test_mnist_save_resume_engine_resumes_exactly(examples, tmp_path):
-    """Crash at iteration 11, resume from the epoch-1 checkpoint (loaded with torch.load's
+    """Crash at iteration 7, resume from the epoch-1 checkpoint (loaded with torch.load's
     weights_only default): the resumed run logs the same batches, weights and gradients as
     the run that never stopped (no --deterministic needed)."""
     script = [PY, "mnist_save_resume_engine.py", "--epochs", "2", "--batch_size", "32"]
-    script += ["--val_batch_size", "64", "--log_interval", "4"]
+    script += ["--val_batch_size", "64", "--log_interval", "2"]
     folder = examples / "mnist"
     ran(ie.run([*script, "--log_dir", tmp_path / "whole"], folder), "Validation Results - Epoch: 2")
-    crashed = ie.run([*script, "--log_dir", tmp_path / "cut", "--crash_iteration", "11"], folder)
-    ran(crashed, "Exception: STOP at 11")  # the example prints the traceback and exits 0
+    crashed = ie.run([*script, "--log_dir", tmp_path / "cut", "--crash_iteration", "7"], folder)
+    ran(crashed, "Exception: STOP at 7")  # the example prints the traceback and exits 0
     checkpoint = tmp_path / "cut" / "checkpoint_1.pt"
     resumed = [*script, "--log_dir", tmp_path / "cut", "--resume_from", checkpoint]
     ran(ie.run(resumed, folder), "Resume from the checkpoint", "Validation Results - Epoch: 2")
     whole = _log_lines(tmp_path / "whole" / "run.log")
     again = _log_lines(tmp_path / "cut" / "resume_run.log")
-    assert sorted(again) == [9, 10, 11, 12, 16]  # 8 iterations per epoch; 0..4 after each
+    assert sorted(again) == [5, 6, 7, 8]  # 4 iterations per epoch: all after the checkpoint
     for iteration, lines in again.items():
         assert lines == whole[iteration], iteration
         grads = re.search(r"grads/total:([\d.]+)", lines[2])
@@ -144,7 +144,7 @@ def test_mnist_save_resume_engine_resumes_exactly(examples, tmp_path):
 
 
 CIFAR = ["--num_epochs", "2", "--num_warmup_epochs", "1", "--batch_size", "32"]
-CIFAR += ["--num_workers", "0", "--validate_every", "1", "--checkpoint_every", "4"]
+CIFAR += ["--num_workers", "0", "--validate_every", "1", "--checkpoint_every", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def cifar(examples, tmp_path_factory) -> tuple[Path, list[str]]:
 
 
 def _final_model(output: Path) -> dict[str, torch.Tensor]:
-    (checkpoint,) = output.glob("resnet18_backend-gloo-2_*/training_checkpoint_16.pt")
+    (checkpoint,) = output.glob("resnet18_backend-gloo-2_*/training_checkpoint_8.pt")
     return torch.load(checkpoint, weights_only=True)["model"]
 
 
@@ -173,7 +173,7 @@ def test_cifar10_on_one_process(cifar, tmp_path):
     )
     assert "Distributed setting" not in out
     (run,) = tmp_path.glob("resnet18_backend-None-1_*")
-    assert (run / "training_checkpoint_16.pt").is_file()
+    assert (run / "training_checkpoint_8.pt").is_file()  # 4 iterations per epoch
     assert len(list(run.glob("best_model_2_test_accuracy=*.pt"))) == 1  # epochs > 2 // 2
     assert [step for step, _ in scalars(run)["test/Accuracy"]] == [1, 2, 2]
 
@@ -201,22 +201,22 @@ def launched(cifar, tmp_path_factory) -> Path:
 
 def test_cifar10_under_the_launcher(launched):
     (run,) = launched.glob("resnet18_backend-gloo-2_*")  # 2 gloo ranks, one output folder
-    assert (run / "training_checkpoint_16.pt").is_file()
+    assert (run / "training_checkpoint_8.pt").is_file()
     assert [step for step, _ in scalars(run)["test/Accuracy"]] == [1, 2, 2]  # rank 0 alone
 
 
 def test_cifar10_spawned_stopped_then_resumed_under_torchrun(cifar, launched, tmp_path):
     """idist.Parallel spawns 2 gloo ranks from `python main.py`; --stop_iteration stops them
-    (the checkpoint of iteration 4 stays); torchrun's 2 ranks resume from it and end with the
+    (the checkpoint of iteration 2 stays); torchrun's 2 ranks resume from it and end with the
     weights of the uninterrupted 2-rank run."""
     folder, args = cifar
     spawn = [PY, "main.py", "run", *args, "--backend", "gloo", "--nproc_per_node", "2"]
     ran(
-        ie.run([*spawn, "--stop_iteration", "6", "--output_path", tmp_path / "stopped"], folder),
+        ie.run([*spawn, "--stop_iteration", "3", "--output_path", tmp_path / "stopped"], folder),
         "world size: 2",
-        "Stop training on 6 iteration",
+        "Stop training on 3 iteration",
     )
-    (checkpoint,) = (tmp_path / "stopped").glob("resnet18_backend-gloo-2_stop-on-6/*_4.pt")
+    (checkpoint,) = (tmp_path / "stopped").glob("resnet18_backend-gloo-2_stop-on-3/*_2.pt")
     torchrun = [Path(PY).parent / "torchrun", "--nproc_per_node=2", "main.py", "run", *args]
     torchrun += ["--backend", "gloo", "--output_path", tmp_path / "resumed"]
     ran(

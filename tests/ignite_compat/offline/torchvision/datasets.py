@@ -10,7 +10,7 @@ import numpy as np
 
 
 def _size(train: bool) -> int:
-    name, default = ("OFFLINE_TRAIN_SIZE", 256) if train else ("OFFLINE_TEST_SIZE", 128)
+    name, default = ("OFFLINE_TRAIN_SIZE", 128) if train else ("OFFLINE_TEST_SIZE", 64)
     return int(os.environ.get(name, default))
 
 
