@@ -436,3 +436,32 @@ def test_one_rank_only_and_one_rank_first_check_their_rank():
     with pytest.raises(ValueError, match="rank must be a local rank in"):
         with idist.one_rank_first(rank=2, local=True):
             pass
+
+
+def _fsdp_weight_norms(folder):
+    torch.manual_seed(0)
+    model = idist.auto_model(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)), strategy="fsdp")
+    trainer = Engine(lambda e, b: None)
+    tb = TensorboardLogger(folder)
+    if idist.get_rank() == 0:
+        tb.writer = Recorder()
+    handler = WeightsScalarHandler(model)
+    tb.attach(trainer, handler, Events.COMPLETED)
+    tb.attach(trainer, WeightsHistHandler(model, whitelist=["1."]), Events.COMPLETED)
+    trainer.run([0], max_epochs=1)
+    whole = {
+        n.replace(".", "/"): p.full_tensor().norm().item() for n, p in model.named_parameters()
+    }
+    calls = tb.writer.calls if idist.get_rank() == 0 else None
+    return handler.every_rank(), calls, whole
+
+
+def test_weights_handlers_measure_sharded_parameters_whole(ranks2, tmp_path):
+    (every0, calls, whole), (every1, _, _) = ranks2.run(_fsdp_weight_norms, str(tmp_path))
+    assert every0 and every1  # run on every rank: gathering a shard is a collective
+    norms = {tag: value for kind, tag, value, _ in calls if kind == "scalar"}
+    assert norms == {f"weights_norm/{n}": pytest.approx(v, abs=1e-5) for n, v in whole.items()}
+    assert {tag for kind, tag, _, _ in calls if kind == "hist"} == {
+        "weights/1/weight",
+        "weights/1/bias",
+    }
