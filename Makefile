@@ -14,7 +14,12 @@ ARGS ?=
 
 .PHONY: setup train test lint bench docs clean
 
-setup: $(VENV)/.installed
+# PyTorch-Ignite's source distribution (its examples/ and tests/), which the compatibility
+# tests run with distengine; downloaded once, never committed (tests/ignite_compat/).
+IGNITE_SRC := $(VENV)/ignite-src
+IGNITE_SDIST := $(IGNITE_SRC)/pytorch_ignite-0.5.5.tar.gz
+
+setup: $(VENV)/.installed $(IGNITE_SDIST)
 
 $(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(if $(strip $(TORCH)),,--system-site-packages) $(VENV)
@@ -23,6 +28,10 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -c "import torch; print('torch', torch.__version__, '(CUDA build)' if torch.version.cuda else '(CPU build)')"
 	touch $@
+
+$(IGNITE_SDIST): | $(VENV)/.installed
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: --dest $(IGNITE_SRC) pytorch-ignite==0.5.5
+	test -f $@
 
 train: setup
 	$(PY) -m launch $(ARGS)

@@ -1,8 +1,12 @@
 """Small helpers PyTorch-Ignite users import from ``ignite.utils``.
 
+``setup_logger`` is :func:`distengine.handlers.setup_logger` (the same object).
+
 Example::
 
-    from distengine.utils import manual_seed, to_onehot
+    from distengine.utils import manual_seed, setup_logger, to_onehot
+
+    logger = setup_logger("trainer")
 
     manual_seed(42)                                  # torch, random and numpy
     to_onehot(torch.tensor([0, 2]), num_classes=3)   # uint8 (2, 3)
@@ -17,7 +21,24 @@ import torch
 
 from distengine.distributed.utils import manual_seed
 
-__all__ = ["apply_to_tensor", "apply_to_type", "convert_tensor", "manual_seed", "to_onehot"]
+__all__ = [
+    "apply_to_tensor",
+    "apply_to_type",
+    "convert_tensor",
+    "manual_seed",
+    "setup_logger",  # noqa: F822 (given by the module __getattr__ below)
+    "to_onehot",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """``setup_logger`` from :mod:`distengine.handlers.logging`, imported when first asked for
+    (so that handlers may import this module)."""
+    if name == "setup_logger":
+        from distengine.handlers.logging import setup_logger
+
+        return setup_logger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def apply_to_type(x: Any, input_type: type | tuple[type, ...], func: Callable[[Any], Any]) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from distengine.checkpoint.stateful import gather_states, load_state
+from distengine.checkpoint.stateful import gather_states, load_state, unwrap
 
 
 def is_shardable(obj: Any) -> bool:
@@ -77,7 +77,7 @@ def gather_state(objects: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
     sharded = sharded_template(objects)
     others = {name: obj for name, obj in objects.items() if not is_shardable(obj)}
     for name, obj in others.items():
-        if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+        if not (hasattr(unwrap(obj), "state_dict") and hasattr(unwrap(obj), "load_state_dict")):
             raise TypeError(
                 f"objects[{name!r}] is a {type(obj).__name__}, which has no "
                 "state_dict/load_state_dict"

@@ -7,6 +7,10 @@ step's pending gradients) declares the class attribute
 object is saved as every rank's state, ``{"__per_rank__": [sd_0, sd_1, ...]}``
 (one gather for all of them), and on load each rank gets its own. There is no
 special case for any class: the engine is one such object among others.
+
+A dict of such objects is one entry too (``{"metrics": {"accuracy": acc, "nll": nll}}``,
+as PyTorch-Ignite's ``to_save`` allows): its state is the dict of their states, per rank
+when any of them is.
 """
 
 from __future__ import annotations
@@ -50,9 +54,53 @@ class Stateful(Protocol):
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None: ...
 
 
+class StateGroup:
+    """A dict of stateful objects seen as one: its state is the dict of their states.
+
+    It is per rank when any member is; saved per rank, each rank's entry holds
+    every member's state (members that are the same on every rank load rank 0's).
+
+    Example::
+
+        group = StateGroup({"accuracy": Accuracy(), "nll": Loss(criterion)})
+        group.state_dict()      # {"accuracy": {...}, "nll": {...}}
+    """
+
+    def __init__(self, members: Mapping[str, Any]) -> None:
+        self.members = dict(members)
+
+    @property
+    def checkpoint_per_rank(self) -> bool:
+        return any(is_per_rank(obj) for obj in self.members.values())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: unwrap(obj).state_dict() for name, obj in self.members.items()}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        missing = [name for name in self.members if name not in state_dict]
+        if missing:
+            raise KeyError(f"checkpoint entry lacks {missing}; it holds {sorted(state_dict)}")
+        for name, obj in self.members.items():
+            load_state(name, obj, state_dict[name])
+
+    def load_per_rank_state_dicts(self, states: list[Mapping[str, Any]]) -> None:
+        """Every rank's saved states, from a run with another world size."""
+        for name, obj in self.members.items():
+            entries = [state[name] for state in states]
+            if is_per_rank(obj):
+                _load_other_world(name, unwrap(obj), entries)
+            else:
+                load_state(name, obj, entries[0])
+
+
 def unwrap(obj: Any) -> Any:
-    """The module inside DistributedDataParallel/DataParallel, so checkpoints load anywhere."""
-    return getattr(obj, "module", obj) if isinstance(obj, torch.nn.Module) else obj
+    """The module inside DistributedDataParallel/DataParallel, so checkpoints load anywhere;
+    a dict of stateful objects as one :class:`StateGroup`."""
+    if isinstance(obj, torch.nn.Module):
+        return getattr(obj, "module", obj)
+    if isinstance(obj, Mapping) and not isinstance(obj, Stateful):
+        return StateGroup(obj)
+    return obj
 
 
 def is_per_rank(obj: Any) -> bool:
@@ -65,7 +113,9 @@ def check_stateful(objects: Mapping[str, Any], what: str) -> None:
     if not isinstance(objects, Mapping) or not objects:
         raise TypeError(f"{what} must be a non-empty dict of name -> object, got {objects!r}")
     for name, obj in objects.items():
-        if not isinstance(unwrap(obj), Stateful):
+        if isinstance(obj, Mapping) and not isinstance(obj, Stateful):
+            check_stateful(obj, f"{what}[{name!r}]")
+        elif not isinstance(unwrap(obj), Stateful):
             raise TypeError(
                 f"{what}[{name!r}] is a {type(obj).__name__}, which has no "
                 "state_dict/load_state_dict"

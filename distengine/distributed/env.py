@@ -74,6 +74,20 @@ def get_local_rank() -> int:
     return env_value("local_rank")
 
 
+def set_local_rank(index: int) -> None:
+    """Tell distengine this process's local rank, for a process group made by hand
+    (``LOCAL_RANK`` is set, as a launcher would).
+
+    Example::
+
+        idist.set_local_rank(local_rank)
+        dist.init_process_group("nccl", ...)
+    """
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise ValueError(f"local rank must be a non-negative int, got {index!r}")
+    os.environ["LOCAL_RANK"] = str(index)
+
+
 def get_nproc_per_node() -> int:
     """Processes per node."""
     if "LOCAL_WORLD_SIZE" not in os.environ and not under_slurm():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -106,3 +107,17 @@ def finalize() -> None:
     """Destroy the default process group if there is one."""
     if is_distributed():
         dist.destroy_process_group()
+
+
+def new_group(ranks: list[int], **kwargs: Any) -> Any:
+    """A process group of ``ranks`` (``torch.distributed.new_group``); None without a process group.
+
+    Every rank must call it, also those not in ``ranks``.
+
+    Example::
+
+        evens = idist.new_group([0, 2])
+    """
+    if not is_distributed():
+        return None
+    return dist.new_group(ranks, **kwargs)

@@ -11,7 +11,12 @@ from typing import Any, TypeVar
 import torch
 
 from distengine.distributed.collectives import barrier
-from distengine.distributed.env import get_rank
+from distengine.distributed.env import (
+    get_local_rank,
+    get_nproc_per_node,
+    get_rank,
+    get_world_size,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,21 +43,55 @@ def rank_zero_only(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@contextlib.contextmanager
-def one_rank_first(rank: int = 0) -> Iterator[None]:
-    """Let ``rank`` run the block first, then the others (e.g. prepare a dataset once).
+def one_rank_only(rank: int = 0, with_barrier: bool = False) -> Callable[[F], F]:
+    """Decorator: run the function on ``rank`` only (others get None), as PyTorch-Ignite's.
 
-    Every rank must enter it: it holds a barrier before and after.
+    With ``with_barrier=True`` every rank then waits for the others (every rank
+    must call the function: it holds a barrier).
 
     Example::
 
-        with idist.one_rank_first():
-            dataset = prepare_dataset(root)   # rank 0 writes the cache, others read it
+        @trainer.on(Events.EPOCH_COMPLETED)
+        @idist.one_rank_only()
+        def report(engine):
+            print(engine.state.metrics)
     """
-    if get_rank() != rank:
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            result = fn(*args, **kwargs) if get_rank() == rank else None
+            if with_barrier:
+                barrier()
+            return result
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+@contextlib.contextmanager
+def one_rank_first(rank: int = 0, local: bool = False) -> Iterator[None]:
+    """Let ``rank`` run the block first, then the others (e.g. prepare a dataset once).
+
+    With ``local=True``, ``rank`` is a local rank: that rank of each node goes
+    first (a dataset on each node's own disk). Every rank must enter it: it
+    holds a barrier before and after.
+
+    Example::
+
+        with idist.one_rank_first(local=True):
+            dataset = prepare_dataset(root)   # local rank 0 writes the cache, others read it
+    """
+    current = get_local_rank() if local else get_rank()
+    size = get_nproc_per_node() if local else get_world_size()
+    if not isinstance(rank, int) or not 0 <= rank < size:
+        what = "local rank" if local else "rank"
+        raise ValueError(f"rank must be a {what} in [0, {size - 1}], got {rank!r}")
+    if current != rank:
         barrier()
     yield
-    if get_rank() == rank:
+    if current == rank:
         barrier()
 
 

@@ -123,7 +123,9 @@ class TrainStep:
     steps at each window's end and at the epoch's (and the run's) last
     iteration, on the mean of the window's micro-batch gradients; DDP
     synchronises only then (``no_sync`` in between). An epoch cut short by
-    ``terminate_epoch`` drops its unfinished window.
+    ``terminate_epoch`` drops its unfinished window. Gradients are cleared when
+    a window starts, so handlers after an iteration see the gradients the
+    optimizer stepped on (PyTorch-Ignite's ``GradsScalarHandler`` does).
 
     ``model_fn(model, x)`` runs the model (default ``model(x)``) and
     ``model_transform`` turns its output into ``y_pred`` for the loss, as in
@@ -198,8 +200,8 @@ class TrainStep:
         if engine.state.dataloader is not self._checked_data:
             self._check_data(engine)
         first, last, size = self._window(engine)
-        if first and self._pending:  # a window left open (terminate_epoch): drop it
-            self.optimizer.zero_grad(set_to_none=True)
+        if first:  # the last window's gradients (left for handlers, as in PyTorch-Ignite) or
+            self.optimizer.zero_grad(set_to_none=True)  # an unfinished window's go
         x, y = self.prepare_batch(batch, self.device, self.non_blocking)
         self._iteration = engine.state.iteration
         with contextlib.nullcontext() if last else no_gradient_sync(model):
@@ -256,7 +258,6 @@ class TrainStep:
             if self.clip_grad_norm is not None:
                 clip_gradients(params(), self.clip_grad_norm)
             self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict[str, Any]:
         """The GradScaler's state, and this rank's gradients when saved inside a window."""

@@ -31,6 +31,7 @@ from distengine.distributed import get_world_size
 from distengine.distributed.consensus import decide
 from distengine.distributed.sharding import is_sharded
 from distengine.engine import Engine, Events
+from distengine.handlers.checkpoint_naming import get_default_score_fn, setup_filename_pattern
 from distengine.handlers.save_handler import BaseSaveHandler
 from distengine.handlers.watchdog import suspended
 
@@ -102,6 +103,9 @@ class Checkpoint:
         trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
         checkpoint.last_checkpoint    # Path("runs/exp1/checkpoints/checkpoint_<iteration>.pt")
     """
+
+    get_default_score_fn = staticmethod(get_default_score_fn)
+    setup_filename_pattern = staticmethod(setup_filename_pattern)
 
     def __init__(
         self,

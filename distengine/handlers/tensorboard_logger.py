@@ -1,4 +1,8 @@
-"""TensorBoard logging on rank 0 through torch's own SummaryWriter."""
+"""TensorBoard logging on rank 0 through torch's own SummaryWriter.
+
+PyTorch-Ignite's handler classes (``OutputHandler``, ``WeightsScalarHandler``,
+...) are importable from here too, as from ``ignite.handlers.tensorboard_logger``.
+"""
 
 from __future__ import annotations
 
@@ -12,39 +16,29 @@ import torch
 from distengine.distributed import get_rank
 from distengine.distributed.sharding import is_dtensor
 from distengine.engine import Engine, Events
+from distengine.engine.handlers import RemovableEventHandle
+from distengine.handlers.tensorboard_handlers import (
+    BaseHandler,
+    GradsHistHandler,
+    GradsScalarHandler,
+    OptimizerParamsHandler,
+    OutputHandler,
+    WeightsHistHandler,
+    WeightsScalarHandler,
+    event_step,
+    global_step_from_engine,
+)
 
-
-def global_step_from_engine(
-    engine: Engine, custom_event_name: Any = None, fallback_attr: str = "epoch"
-) -> Callable[[Engine, Any], int]:
-    """A ``global_step_transform`` reading ``engine``'s counter, as PyTorch-Ignite's.
-
-    The counter is the one of the event the handler fires on (an evaluator's
-    ``COMPLETED`` or ``EPOCH_COMPLETED``: the trainer's epoch), or of
-    ``custom_event_name``; an event no counter is registered for gives
-    ``engine.state.<fallback_attr>``. To put validation points on the same x
-    axis as per-iteration training curves, name the iteration:
-
-    Example::
-
-        tb.attach_output_handler(evaluator, Events.COMPLETED, "validation", metric_names="all",
-                                 global_step_transform=global_step_from_engine(
-                                     trainer, Events.ITERATION_COMPLETED))
-    """
-
-    def transform(_: Engine, event_name: Any = None) -> int:
-        event = custom_event_name if custom_event_name is not None else event_name
-        base = getattr(event, "event", event)
-        if base is None or engine.state.counter_for(base) is None:
-            return getattr(engine.state, fallback_attr)
-        return engine.state.get_event_attrib_value(base)
-
-    return transform
-
-
-def _event_step(engine: Engine, event: Any) -> int:
-    """The counter of ``event`` in ``engine``'s state (its iteration for an uncounted event)."""
-    return global_step_from_engine(engine, fallback_attr="iteration")(engine, event)
+__all__ = [
+    "GradsHistHandler",
+    "GradsScalarHandler",
+    "OptimizerParamsHandler",
+    "OutputHandler",
+    "TensorboardLogger",
+    "WeightsHistHandler",
+    "WeightsScalarHandler",
+    "global_step_from_engine",
+]
 
 
 class _NoWriter:
@@ -76,14 +70,35 @@ class TensorboardLogger:
         else:
             self.writer = _NoWriter()
 
+    def __getattr__(self, name: str) -> Any:
+        """The writer's methods on the logger itself (``tb.add_scalar(...)``), as in Ignite."""
+        if name == "writer":
+            raise AttributeError(name)
+        return getattr(self.writer, name)
+
     def attach(
         self, engine: Engine, log_handler: Callable[[Engine, Any, Any], None], event_name: Any
-    ) -> Any:
-        """Call ``log_handler(engine, writer, event_name)`` on ``event_name`` (rank 0 only)."""
-        if get_rank() != 0:
-            return None
+    ) -> RemovableEventHandle:
+        """Call ``log_handler(engine, logger, event)`` on ``event_name``, on rank 0 only.
+
+        ``logger`` is this logger: write with ``logger.writer.add_scalar(...)``
+        or ``logger.add_scalar(...)`` (the writer's methods pass through).
+        ``log_handler`` is one of PyTorch-Ignite's handler classes
+        (:class:`OutputHandler`, :class:`WeightsScalarHandler`, ...) or any
+        function of those three arguments. A weights or gradients handler over
+        sharded parameters runs on every rank (measuring them is a collective);
+        other ranks get a handle that removes nothing.
+
+        Example::
+
+            tb.attach(trainer, log_handler=GradsScalarHandler(model),
+                      event_name=Events.ITERATION_COMPLETED(every=100))
+        """
+        every_rank = isinstance(log_handler, BaseHandler) and log_handler.every_rank()
+        if get_rank() != 0 and not every_rank:
+            return RemovableEventHandle(engine, [])
         return engine.add_event_handler(
-            event_name, lambda e: log_handler(e, self.writer, e.last_event_name)
+            event_name, lambda e: log_handler(e, self, e.last_event_name)
         )
 
     def attach_output_handler(
@@ -94,28 +109,19 @@ class TensorboardLogger:
         metric_names: str | Sequence[str] | None = None,
         output_transform: Callable[[Any], Any] | None = None,
         global_step_transform: Callable[[Engine, Any], int] | None = None,
-    ) -> Any:
-        """Log ``tag/<metric>`` for the chosen metrics and the transformed output.
+        state_attributes: Sequence[str] | None = None,
+    ) -> RemovableEventHandle:
+        """Log ``tag/<metric>`` for the chosen metrics, the transformed output and state
+        attributes (an :class:`OutputHandler`).
 
         The step is the counter of the event it fires on (``EPOCH_COMPLETED``:
         the epoch), as in PyTorch-Ignite, unless ``global_step_transform``
         gives another (see :func:`global_step_from_engine`).
         """
-        step_of = global_step_transform or _event_step
-
-        def log(engine: Engine, writer: Any, event: Any) -> None:
-            values: dict[str, Any] = {}
-            metrics = engine.state.metrics
-            names = metrics if metric_names == "all" else (metric_names or [])
-            values.update({n: metrics[n] for n in names if n in metrics})
-            if output_transform is not None:
-                out = output_transform(engine.state.output)
-                values.update(out if isinstance(out, dict) else {"output": out})
-            step = step_of(engine, event)
-            for name, value in values.items():
-                _add_value(writer, f"{tag}/{name}", value, step)
-
-        return self.attach(engine, log, event_name)
+        handler = OutputHandler(
+            tag, metric_names, output_transform, global_step_transform, state_attributes
+        )
+        return self.attach(engine, handler, event_name)
 
     def attach_opt_params_handler(
         self,
@@ -124,16 +130,10 @@ class TensorboardLogger:
         optimizer: torch.optim.Optimizer,
         param_name: str = "lr",
         tag: str | None = None,
-    ) -> Any:
-        """Log each param group's ``param_name`` (e.g. the learning rate)."""
-        prefix = f"{tag}/" if tag else ""
-
-        def log(engine: Engine, writer: Any, event: Any) -> None:
-            for i, group in enumerate(optimizer.param_groups):
-                step = _event_step(engine, event)
-                writer.add_scalar(f"{prefix}{param_name}/group_{i}", group[param_name], step)
-
-        return self.attach(engine, log, event_name)
+    ) -> RemovableEventHandle:
+        """Log each param group's ``param_name`` (e.g. the learning rate): an
+        :class:`OptimizerParamsHandler`."""
+        return self.attach(engine, OptimizerParamsHandler(optimizer, param_name, tag), event_name)
 
     def attach_weights_handler(
         self,
@@ -165,7 +165,7 @@ class TensorboardLogger:
             named = [(n, v.detach()) for n, v in named if v is not None]
             if not writes and not any(is_dtensor(v) for _, v in named):
                 return  # nothing to take part in
-            step = _event_step(engine, engine.last_event_name)
+            step = event_step(engine, engine.last_event_name)
             if kind == "scalar":
                 values = dict(zip([n for n, _ in named], _norms([v for _, v in named], writes)))
             for name, value in named:
@@ -284,20 +284,3 @@ def write_hparams(
         metadata.content = data.SerializeToString()
     for summary in (experiment, start, end):
         writer._get_file_writer().add_summary(summary)
-
-
-def _scalar(value: Any) -> float | None:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    if isinstance(value, numbers.Number):
-        return float(value)
-    return None
-
-
-def _add_value(writer: Any, tag: str, value: Any, step: int) -> None:
-    scalar = _scalar(value)
-    if scalar is not None:
-        writer.add_scalar(tag, scalar, step)
-    elif isinstance(value, torch.Tensor) and value.dim() == 1:
-        for i, v in enumerate(value.tolist()):
-            writer.add_scalar(f"{tag}/{i}", v, step)

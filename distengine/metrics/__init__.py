@@ -23,6 +23,7 @@ from distengine.metrics.confusion_matrix import (
     mIoU,
 )
 from distengine.metrics.epoch_metric import EpochMetric
+from distengine.metrics.gpu_info import GpuInfo
 from distengine.metrics.loss import Loss
 from distengine.metrics.metric import Metric
 from distengine.metrics.metrics_lambda import MetricsLambda
@@ -47,6 +48,7 @@ from distengine.metrics.usage import (
 )
 
 __all__ = [
+    "GpuInfo",
     "ROC_AUC",
     "Accuracy",
     "Average",
