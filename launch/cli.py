@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from launch import exit_codes
-from launch.config.checks import check_config, check_devices, check_port_free, visible_devices
+from launch.config.checks import (
+    check_config,
+    check_devices,
+    check_elastic_batch,
+    check_port_free,
+    visible_devices,
+)
 from launch.config.compose import (
     CONF_DIR,
     CommandLine,
@@ -24,6 +30,7 @@ from launch.config.compose import (
     swept_keys,
 )
 from launch.config.errors import ConfigError
+from launch.config.nodes import max_nodes
 from launch.config.overrides import check_override_keys
 from launch.config.schema import GROUPS, TARGET_GROUPS
 from launch.job.forkserver import start_early
@@ -40,8 +47,11 @@ def check_job(job: dict[str, Any]) -> None:
     from launch.config.targets import check_target, load_entrypoint
 
     if in_place_rank() is None:
+        from launch.job.agent import nproc_per_node
+
         check_port_free(job["dist"])
         check_devices(job, visible_devices())
+        check_elastic_batch(job, nproc_per_node(job["dist"]["nproc_per_node"]))
     for group in TARGET_GROUPS:
         check_target(group, job[group])
     if job["task"]["entrypoint"]:
@@ -102,7 +112,7 @@ class Launch:
     def _check_placement(self, job: dict[str, Any]) -> None:
         """Several nodes (or in-place ranks) must name one run folder explicitly."""
         given = self.line.gives("hydra.run.dir") or self.line.multirun
-        if job["dist"]["nnodes"] > 1 and not given:
+        if max_nodes(job["dist"]["nnodes"]) > 1 and not given:
             raise ConfigError(
                 "with dist.nnodes > 1, give every node the same hydra.run.dir on a filesystem "
                 "they share (the default folder is named by each node's clock)"
