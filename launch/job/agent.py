@@ -179,14 +179,16 @@ class _Attempts:
     which global ranks this node hosts, and on an elastic job, who left or joined.
     """
 
-    def __init__(self, job: Job, deadline: rendezvous.Deadline, console: Console) -> None:
+    def __init__(
+        self, job: Job, deadline: rendezvous.Deadline, console: Console, log_dir: Path
+    ) -> None:
         self.job, self.deadline, self.console = job, deadline, console
         self.failures = FirstFailures()
         self.previous: Path | None = None
         self.stops: StopSignals | None = None
         self.nodes: Nodes | None = None
-        self.groups = Groups(Path(job.config_path).parent / ".ranks")
-        self.progress = Path(job.config_path).parent / ".progress"
+        self.groups = Groups(log_dir / ".ranks")
+        self.progress = log_dir / ".progress"
         self.offsets: list[int] = []  # global rank of local rank 0, per attempt
         self.rounds = 0
 
@@ -312,7 +314,7 @@ def _run_ranks(job: Job, meeting: Meeting, deadline: rendezvous.Deadline, log_di
     for difference in meeting.differences:
         console.line(f"note: node 0's config is the job's: {difference}", err=True)
     follower = Follower(console, log_dir, everything=cfg.dist.console == "all")
-    attempts = _Attempts(job, deadline, console)
+    attempts = _Attempts(job, deadline, console, log_dir)
     attempts.environment()
     if meeting.nodes is not None:
         meeting.nodes.nproc = nproc

@@ -26,7 +26,7 @@ CASES = [
     (["dist.node_rank=3"], "dist.node_rank=3: expected 0 to 0"),
     (["dist.nnodes=2"], "dist.master_port is required"),
     (["dist.shutdown_grace_s=-1"], "dist.shutdown_grace_s=-1.0: expected 0 or more seconds"),
-    (["dist.nnodes=two"], "dist.nnodes='two': expected an int"),
+    (["dist.nnodes=two"], "dist.nnodes='two': expected a positive int, or MIN:MAX"),
     (["dist.nproc=2"], "unknown key 'dist.nproc': dist accepts nproc_per_node, nnodes,"),
     (["trainer.epochs=2"], "unknown key 'trainer.epochs': trainer accepts max_epochs,"),
     (["+trainer.foo=1"], "unknown key 'trainer.foo': trainer accepts max_epochs,"),
@@ -71,6 +71,12 @@ CASES = [
     (["model=cnn", "model.num_classes=5"], "model.num_classes=5: expected 10 or more"),
     (["data.batch_size=0"], "data.batch_size=0: expected a positive int"),
     (["data.val_fraction=1.5"], "data.val_fraction=1.5: expected a number in (0, 1)"),
+    (
+        ["dist.nnodes=1:3", "dist.master_port=29999", "dist.nproc_per_node=2", "dist.backend=gloo"],
+        "data.batch_size=64 (the global batch) does not divide among every world size "
+        "dist.nnodes=1:3 allows with 2 rank(s) per node (2, 4, 6 ranks): use a multiple of 12 "
+        "(e.g. 60 or 72)",
+    ),
 ]
 #: One of each kind, end to end.
 END_TO_END = [0, 9, 10, 14, 17, 18, 19, 24, 30, 31, 35]

@@ -5,6 +5,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from tests.launcher.launching import kill_group, start_launch
 from tests.launcher.weights import SHORT, assert_bitwise_equal, final_weights
 from tests.multirank import free_port
@@ -113,20 +115,26 @@ def test_rank_0_on_node_1_stops_and_resumes_as_node_0s_run(tmp_path, uninterrupt
     ]
 
 
-def test_a_node_whose_launcher_is_killed_is_named_as_vanished_by_the_other(tmp_path):
+@pytest.mark.parametrize("killed", [1, 0])
+def test_a_node_whose_launcher_is_killed_is_named_as_vanished_by_the_other(tmp_path, killed):
+    """Node 1 lost: node 0 names it. Node 0 lost (its store with it): node 1 says so."""
     entry = "task.entrypoint=tests.launcher.entry_points:all_reduce_forever"
     procs = _two_nodes(tmp_path, entry, node_1_first=False)
     deadline = time.monotonic() + 120
     while not all((tmp_path / f"pid{r}").exists() for r in (0, 1)):
         assert time.monotonic() < deadline, "the ranks never started"
         time.sleep(0.1)
-    os.killpg(procs[1].pid, signal.SIGKILL)  # node 1's launcher and its group: its ranks die too
-    (code, _, err), _ = _finish(procs, timeout=120)
+    os.killpg(procs[killed].pid, signal.SIGKILL)  # its launcher and group: its ranks die too
+    survivor = 1 - killed
+    code, _, err = _finish(procs, timeout=120)[survivor]
     assert code == 1, err
     report = err[err.index("Job failed") :].splitlines()
-    assert report[1] == "node 1 (global rank 1) vanished: its launcher stopped answering", err
-    assert report[2] == "then, on this node, because of it:"
-    assert "node 0 (global rank 0) failed" in err
+    if killed == 1:
+        assert report[1] == "node 1 (global rank 1) vanished: its launcher stopped answering"
+    else:
+        assert report[1].startswith("node 0 vanished: the job's store at 127.0.0.1:")
+    assert report[2] == "then, on this node, because of it:", err
+    assert f"node {survivor} (global rank {survivor}) failed" in err
 
 
 def test_a_node_alone_gives_up_within_the_rendezvous_timeout_in_one_line(tmp_path):
