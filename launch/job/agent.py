@@ -245,8 +245,6 @@ class _Attempts:
                 then = "the ranks resume from this run's newest valid checkpoint"
             if newest is not None:
                 then += f" (newest: {newest[0]}, iteration {newest[1]})"
-                if reached is not None and reached > newest[1]:
-                    then += f": {reached - newest[1]} iterations redone"
             print_restart(attempt, job.cfg.dist.max_restarts, what, then, self.say)
         self.failures.last = None
 

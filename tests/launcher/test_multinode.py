@@ -138,31 +138,35 @@ def test_a_node_whose_launcher_is_killed_is_named_as_vanished_by_the_other(tmp_p
 
 
 def test_a_node_alone_gives_up_within_the_rendezvous_timeout_in_one_line(tmp_path):
-    common = ["dist.nnodes=2", "dist.nproc_per_node=1", "dist.rdzv_timeout_s=5", REPORT]
+    """Node 0 and node 1 of 2, each alone; node 0 of an elastic 2:3 job, alone (MIN unmet)."""
+    common = ["dist.nproc_per_node=1", "dist.rdzv_timeout_s=5", REPORT]
+    alone = [(0, "2"), (1, "2"), (0, "2:3")]
     start = time.monotonic()
     results = run_nodes(
         [
             (
                 {},
                 [
-                    f"hydra.run.dir={tmp_path / f'n{n}'}",
+                    f"hydra.run.dir={tmp_path / f'n{i}'}",
                     f"dist.node_rank={n}",
+                    f"dist.nnodes={nnodes}",
                     f"dist.master_port={free_port()}",
                     *common,
                 ],
             )
-            for n in (0, 1)
+            for i, (n, nnodes) in enumerate(alone)
         ],
         timeout=60,
     )
     elapsed = time.monotonic() - start
     print(f"\nnodes alone gave up after {elapsed:.1f}s (dist.rdzv_timeout_s=5)")
     assert elapsed < 45  # not torch's two minutes of retries (a loaded machine starts slowly)
-    for n, (code, _, err) in enumerate(results):
+    for (n, _), (code, _, err) in zip(alone, results):
         assert code == 1, err
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: node {n} waited 5 s"), err
         assert "Traceback" not in err and "socket" not in lines[0]
+    assert "for at least 2 of the dist.nnodes=2:3 nodes to join" in results[2][2]
 
 
 def _blind_rank_1(run_dir):
