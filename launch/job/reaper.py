@@ -29,9 +29,9 @@ PIDS_ENV = "DISTENGINE_RANK_PIDS"
 GRACE_S = 1.0
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes in process group ``pgid``."""
-    found = []
+def live_groups() -> dict[int, list[int]]:
+    """Every process group's live (not zombie) members, from one pass over ``/proc``."""
+    groups: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -39,9 +39,9 @@ def group_members(pgid: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
+        if fields[0] != "Z":
+            groups.setdefault(int(fields[2]), []).append(int(entry.name))
+    return groups
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -77,19 +77,23 @@ class Groups:
 
         A group whose leader (the rank) still runs is left alone: the agent stops ranks.
         """
-        groups = [g for g in self.recorded() if g not in group_members(g)]
-        left = {g: [p for p in group_members(g) if p != g] for g in groups}
+        recorded, live = self.recorded(), live_groups()
+        groups = [g for g in recorded if g not in live.get(g, [])]
+        left = {g: live.get(g, []) for g in groups}
+        found = [pid for pids in left.values() for pid in pids]
         for group in groups:
             if left[group]:
                 _signal_group(group, signal.SIGTERM)
         end = time.monotonic() + grace_s
-        while any(group_members(g) for g in groups) and time.monotonic() < end:
+        while any(left.values()) and time.monotonic() < end:
             time.sleep(0.05)
+            live = live_groups()
+            left = {g: live.get(g, []) for g in groups}
         for group in groups:
-            if group_members(group):
+            if left[group]:
                 _signal_group(group, signal.SIGKILL)
             (self.folder / str(group)).unlink(missing_ok=True)
-        return [pid for pids in left.values() for pid in pids]
+        return found
 
 
 def record_rank() -> None:
