@@ -90,6 +90,8 @@ def finish(outcome: Outcome, nodes: Nodes | None, say: Callable[[str], None]) ->
     culprit = next((line for line in lines if line.startswith("rank ")), "its ranks failed")
     nodes.end(f"failed: {culprit}")
     say(f"{name} failed")
+    if "vanished" in outcome.message:  # node 0's store gone, said already
+        return outcome
     news = nodes.news() if me is not None else []
     if not news or not lines:
         return outcome
