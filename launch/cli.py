@@ -18,6 +18,7 @@ from launch.config.checks import (
     available_memory,
     check_config,
     check_devices,
+    check_elastic_batch,
     check_rank_count,
     check_run_dir,
     visible_devices,
@@ -32,6 +33,7 @@ from launch.config.compose import (
 )
 from launch.config.errors import ConfigError
 from launch.config.network import check_master_address
+from launch.config.nodes import max_nodes
 from launch.config.overrides import check_override_keys
 from launch.config.schema import GROUPS, TARGET_GROUPS
 from launch.job.forkserver import start_early
@@ -51,9 +53,12 @@ def check_job(job: dict[str, Any]) -> None:
     from launch.job.start import world_size
 
     if in_place_rank() is None:
+        from launch.job.agent import nproc_per_node
+
         check_master_address(job["dist"])
         check_rank_count(job["dist"], available_memory())
         check_devices(job, visible_devices())
+        check_elastic_batch(job, nproc_per_node(job["dist"]["nproc_per_node"]))
     for group in TARGET_GROUPS:
         check_target(group, job[group])
     if job["task"]["entrypoint"]:
@@ -143,7 +148,7 @@ class Launch:
     def _check_placement(self, job: dict[str, Any]) -> None:
         """Several nodes (or in-place ranks) must name one run folder explicitly."""
         given = self.line.gives("hydra.run.dir") or self.line.multirun
-        if job["dist"]["nnodes"] > 1 and not given:
+        if max_nodes(job["dist"]["nnodes"]) > 1 and not given:
             raise ConfigError(
                 "with dist.nnodes > 1, give every node the same hydra.run.dir on a filesystem "
                 "they share (the default folder is named by each node's clock)"

@@ -9,6 +9,7 @@ answer :func:`check_devices` judges after that check.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -16,6 +17,7 @@ from typing import Any
 
 from launch.config.errors import ConfigError
 from launch.config.messages import bad_value, typed, unknown_key
+from launch.config.nodes import max_nodes, node_range
 from launch.config.schema import GROUPS, SET_BY_LAUNCHER, TARGET_GROUPS, Config
 
 START_METHODS = ("auto", "fork", "spawn", "forkserver")
@@ -60,6 +62,15 @@ class one_of:  # noqa: N801 - reads as a rule, as the functions beside it
         return value in self.choices
 
 
+def nodes_value(value: Any) -> bool:
+    """An int >= 1, or ``MIN:MAX`` with 1 <= MIN <= MAX."""
+    try:
+        low, high = node_range(value)
+    except ValueError:
+        return False
+    return 1 <= low <= high
+
+
 def is_bool(value: Any) -> bool:
     return isinstance(value, bool)
 
@@ -67,7 +78,7 @@ def is_bool(value: Any) -> bool:
 #: key -> (test, what is accepted); one line per value with a range.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dist.nproc_per_node": (lambda v: v == "auto" or positive_int(v), "a positive int or 'auto'"),
-    "dist.nnodes": (positive_int, "a positive int"),
+    "dist.nnodes": (nodes_value, "a positive int, or MIN:MAX (1 <= MIN <= MAX) for an elastic job"),
     "dist.node_rank": (non_negative_int, "an int from 0 to dist.nnodes - 1"),
     "dist.master_addr": (lambda v: isinstance(v, str) and v != "", "a host name or address"),
     "dist.master_port": (lambda v: v is None or (_is_int(v) and 1 <= v <= 65535), "1 to 65535"),
@@ -142,12 +153,12 @@ def check_values(cfg: Mapping[str, Any]) -> None:
         if not test(value):
             raise bad_value(key, value, accepted, getattr(test, "choices", ()))
     dist = cfg["dist"]
-    if dist["node_rank"] >= dist["nnodes"]:
+    if dist["node_rank"] >= max_nodes(dist["nnodes"]):
         raise ConfigError(
-            f"dist.node_rank={dist['node_rank']!r}: expected 0 to {dist['nnodes'] - 1} "
-            f"(dist.nnodes={dist['nnodes']})"
+            f"dist.node_rank={dist['node_rank']!r}: expected 0 to "
+            f"{max_nodes(dist['nnodes']) - 1} (dist.nnodes={dist['nnodes']})"
         )
-    if dist["nnodes"] > 1 and dist["master_port"] is None:
+    if max_nodes(dist["nnodes"]) > 1 and dist["master_port"] is None:
         raise ConfigError(
             "dist.master_port is required with dist.nnodes > 1: give every node the same port"
         )
@@ -189,6 +200,27 @@ def check_task(task: Mapping[str, Any]) -> None:
             raise ConfigError(f"task.entrypoint={spec!r}: expected 'package.module:function'")
 
 
+def check_elastic_batch(job: Mapping[str, Any], nproc: int) -> None:
+    """The recipe's global batch must divide among every world size ``dist.nnodes=MIN:MAX``
+    allows (MIN to MAX nodes of ``nproc`` ranks), or a membership change could not resume."""
+    low, high = node_range(job["dist"]["nnodes"])
+    batch = (job.get("data") or {}).get("batch_size")
+    task = job["task"]
+    if low == high or not _is_int(batch) or task["script"] or task["entrypoint"]:
+        return
+    worlds = [nodes * nproc for nodes in range(low, high + 1)]
+    if all(batch % world == 0 for world in worlds):
+        return
+    step = math.lcm(*worlds)
+    near = sorted({max(batch // step, 1) * step, (batch // step + 1) * step})
+    raise ConfigError(
+        f"data.batch_size={batch} (the global batch) does not divide among every world size "
+        f"dist.nnodes={job['dist']['nnodes']} allows with {nproc} rank(s) per node "
+        f"({', '.join(map(str, worlds))} ranks): use a multiple of {step} "
+        f"(e.g. {' or '.join(map(str, near))})"
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Devices:
     """What the launcher sees of its node's CUDA devices."""
@@ -216,7 +248,7 @@ def visible_devices() -> Devices:
 def ranks_use_gpus(dist: Mapping[str, Any], gpus: int) -> bool:
     """Whether the ranks compute on GPUs: there are some, and no several-rank gloo group."""
     nproc = gpus if dist["nproc_per_node"] == "auto" else dist["nproc_per_node"]
-    return gpus > 0 and not (dist["backend"] == "gloo" and nproc * dist["nnodes"] > 1)
+    return gpus > 0 and not (dist["backend"] == "gloo" and nproc * max_nodes(dist["nnodes"]) > 1)
 
 
 def check_devices(job: Mapping[str, Any], devices: Devices) -> None:

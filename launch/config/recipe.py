@@ -17,6 +17,7 @@ from typing import Any
 
 from launch.config.errors import ConfigError
 from launch.config.messages import typed
+from launch.config.nodes import max_nodes, node_range
 from launch.config.targets import HYDRA_KEYS
 
 #: What an optimizer's constructor raises for a value it refuses.
@@ -103,10 +104,14 @@ def fitted_auto_ranks(job: Mapping[str, Any], counted: int) -> int | None:
         return None
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         return None
-    nodes = dist["nnodes"]
-    if batch % (counted * nodes) == 0:
+    low, high = node_range(dist["nnodes"])
+
+    def fits(n: int) -> bool:  # on every number of nodes an elastic range allows
+        return all(batch % (n * nodes) == 0 for nodes in range(low, high + 1))
+
+    if fits(counted):
         return None
-    return next((n for n in range(counted - 1, 0, -1) if batch % (n * nodes) == 0), None)
+    return next((n for n in range(counted - 1, 0, -1) if fits(n)), None)
 
 
 def check_global_batch(job: Mapping[str, Any], world: int) -> None:
@@ -133,6 +138,6 @@ def check_global_batch(job: Mapping[str, Any], world: int) -> None:
     if problem:
         dist = job["dist"]
         ranks = f"dist.nproc_per_node={dist['nproc_per_node']}"
-        if dist["nnodes"] > 1:
+        if max_nodes(dist["nnodes"]) > 1:
             ranks += f" x dist.nnodes={dist['nnodes']}"
         raise ConfigError(f"data.batch_size={batch} (the global batch, {ranks}) {problem}")

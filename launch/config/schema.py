@@ -13,7 +13,7 @@ class DistConfig:
     """How ranks are started; see ``conf/dist/default.yaml``."""
 
     nproc_per_node: Any = "auto"
-    nnodes: int = 1
+    nnodes: Any = 1  # an int, or "MIN:MAX" for an elastic job (launch/config/nodes.py)
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
     master_port: Optional[int] = None  # noqa: UP045 - OmegaConf reads typing.Optional

@@ -23,13 +23,22 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from torch.distributed.run import determine_local_world_size
 
 from launch import exit_codes
+from launch.config.errors import ConfigError
+from launch.config.nodes import max_nodes, node_range
 from launch.job import forkserver, rendezvous
 from launch.job.attempts import FirstFailures, JobLogs, print_restart, what_failed
 from launch.job.console import Console
 from launch.job.folder import RunFolder
+from launch.job.meet import Meeting, meet
+from launch.job.membership import finish, joined_line, membership_line
+from launch.job.nodes import Nodes
 from launch.job.outcome import Outcome, after_failure, after_stop
+from launch.job.reaper import Groups
 from launch.job.signals import AGENT_SIGNALS, StopSignals
 from launch.job.streams import Follower
+from launch.rank import progress
+from launch.rank.progress import PROGRESS_ENV
+from launch.rank.shared import ROUND_ENV
 
 
 @dataclass
@@ -87,38 +96,55 @@ def oversubscription(nproc: int) -> str | None:
     )
 
 
-def _environment(nproc: int) -> None:
-    """What every rank inherits: threads per rank and a store of its own per attempt.
+def _environment(nproc: int, single_node: bool) -> None:
+    """What every rank inherits: threads per rank and a store of its own per attempt; on one
+    node, gloo's connections on loopback (``GLOO_SOCKET_IFNAME``, unless you set it).
 
     With the agent's TCPStore shared across restarts, a restarted rank can read
     keys of the previous attempt and connect to a dead peer (pytorch#135712).
     """
     os.environ.setdefault("OMP_NUM_THREADS", str(max((os.cpu_count() or 1) // nproc, 1)))
     os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    if single_node and "lo" in {name for _, name in socket.if_nameindex()}:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 
 
-def launch_config(cfg: Any, nproc: int, port: int, logs: JobLogs) -> LaunchConfig:
-    """torchrun's LaunchConfig for this job: c10d rendezvous, per-rank logs in the run folder."""
+#: Seconds without a heartbeat before the rendezvous counts a node as gone (1 s x 5).
+KEEP_ALIVE_S, KEEP_ALIVE_MISSES = 1, 5
+#: An elastic job's rendezvous waits this long for more nodes once MIN are there.
+LAST_CALL_S = 5
+
+
+def launch_config(cfg: Any, nproc: int, meeting: Meeting, logs: JobLogs) -> LaunchConfig:
+    """torchrun's LaunchConfig for this job: c10d rendezvous on the job's own store
+    (:mod:`launch.job.rendezvous`), per-rank logs in the run folder."""
     dist = cfg.dist
+    low, high = node_range(dist.nnodes)
+    timeout = int(math.ceil(dist.rdzv_timeout_s))
+    rendezvous.register()
     return LaunchConfig(
-        min_nodes=dist.nnodes,
-        max_nodes=dist.nnodes,
+        min_nodes=low,
+        max_nodes=high,
         nproc_per_node=nproc,
-        run_id=f"distengine-{dist.master_addr}-{port}" if dist.nnodes > 1 else uuid.uuid4().hex,
-        rdzv_backend="c10d",
-        rdzv_endpoint=f"{dist.master_addr}:{port}",
+        run_id=f"distengine-{meeting.endpoint}" if high > 1 else uuid.uuid4().hex,
+        rdzv_backend=rendezvous.BACKEND,
+        rdzv_endpoint=meeting.endpoint,
         rdzv_configs={
-            "is_host": dist.node_rank == 0,
-            "timeout": int(math.ceil(dist.rdzv_timeout_s)),
-            "join_timeout": int(math.ceil(dist.rdzv_timeout_s)),
-            "read_timeout": int(math.ceil(dist.rdzv_timeout_s)),
+            "store": meeting.store,
+            "watcher": meeting.nodes,
+            "timeout": timeout,
+            "join_timeout": timeout,
+            "read_timeout": timeout,
+            "last_call_timeout": LAST_CALL_S,
+            "keep_alive_interval": KEEP_ALIVE_S,
+            "keep_alive_max_attempt": KEEP_ALIVE_MISSES,
         },
         max_restarts=dist.max_restarts,
         monitor_interval=0.1,
         log_line_prefix_template="[rank${rank}] ",
         start_method=start_method(cfg),
         logs_specs=logs,
-        local_addr=dist.master_addr if dist.master_addr in ("127.0.0.1", "localhost") else None,
+        local_addr=meeting.local_addr,
         signals_to_handle=AGENT_SIGNALS,
         shutdown_timeout=int(math.ceil(dist.shutdown_grace_s)),
     )
@@ -145,33 +171,82 @@ def _entrypoint(method: str, config_path: Path) -> tuple[Any, list[str]]:
 
 
 class _Attempts:
-    """What the launcher does as each attempt starts (see :class:`JobLogs`)."""
+    """What the launcher does as each attempt (each round of the rendezvous) starts.
+
+    See :class:`JobLogs`: the agent calls it after the rendezvous, before the
+    ranks start. The previous ranks' process groups are ended; a restart is
+    said (or a stop, asked for before it, ends the job here); on several nodes,
+    which global ranks this node hosts, and on an elastic job, who left or joined.
+    """
 
     def __init__(
-        self, job: Job, deadline: rendezvous.Deadline, offset: int, console: Console
+        self, job: Job, deadline: rendezvous.Deadline, console: Console, log_dir: Path
     ) -> None:
-        self.job, self.deadline, self.offset, self.console = job, deadline, offset, console
+        self.job, self.deadline, self.console = job, deadline, console
         self.failures = FirstFailures()
         self.previous: Path | None = None
         self.stops: StopSignals | None = None
+        self.nodes: Nodes | None = None
+        self.groups = Groups(log_dir / ".ranks")
+        self.progress = log_dir / ".progress"
+        self.offsets: list[int] = []  # global rank of local rank 0, per attempt
+        self.rounds = 0
+
+    @property
+    def offset(self) -> int:
+        return self.offsets[-1] if self.offsets else 0
+
+    def environment(self) -> None:
+        """What the ranks need to be followed: their pid records, their progress file."""
+        self.groups.environment()
+        self.progress.unlink(missing_ok=True)
+        os.environ[PROGRESS_ENV] = str(self.progress)
+
+    def follow(self, follower: Follower) -> Any:
+        """``follower.attempt``, remembering each attempt's global rank of local rank 0."""
+
+        def attempt(number: int, files: dict[int, tuple[str, str]]) -> None:
+            self.offsets.append(min(files) if files else 0)
+            follower.attempt(number, files)
+
+        return attempt
+
+    def say(self, line: str) -> None:
+        self.console.line(line, err=True)
 
     def __call__(self, attempt: int, folder: Path) -> None:
         self.deadline.met()
-        if attempt > 0:
-            asked = self.stops is not None and self.stops.first is not None
-            if asked or self.job.folder.read_stop() is not None:
-                raise StopRequested
-            what = what_failed(self.previous, self.failures.last, self.offset)
-            then = f"the {self.job.kind} starts again"
-            if self.job.kind == "recipe":
+        self.rounds += 1
+        os.environ[ROUND_ENV] = str(self.rounds - 1)  # the ranks take the job's highest
+        reached = progress.reached(self.progress)
+        self.groups.end()
+        if self.rounds > 1:
+            self._restart(attempt, reached)
+        elif self.nodes is not None:
+            self.say(joined_line(self.nodes))
+        self.previous = folder
+
+    def _restart(self, attempt: int, reached: int | None) -> None:
+        job, nodes = self.job, self.nodes
+        changed = nodes is not None and bool(nodes.left() or nodes.joined())
+        asked = self.stops is not None and self.stops.first is not None
+        if asked or (job.folder.read_stop() is not None and not changed):
+            raise StopRequested
+        newest = job.folder.newest_checkpoint(job.cfg.run_id)
+        if changed and nodes is not None:
+            if job.cfg.dist.node_rank == 0:
+                job.folder.clear_stop()  # the ranks stopped to let a node in, not for good
+            self.say(membership_line(nodes, job.kind, newest, reached))
+        else:
+            previous = self.offsets[-2] if len(self.offsets) > 1 else self.offset
+            what = what_failed(self.previous, self.failures.last, previous)
+            then = f"the {job.kind} starts again"
+            if job.kind == "recipe":
                 then = "the ranks resume from this run's newest valid checkpoint"
-            newest = self.job.folder.newest_checkpoint(self.job.cfg.run_id)
             if newest is not None:
                 then += f" (newest: {newest[0]}, iteration {newest[1]})"
-            say = lambda line: self.console.line(line, err=True)  # noqa: E731
-            print_restart(attempt, self.job.cfg.dist.max_restarts, what, then, say)
-            self.failures.last = None
-        self.previous = folder
+            print_restart(attempt, job.cfg.dist.max_restarts, what, then, self.say)
+        self.failures.last = None
 
 
 def _how(stops: StopSignals) -> str:
@@ -182,68 +257,121 @@ def _how(stops: StopSignals) -> str:
     return "Ctrl-C (SIGINT)" if stops.first == "SIGINT" else str(stops.first)
 
 
+def _first_ctrl_c(job: Job) -> str:
+    if job.kind == "recipe":
+        return (
+            "Ctrl-C: the ranks stop at the next iteration boundary and save a checkpoint "
+            "(Ctrl-C again stops them at once, without one)"
+        )
+    return f"Ctrl-C: sent SIGINT to the ranks of the {job.kind} (Ctrl-C again stops them at once)"
+
+
 def run_job(job: Job) -> Outcome:
-    """Start every local rank, wait for them, and say how the job ended."""
+    """Meet the other nodes, start every local rank, wait for them, and say how the job ended."""
     cfg = job.cfg
-    nproc = nproc_per_node(cfg.dist.nproc_per_node)
-    warning = oversubscription(nproc)
-    if warning:
-        print(warning, file=sys.stderr, flush=True)
-    _environment(nproc)
     port = cfg.dist.master_port if cfg.dist.master_port is not None else free_port()
     endpoint = f"{cfg.dist.master_addr}:{port}"
     log_dir = job.folder.path / "logs"
-    if cfg.dist.nnodes > 1:
+    if max_nodes(cfg.dist.nnodes) > 1:
         log_dir = log_dir / f"node{cfg.dist.node_rank}"
     deadline = rendezvous.Deadline(
         cfg.dist.rdzv_timeout_s + rendezvous.MARGIN_S,
         rendezvous.waiting_for(cfg.dist, endpoint),
         log_dir / "rendezvous.log",
     )
-    offset = cfg.dist.node_rank * nproc
+    deadline.start()
+    try:
+        meeting = meet(job, port)
+    except Exception as error:
+        deadline.met()
+        if isinstance(error, OSError) and not rendezvous.is_rendezvous_error(error):
+            raise ConfigError(f"cannot listen on {endpoint}: {error}") from None
+        if not (rendezvous.is_rendezvous_error(error) or isinstance(error, TimeoutError)):
+            raise
+        return Outcome(
+            exit_codes.FAILED,
+            f"error: {rendezvous.waiting_for(cfg.dist, endpoint)} (log: {deadline.log})",
+        )
+    try:
+        return _run_ranks(job, meeting, deadline, log_dir)
+    finally:
+        deadline.met()
+        if meeting.nodes is not None:
+            meeting.nodes.stop()
+
+
+def _run_ranks(job: Job, meeting: Meeting, deadline: rendezvous.Deadline, log_dir: Path) -> Outcome:
+    cfg = job.cfg  # node 0's, on every node
+    nproc = nproc_per_node(cfg.dist.nproc_per_node)
+    warning = oversubscription(nproc)
+    if warning:
+        deadline.say(warning)  # the rendezvous's stderr still goes to its log
+    _environment(nproc, single_node=max_nodes(cfg.dist.nnodes) == 1)
     console = Console(sys.stdout, sys.stderr)
     os.environ.update(console.environment())  # how the ranks draw their progress bars
+    for difference in meeting.differences:
+        deadline.say(f"note: node 0's config is the job's: {difference}")
     follower = Follower(console, log_dir, everything=cfg.dist.console == "all")
-    attempts = _Attempts(job, deadline, offset, console)
-    logs = JobLogs(log_dir, attempts, follower.attempt)
-    config = launch_config(cfg, nproc, port, logs)
+    attempts = _Attempts(job, deadline, console, log_dir)
+    attempts.environment()
+    if meeting.nodes is not None:
+        meeting.nodes.nproc = nproc
+        meeting.nodes.announce = attempts.say
+        attempts.nodes = meeting.nodes.start()
+    logs = JobLogs(log_dir, attempts, attempts.follow(follower))
+    config = launch_config(cfg, nproc, meeting, logs)
     entrypoint, args = _entrypoint(config.start_method, job.config_path)
     quiet_agent()
     attempts.failures.install()
-    first = (
-        "Ctrl-C: the ranks stop at the next iteration boundary and save a checkpoint "
-        "(Ctrl-C again stops them at once, without one)"
-        if job.kind == "recipe"
-        else f"Ctrl-C: sent SIGINT to the ranks of the {job.kind} (Ctrl-C again stops them at once)"
-    )
     say = lambda line: console.line(line, err=True)  # noqa: E731
-    with StopSignals(first, float(cfg.dist.shutdown_grace_s), say) as stops:
+    with StopSignals(_first_ctrl_c(job), float(cfg.dist.shutdown_grace_s), say) as stops:
         attempts.stops = stops
-        deadline.start()
         try:
-            elastic_launch(config, entrypoint)(*args)
-        except ChildFailedError as error:
-            if stops.first is not None:
-                return after_stop(job.folder, _how(stops), job.resume_command, cfg.run_id)
-            failures = {f.local_rank: f for f in error.failures.values()}
-            last = logs.attempts[-1] if logs.attempts else None
-            return after_failure(failures, last, job.folder, job.resume_command, offset, cfg.run_id)
-        except StopRequested:
-            how = _how(stops) if stops.first is not None else "a signal to the ranks"
-            return after_stop(job.folder, how, job.resume_command, cfg.run_id)
-        except Exception as error:
-            if not rendezvous.is_rendezvous_error(error):
-                raise
-            if logs.attempts:  # the nodes had met: one left during a restart
-                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-                return Outcome(exit_codes.FAILED, f"error: the rendezvous failed: {first}")
-            return Outcome(
-                exit_codes.FAILED,
-                f"error: {rendezvous.waiting_for(cfg.dist, endpoint)} (log: {deadline.log})",
-            )
+            outcome = _outcome(job, config, entrypoint, args, stops, attempts, logs, meeting)
         finally:
-            deadline.met()
             follower.close()
+            attempts.groups.end()
+    return finish(outcome, meeting.nodes, say)
+
+
+def _outcome(
+    job: Job,
+    config: LaunchConfig,
+    entrypoint: Any,
+    args: list[str],
+    stops: StopSignals,
+    attempts: _Attempts,
+    logs: JobLogs,
+    meeting: Meeting,
+) -> Outcome:
+    """Run the agent; how the job ended, in the launcher's words."""
+    cfg = job.cfg
+    try:
+        elastic_launch(config, entrypoint)(*args)
+    except ChildFailedError as error:
+        if stops.first is not None:
+            return after_stop(job.folder, _how(stops), job.resume_command, cfg.run_id)
+        failures = {f.local_rank: f for f in error.failures.values()}
+        last = logs.attempts[-1] if logs.attempts else None
+        return after_failure(
+            failures, last, job.folder, job.resume_command, attempts.offset, cfg.run_id
+        )
+    except StopRequested:
+        how = _how(stops) if stops.first is not None else "a signal to the ranks"
+        return after_stop(job.folder, how, job.resume_command, cfg.run_id)
+    except Exception as error:
+        if not rendezvous.is_rendezvous_error(error):
+            raise
+        if meeting.nodes is not None and meeting.nodes.store_gone():
+            return Outcome(exit_codes.FAILED, f"error: {meeting.nodes.store_gone_line()}")
+        if logs.attempts:  # the nodes had met: one left during a restart
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            return Outcome(exit_codes.FAILED, f"error: the rendezvous failed: {first}")
+        endpoint = meeting.endpoint
+        return Outcome(
+            exit_codes.FAILED,
+            f"error: {rendezvous.waiting_for(cfg.dist, endpoint)} (log: {attempts.deadline.log})",
+        )
     if stops.first is not None:
         return Outcome(exit_codes.DONE, f"note: {stops.first} came after the ranks finished")
     return Outcome(exit_codes.DONE)

@@ -43,9 +43,10 @@ def world_size(job: dict[str, Any]) -> int:
 
     if in_place_rank() is not None:
         return in_place_world()
+    from launch.config.nodes import max_nodes
     from launch.job.agent import nproc_per_node
 
-    return nproc_per_node(job["dist"]["nproc_per_node"]) * job["dist"]["nnodes"]
+    return nproc_per_node(job["dist"]["nproc_per_node"]) * max_nodes(job["dist"]["nnodes"])
 
 
 def start(
@@ -54,8 +55,9 @@ def start(
     """Record the run (``folder``: held by this launcher), write the config, run; the exit code.
 
     Node 0's launcher (or rank 0 in place) holds the folder and writes
-    ``config.yaml``; another node writes its own into ``logs/node<N>/``
-    (its ranks then take rank 0's); other in-place ranks write nothing.
+    ``config.yaml``; another node takes node 0's config (with the run's
+    identity) through the store and writes it into ``logs/node<N>/``
+    (:mod:`launch.job.meet`); other in-place ranks write nothing.
     """
     from omegaconf import OmegaConf
 
@@ -69,7 +71,7 @@ def start(
     config_path = run_dir / "config.yaml"
     if folder is None and in_place_rank() is None:
         config_path = run_dir / "logs" / f"node{job['dist']['node_rank']}" / "config.yaml"
-    if folder is not None or in_place_rank() is None:
+    if folder is not None:
         try:
             config_path.parent.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(resolved(cfg), config_path)  # read back as it is (``${`` kept)

@@ -21,7 +21,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from launch import exit_codes
-from launch.rank import process
+from launch.job.reaper import record_rank
+from launch.rank import process, store
+from launch.rank.alone import collectives, warn_if_alone
 
 #: Seconds the recipe's collectives wait beyond ``dist.timeout_s`` (its watchdog fires first).
 RECIPE_MARGIN_S = 30.0
@@ -31,11 +33,14 @@ def main(config_path: str) -> Any:
     """A rank started by the launcher's agent: prepare the process, then :func:`run`."""
     process.die_with_parent()
     process.leave_terminal_group()
+    record_rank()  # the launcher ends this rank's process group after it
     process.reset_signals()
     process.line_buffered()
     process.set_threads()
     process.dump_stacks_on_sigterm()
-    return run(OmegaConf.load(config_path))
+    cfg = OmegaConf.load(config_path)
+    store.hold(float(cfg.dist.timeout_s))  # rank 0: the group's store, on one address only
+    return run(cfg)
 
 
 def run_in_place(cfg: Any) -> Any:
@@ -67,7 +72,11 @@ def run(cfg: Any) -> Any:
 def _returning(cfg: Any) -> Any:
     """The task's result; ``sys.exit(0)`` inside it is a return (as for a script)."""
     try:
-        return _run_script(cfg) if cfg.task.script else _run_task(cfg)
+        if cfg.task.script:
+            _run_script(cfg)
+            warn_if_alone(cfg)
+            return None
+        return _run_task(cfg)
     except SystemExit as stop:
         if stop.code not in (0, None):
             raise
@@ -110,7 +119,10 @@ def _run_task(cfg: Any) -> Any:
     cfg = shared_config(cfg)
     idist.manual_seed(int(cfg.trainer.seed))
     if cfg.task.entrypoint:
-        return load_entrypoint(cfg.task.entrypoint)(cfg)
+        before = collectives()
+        result = load_entrypoint(cfg.task.entrypoint)(cfg)
+        warn_if_alone(cfg, before)
+        return result
     from launch.recipe.train import train
 
     return train(cfg)

@@ -22,6 +22,7 @@ from distengine.handlers import (
 )
 from distengine.metrics import Accuracy, Fbeta, Loss, RunningAverage
 from launch import exit_codes
+from launch.rank.progress import track
 from launch.recipe.reporting import History, log_to_tensorboard
 from launch.recipe.resume import resume
 from launch.recipe.run_info import RunInfo
@@ -166,6 +167,7 @@ def train(cfg: Any) -> dict[str, float]:
     to_save = {"model": model, "optimizer": optimizer, "trainer": trainer, "run": RunInfo(cfg)}
     checkpoint = _checkpointing(cfg, trainer, to_save)
     _guard(cfg, trainer, evaluator, checkpoint)
+    track(trainer)  # the iteration reached, for the launcher's account of a restart
     resumed = resume(cfg, to_save, trainer)
     history.resumed(trainer.state.iteration)
     last = int(cfg.trainer.max_epochs)

@@ -283,3 +283,65 @@ def warn_and_print(cfg) -> None:
             {}["caught"]
         except KeyError:
             traceback.print_exc()
+
+
+def all_reduce_forever(cfg) -> None:
+    """Every rank writes its pid, then all-reduces over and over (a node's loss fails it)."""
+    (Path(cfg.run_dir) / f"pid{idist.get_rank()}").write_text(str(os.getpid()))
+    while True:
+        idist.all_reduce(torch.ones(1))
+        time.sleep(0.05)
+
+
+def fingerprint(row) -> str:
+    """A sample's identity: a hash of its features' bytes."""
+    import hashlib
+
+    return hashlib.md5(row.numpy().tobytes()).hexdigest()[:12]
+
+
+def elastic_recording(cfg) -> None:
+    """The default recipe; every rank records its samples of each iteration in
+    ``samples/<pid>.txt`` (``<job restart> <world size> <iteration> <fingerprints>``).
+
+    For the elastic test it pauses twice: at iteration 12 on 2 ranks until ``killed``
+    exists (the test kills node 1 meanwhile), and at iteration 30 on 1 rank until the rank
+    gets SIGTERM (the agent stopping it to let node 1 back in).
+    """
+    import signal
+
+    run_dir = Path(cfg.run_dir)
+    (run_dir / "samples").mkdir(exist_ok=True)
+    job_restart = os.environ["TORCHELASTIC_RESTART_COUNT"]  # the job's (launch.rank.shared)
+    record = open(run_dir / "samples" / f"{os.getpid()}.txt", "a")  # noqa: SIM115
+    terms: list = []
+
+    def chain_sigterm() -> None:  # the recipe's handler is installed after this hook
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_term(signum, frame):
+            terms.append(signum)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_term)
+
+    def wait(until, seconds=120.0):
+        end = time.monotonic() + seconds
+        while not until() and time.monotonic() < end:
+            time.sleep(0.05)
+
+    def fault(engine):
+        if not getattr(fault, "chained", False):
+            chain_sigterm()
+            fault.chained = True
+        world, iteration = idist.get_world_size(), engine.state.iteration
+        prints = " ".join(sorted(fingerprint(row) for row in engine.state.batch[0]))
+        record.write(f"{job_restart} {world} {iteration} {prints}\n")
+        record.flush()
+        if world == 2 and iteration == 12:
+            wait(lambda: (run_dir / "killed").exists())
+        if world == 1 and iteration == 30:
+            wait(lambda: bool(terms))
+
+    _with_fault(cfg, fault)

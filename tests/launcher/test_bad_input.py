@@ -36,7 +36,7 @@ CASES = [
     (["dist.timeout_s=inf"], "dist.timeout_s=inf: expected seconds from 1 to 31536000 (a year)"),
     (["dist.timeout_s=nan"], "dist.timeout_s=nan: expected seconds from 1 to"),
     (["dist.timeout_s=1e-9"], "dist.timeout_s=1e-09: expected seconds from 1 to"),
-    (["dist.nnodes=two"], "dist.nnodes='two': expected an int"),
+    (["dist.nnodes=two"], "dist.nnodes='two': expected a positive int, or MIN:MAX"),
     (["dist.max_restarts=-1"], "dist.max_restarts=-1: expected 0 or more"),
     (["dist.master_port=70000"], "dist.master_port=70000: expected 1 to 65535"),
     (
@@ -191,6 +191,12 @@ CASES = [
     (
         ["dist.nnodes=2", "dist.master_port=29999", "hydra.run.dir=null"],
         "with dist.nnodes > 1, give every node the same hydra.run.dir",
+    ),
+    (
+        ["dist.nnodes=1:3", "dist.master_port=29999", "dist.nproc_per_node=2", "dist.backend=gloo"],
+        "data.batch_size=64 (the global batch) does not divide among every world size "
+        "dist.nnodes=1:3 allows with 2 rank(s) per node (2, 4, 6 ranks): use a multiple of 12 "
+        "(e.g. 60 or 72)",
     ),
 ]
 #: One of each kind, through ``main()`` as ``python -m launch`` runs it: exit 2, one line.
