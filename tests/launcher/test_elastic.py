@@ -24,7 +24,10 @@ def reference_batches(epochs: int = 4) -> dict[int, list[str]]:
     from distengine.engine import Engine
     from launch.recipe.train import _loaders
 
-    cfg = OmegaConf.create({"data": OmegaConf.load(ROOT / "conf/data/digits.yaml")})
+    groups = {"data": "data/digits.yaml", "trainer": "trainer/default.yaml"}
+    cfg = OmegaConf.create(
+        {group: OmegaConf.load(ROOT / "conf" / f) for group, f in groups.items()}
+    )
     train, _ = _loaders(cfg)
     seen: dict[int, list[str]] = {}
 
