@@ -26,7 +26,10 @@ from launch.config.compose import (
 from launch.config.errors import ConfigError
 from launch.config.overrides import check_override_keys
 from launch.config.schema import GROUPS, TARGET_GROUPS
+from launch.job.folder import describe_os_error
 from launch.job.forkserver import start_early
+from launch.job.outcome import flush_or_discard
+from launch.job.signals import describe, stop_early
 from launch.rank.inplace import in_place_rank, in_place_world
 
 
@@ -150,6 +153,8 @@ class Launch:
             code = start(cfg, job, run_dir, folder, given)
         except ConfigError as error:
             fail(str(error))
+        except OSError as error:  # the launcher's own files (a full disk): one line
+            fail(describe_os_error(error), exit_codes.FAILED)
         finally:
             if folder is not None:
                 folder.release()
@@ -171,6 +176,8 @@ def main() -> None:
 
     from launch.config.schema import register
 
+    stop_early()  # SIGTERM, SIGHUP: a clean stop from the first line on (launch.job.signals)
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra's own write errors reach us whole
     launch = Launch(sys.argv[1:])
     try:
         if launch.line.help:
@@ -184,8 +191,12 @@ def main() -> None:
         hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")(launch.run)()
     except ConfigError as error:
         fail(str(error))
-    except KeyboardInterrupt:  # before the ranks started (after, the job handles Ctrl-C)
-        fail("interrupted before the ranks started", exit_codes.INTERRUPTED)
+    except OSError as error:  # Hydra writing .hydra/ into the run folder (a full disk)
+        fail(describe_os_error(error, error.filename or (launch.folder and launch.folder.path)))
+    except KeyboardInterrupt as stop:  # before the ranks started (after, the job handles it)
+        name = getattr(stop, "signal", "SIGINT")
+        fail(f"stopped by {describe(name)} before the ranks started", exit_codes.INTERRUPTED)
     finally:
         if launch.folder is not None:
             launch.folder.release()
+        flush_or_discard(sys.stdout)  # a reader that stopped early (| head) is no error

@@ -27,8 +27,14 @@ from launch.job import forkserver, rendezvous
 from launch.job.attempts import FirstFailures, JobLogs, print_restart, what_failed
 from launch.job.console import Console
 from launch.job.folder import RunFolder
-from launch.job.outcome import Outcome, after_failure, after_stop
-from launch.job.signals import AGENT_SIGNALS, StopSignals
+from launch.job.outcome import (
+    Outcome,
+    after_agent_error,
+    after_failure,
+    after_stop,
+    after_success,
+)
+from launch.job.signals import AGENT_SIGNALS, StopSignals, first_message
 from launch.job.streams import Follower
 
 
@@ -157,6 +163,8 @@ class _Attempts:
 
     def __call__(self, attempt: int, folder: Path) -> None:
         self.deadline.met()
+        if self.stops is not None:
+            self.stops.ranks_starting()
         if attempt > 0:
             asked = self.stops is not None and self.stops.first is not None
             if asked or self.job.folder.read_stop() is not None:
@@ -172,14 +180,6 @@ class _Attempts:
             print_restart(attempt, self.job.cfg.dist.max_restarts, what, then, say)
             self.failures.last = None
         self.previous = folder
-
-
-def _how(stops: StopSignals) -> str:
-    """The stop request in words, for the launcher's last message."""
-    later_ctrl_c = stops.count - (1 if stops.first == "SIGINT" else 0)
-    if later_ctrl_c > 0:
-        return "a second Ctrl-C"
-    return "Ctrl-C (SIGINT)" if stops.first == "SIGINT" else str(stops.first)
 
 
 def run_job(job: Job) -> Outcome:
@@ -210,12 +210,7 @@ def run_job(job: Job) -> Outcome:
     entrypoint, args = _entrypoint(config.start_method, job.config_path)
     quiet_agent()
     attempts.failures.install()
-    first = (
-        "Ctrl-C: the ranks stop at the next iteration boundary and save a checkpoint "
-        "(Ctrl-C again stops them at once, without one)"
-        if job.kind == "recipe"
-        else f"Ctrl-C: sent SIGINT to the ranks of the {job.kind} (Ctrl-C again stops them at once)"
-    )
+    first = first_message(job.kind)
     say = lambda line: console.line(line, err=True)  # noqa: E731
     with StopSignals(first, float(cfg.dist.shutdown_grace_s), say) as stops:
         attempts.stops = stops
@@ -223,17 +218,24 @@ def run_job(job: Job) -> Outcome:
         try:
             elastic_launch(config, entrypoint)(*args)
         except ChildFailedError as error:
-            if stops.first is not None:
-                return after_stop(job.folder, _how(stops), job.resume_command, cfg.run_id)
             failures = {f.local_rank: f for f in error.failures.values()}
             last = logs.attempts[-1] if logs.attempts else None
+            if stops.first is not None:
+                codes = {local: f.exitcode for local, f in failures.items()}
+                command = job.resume_command
+                return after_stop(job.folder, stops.stop, command, cfg.run_id, codes, last)
             return after_failure(failures, last, job.folder, job.resume_command, offset, cfg.run_id)
         except StopRequested:
-            how = _how(stops) if stops.first is not None else "a signal to the ranks"
-            return after_stop(job.folder, how, job.resume_command, cfg.run_id)
+            last = logs.attempts[-1] if logs.attempts else None
+            command = job.resume_command
+            return after_stop(job.folder, stops.stop, command, cfg.run_id, attempt=last)
         except Exception as error:
             if not rendezvous.is_rendezvous_error(error):
-                raise
+                last = logs.attempts[-1] if logs.attempts else None
+                known = after_agent_error(error, last, job.folder, offset)
+                if known is None:
+                    raise
+                return known
             if logs.attempts:  # the nodes had met: one left during a restart
                 first = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 return Outcome(exit_codes.FAILED, f"error: the rendezvous failed: {first}")
@@ -244,6 +246,4 @@ def run_job(job: Job) -> Outcome:
         finally:
             deadline.met()
             follower.close()
-    if stops.first is not None:
-        return Outcome(exit_codes.DONE, f"note: {stops.first} came after the ranks finished")
-    return Outcome(exit_codes.DONE)
+    return after_success(stops.stop, logs.attempts[-1] if logs.attempts else None)
