@@ -283,3 +283,55 @@ def warn_and_print(cfg) -> None:
             {}["caught"]
         except KeyError:
             traceback.print_exc()
+
+
+def signals_at(cfg) -> None:
+    """The recipe; rank 0 sends signals to the launcher where ``SIGNALS_AT`` says.
+
+    ``SIGNALS_AT=<when>:<SIGNAL>[+<SIGNAL>...]``, ``when`` one of ``validation``
+    (epoch 1's validation, made 30 batches of 0.25 s: longer than a short grace),
+    ``training`` (iteration 31) or ``last`` (the run's last iteration); the
+    signals go at once, one after the other. Unset: the plain recipe (a resume).
+    The iteration it signalled at is written to ``<run>/signalled``.
+    """
+    import signal
+
+    import launch.recipe.train as recipe
+    from distengine.engine import Events
+
+    spec = os.environ.get("SIGNALS_AT")
+    if not spec:
+        return recipe.train(cfg)
+    when, names = spec.split(":")
+    launcher = launcher_pid()
+
+    def send(engine):
+        if idist.get_rank() == 0:
+            (Path(cfg.run_dir) / "signalled").write_text(str(engine.state.iteration))
+            for name in names.split("+"):
+                os.kill(launcher, getattr(signal, name))
+
+    make_trainer, make_evaluator = (
+        recipe.create_supervised_trainer,
+        recipe.create_supervised_evaluator,
+    )
+
+    def trainer(*args, **kwargs):
+        engine = make_trainer(*args, **kwargs)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, lambda: time.sleep(ITERATION_S))
+        at = {"training": 31, "last": int(cfg.trainer.max_epochs) * 22}.get(when)
+        if at is not None:
+            engine.add_event_handler(Events.ITERATION_COMPLETED(once=at), send)
+        return engine
+
+    def evaluator(*args, **kwargs):
+        engine = make_evaluator(*args, **kwargs)
+        if when == "validation":
+            run = engine.run
+            engine.run = lambda data, *a, **k: run([b for _ in range(10) for b in data], *a, **k)
+            engine.add_event_handler(Events.ITERATION_COMPLETED, lambda: time.sleep(0.25))
+            engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), send)
+        return engine
+
+    recipe.create_supervised_trainer, recipe.create_supervised_evaluator = trainer, evaluator
+    return recipe.train(cfg)
