@@ -212,7 +212,8 @@ def run_job(job: Job) -> Outcome:
     attempts.failures.install()
     first = first_message(job.kind)
     say = lambda line: console.line(line, err=True)  # noqa: E731
-    with StopSignals(first, float(cfg.dist.shutdown_grace_s), say) as stops:
+    grace = float(cfg.dist.shutdown_grace_s)
+    with StopSignals(first, grace, say, finished=logs.finished_pids) as stops:
         attempts.stops = stops
         deadline.start()
         try:

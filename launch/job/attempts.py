@@ -14,6 +14,8 @@ happened.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 import threading
 import time
@@ -27,11 +29,14 @@ from torch.distributed.elastic.multiprocessing.api import LogsDest
 from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
 from launch.job.failures import EXIT_CODE_FILE, FROZEN_FILE, summarize
+from launch.rank.process import FINISHED_MARKER
 
 #: torch's agent logs "failed (exitcode: %s) local_rank: %s (pid: %s) ..." here.
 AGENT_LOGGER = "torch.distributed.elastic.multiprocessing.api"
 #: How often the ranks' process states are sampled (a frozen rank is seen within this).
 STATE_EVERY_S = 0.5
+#: A rank seen stopped this recently when the agent reports a failure was frozen.
+FROZEN_WITHIN_S = 10.0
 
 
 class FirstFailures(logging.Handler):
@@ -100,16 +105,20 @@ class RankStates:
             self._thread.start()
 
     def sample(self) -> None:
+        """Note the ranks that are stopped; one already told to terminate is continued, so
+        that it does (a stopped process only acts on SIGTERM once it runs again)."""
         from launch.job.signals import process_state, rank_pids
 
         now = time.monotonic()
         for pid in rank_pids():
-            if process_state(pid) in ("T", "t"):
+            if process_state(pid) == "T":
                 self.stopped[pid] = now
+                if _pending(pid) & (1 << (signal.SIGTERM - 1)):
+                    os.kill(pid, signal.SIGCONT)
 
     def record(self, context: Any) -> None:
         """Write ``exitcode`` and ``frozen`` into each rank's folder (see FirstFailures)."""
-        recent = time.monotonic() - 3 * self.every_s
+        recent = time.monotonic() - FROZEN_WITHIN_S
         try:
             pids = context.pids()
             codes = _exit_codes(context)
@@ -125,6 +134,18 @@ class RankStates:
                     (folder / FROZEN_FILE).write_text(str(pid))
             except OSError:
                 continue
+
+
+def _pending(pid: int) -> int:
+    """The signals pending for a process (its threads' and the process's), as a bit mask."""
+    mask = 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(("SigPnd:", "ShdPnd:")):
+                mask |= int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        return 0
+    return mask
 
 
 def _sample(states: Any) -> None:
@@ -180,6 +201,17 @@ class JobLogs(DefaultLogsSpecs):
         self._on_attempt(attempt, folder)
         self.attempts.append(folder)
         return dest
+
+    def finished_pids(self) -> set[int]:
+        """The pids of the current attempt's ranks that returned from their task (from the
+        ``finished`` marker each writes, :func:`launch.rank.process.mark_finished`)."""
+        found: set[int] = set()
+        for marker in self.attempts[-1].glob(f"*/{FINISHED_MARKER}") if self.attempts else []:
+            try:
+                found.add(int(marker.read_text()))
+            except (OSError, ValueError):
+                continue
+        return found
 
 
 def what_failed(folder: Path, failure: tuple[int, int, int] | None, offset: int) -> str:

@@ -63,8 +63,8 @@ def rank_dirs(attempt: Path) -> list[Path]:
 def rank_errors(attempt: Path) -> list[RankError]:
     """The errors the ranks of ``attempt`` recorded: root causes first, then by time.
 
-    An error record that does not parse (a full disk leaves it empty) is an
-    error all the same, said as such.
+    Records that do not parse (a full disk leaves them empty) are left out
+    here and named by :func:`unreadable_records`.
     """
     found = []
     for rank_dir in rank_dirs(attempt):
@@ -73,16 +73,19 @@ def rank_errors(attempt: Path) -> list[RankError]:
             text, stamp = error_file.read_text(errors="replace"), error_file.stat().st_mtime_ns
         except OSError:
             continue
-        logs = [str(p) for p in sorted(rank_dir.glob("std*.log"))]
         message = _record(text)
         if message is None:
-            headline = f"an exception whose record {error_file} is unreadable (empty or cut)"
-            found.append(RankError(int(rank_dir.name), headline, "", stamp, logs))
             continue
-        extra = message.get("extraInfo", {}) if isinstance(message.get("extraInfo"), dict) else {}
-        headline = str(message.get("message", ""))
+        extra = message.get("extraInfo")
+        extra = extra if isinstance(extra, dict) else {}
         found.append(
-            RankError(int(rank_dir.name), headline, str(extra.get("py_callstack", "")), stamp, logs)
+            RankError(
+                int(rank_dir.name),
+                str(message.get("message", "")),
+                str(extra.get("py_callstack", "")),
+                stamp,
+                [str(p) for p in sorted(rank_dir.glob("std*.log"))],
+            )
         )
     return sorted(found, key=lambda e: (is_consequence(e.headline), e.timestamp, e.local_rank))
 
@@ -228,9 +231,12 @@ def frozen_ranks(attempt: Path, offset: int) -> list[str]:
             local = int(rank_dir.name)
             lines.append(
                 f"rank {offset + local} (local rank {local}) was frozen: its process was stopped "
-                "(SIGSTOP, Ctrl-Z or a debugger) while the other ranks waited for it; it was "
-                "killed when the job stopped"
+                "(SIGSTOP, Ctrl-Z or a debugger) while the other ranks waited for it"
             )
+            stack = _stack_at_stop(rank_dir, 5)
+            if stack:
+                lines.append("    it was at (innermost first):")
+                lines.extend(f"    {frame}" for frame in stack)
             lines.append(f"    log: {rank_dir / 'stderr.log'}")
     return lines
 
@@ -285,6 +291,11 @@ def summarize(
             lines.extend(f"    log: {path}" for path in error.logs)
         else:
             lines.append(f"rank {rank} then failed too: {error.headline[:200]}")
+    broken = unreadable_records(attempt)
+    if broken:
+        ranks = ", ".join(f"rank {global_offset + int(p.parent.name)}" for p in broken)
+        lines.append(f"{ranks} raised, but left an unreadable error record (empty or cut):")
+        lines.extend(f"    {path}" for path in broken)
     return "\n".join(lines) or "a rank failed without leaving a record (see the logs)"
 
 

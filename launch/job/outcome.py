@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from launch import exit_codes
-from launch.job.failures import finished_at, summarize, unreadable_records
+from launch.job.failures import finished_at, summarize
 from launch.job.folder import RunFolder
 from launch.job.signals import Stop, describe
 
@@ -226,9 +226,6 @@ def after_agent_error(
     full = disk_full(folder.path)
     if full:
         lines.append(full)
-    broken = unreadable_records(attempt)
-    if broken:
-        lines.append(f"unreadable error records (empty or cut): {', '.join(map(str, broken))}")
     lines.append(summarize({}, attempt, global_offset))
     return Outcome(exit_codes.FAILED, "\n".join(lines))
 

@@ -114,10 +114,14 @@ def _say(line: str) -> None:
         pass
 
 
-def _send(pids: list[int], signum: int) -> list[int]:
-    """Send ``signum`` to each rank (SIGKILL: to its process group); the pids it reached."""
+def _send(pids: list[int], signum: int, finished: Callable[[], set[int]] = set) -> list[int]:
+    """Send ``signum`` to each rank (SIGKILL: to its process group, the rank and what it
+    started) that has not finished its task (asked again just before each send); the
+    pids it reached."""
     reached = []
     for pid in pids:
+        if pid in finished():
+            continue
         try:
             if signum == signal.SIGKILL:
                 os.killpg(pid, signum)  # the rank and what it started (loader workers)
@@ -173,7 +177,10 @@ class StopSignals:
     """The launcher's stop signals while the job runs (a context manager; see the module).
 
     ``first_message`` is printed on the first Ctrl-C (it says what the ranks
-    are asked to do); ``grace_s`` is ``dist.shutdown_grace_s``. Until
+    are asked to do); ``grace_s`` is ``dist.shutdown_grace_s``; ``finished()``
+    gives the pids of ranks that returned from their task: they are sent
+    nothing (such a rank waits for torch's agent to collect its result, and
+    killing it then would leave the agent waiting forever). Until
     :meth:`ranks_starting` is called a signal raises :class:`EarlyStop` (the
     rendezvous is left at once). On leaving, later signals are noted and ignored.
 
@@ -185,18 +192,23 @@ class StopSignals:
     """
 
     def __init__(
-        self, first_message: str, grace_s: float, say: Callable[[str], None] | None = None
+        self,
+        first_message: str,
+        grace_s: float,
+        say: Callable[[str], None] | None = None,
+        finished: Callable[[], set[int]] | None = None,
     ) -> None:
         self.first_message = first_message
         self.grace_s = grace_s
         self.say = say or _say
+        self.finished = finished or set  # pids of ranks that returned from their task
         self.stop = Stop()
         self.started = False
         self._interrupts = 0  # Ctrl-Cs that counted (repeats within REPEAT_S do not)
         self._last = 0.0  # when the last signal that counted came (monotonic)
         self._forwarded: dict[int, int] = {}  # rank pid -> the last signal it was sent
         self._signum: int | None = None  # what ranks that start later are sent
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a signal may come while the main thread holds it
         self._stopped = threading.Event()
 
     @property
@@ -275,7 +287,7 @@ class StopSignals:
         with self._lock:
             signum = self._signum
             pids = [p for p in rank_pids() if self._forwarded.get(p) != signum]
-            for pid in _send(pids, signum) if signum is not None else []:
+            for pid in _send(pids, signum, self.finished) if signum is not None else []:
                 self._forwarded[pid] = signum
 
     def _forward_later(self) -> None:
@@ -284,7 +296,7 @@ class StopSignals:
             self._pass_on()
 
     def _kill(self) -> None:
-        killed = _send(rank_pids(), signal.SIGKILL)
+        killed = _send(rank_pids(), signal.SIGKILL, self.finished)
         if killed:
             self.stop.killed.extend(killed)
             if self.stop.killed_after_s is None and self.stop.at is not None:

@@ -10,6 +10,7 @@ the signal reached it (the launcher says how many iterations ran after it).
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +37,16 @@ def write_stop(
         "signalled_at": int(signalled_at) if signalled_at is not None else None,
     }
     write_text(Path(run_dir) / STOP_FILE, json.dumps(record))
+
+
+def ignore_stop_signals(*args: Any) -> None:
+    """The run is complete: a stop signal now changes nothing, so it must not end the rank.
+
+    Attached to the trainer's COMPLETED after Preemption (which hands the
+    signals back then); the launcher says when the signal came. The agent
+    stops a finished rank that another rank's failure leaves waiting with
+    SIGTERM once the rank has marked itself finished
+    (:func:`launch.rank.process.finished_signals`).
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)

@@ -27,7 +27,7 @@ from launch.recipe.reporting import History, log_to_tensorboard, say_compile_tim
 from launch.recipe.resume import resume
 from launch.recipe.run_info import RunInfo
 from launch.recipe.speed import amp_options, compile_model
-from launch.recipe.stop import write_stop
+from launch.recipe.stop import ignore_stop_signals, write_stop
 
 
 def _loaders(cfg: Any):
@@ -49,6 +49,7 @@ def _guard(cfg: Any, trainer: Any, evaluator: Any, checkpoint: Checkpoint) -> No
     preemption = Preemption(on_stop=checkpoint, signals=(signal.SIGTERM, signal.SIGINT))
     preemption.attach(trainer)
     preemption.attach(evaluator, final=False)
+    trainer.add_event_handler(Events.COMPLETED, ignore_stop_signals)  # after Preemption's
 
 
 def _checkpointing(cfg: Any, trainer: Any, to_save: dict) -> Checkpoint:

@@ -78,30 +78,6 @@ def test_ranks_that_fail_twice_succeed_on_the_third_attempt(tmp_path):
     assert re.fullmatch("\n".join(restarts), run.stderr.strip()), run.stderr
 
 
-def test_sigterm_to_the_launcher_checkpoints_and_a_rerun_matches(tmp_path, uninterrupted):
-    overrides = [
-        f"hydra.run.dir={tmp_path}",
-        *SHORT,
-        "task.entrypoint=tests.launcher.entry_points:train_and_sigterm_launcher_once",
-    ]
-    start = time.monotonic()
-    first = launch(*overrides)
-    print(f"\npreemption stop: {time.monotonic() - start:.1f}s")
-    assert first.returncode == 75, first.stderr
-    # the signal goes launcher -> agent -> ranks, so they stop at the boundary after 31 or later
-    steps = [int(p.stem.split("_")[1]) for p in (tmp_path / "checkpoints").glob("checkpoint_*.pt")]
-    stopped = max(steps)  # the preemption checkpoint is the newest
-    assert 31 <= stopped < 88
-    saved = tmp_path / "checkpoints" / f"checkpoint_{stopped}.pt"
-    assert f"Job stopped by SIGTERM in {tmp_path} at iteration {stopped}; checkpoint saved: " in (
-        first.stderr
-    )
-    assert f"checkpoint saved: {saved}\nTo resume: " in first.stderr
-    second = launch(*overrides, check=True)
-    assert f"checkpoint_{stopped}.pt (iteration {stopped})" in second.stdout
-    assert_bitwise_equal(final_weights(tmp_path), uninterrupted)
-
-
 def test_a_corrupt_latest_checkpoint_is_reported_and_the_previous_one_used(tmp_path, uninterrupted):
     launch(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=2", *SHORT[1:], check=True)
     newest = tmp_path / "checkpoints" / "checkpoint_44.pt"
