@@ -40,7 +40,7 @@ def test_a_rank_killed_mid_epoch_is_restarted_from_its_runs_checkpoint(
         check=True,
     )
     print(f"\nkill + restart + resume + finish: {time.monotonic() - start:.1f}s")
-    how = r"(was killed by SIGKILL|died without raising an exception \(.*\))"  # who failed first
+    how = "was killed by SIGKILL"  # the same whichever rank torch's agent saw fail first
     newest = re.escape(f"(newest: {tmp_path}/checkpoints/checkpoint_30.pt, iteration 30)")
     restart = rf"restart 1 of 1: rank 1 \(local rank 1\) {how}; the entrypoint starts again "
     restart += newest
@@ -56,9 +56,7 @@ def test_a_killed_rank_without_restarts_fails_fast_naming_it(tmp_path):
     elapsed = time.monotonic() - start
     print(f"\nkilled rank reported after {elapsed:.1f}s in total")
     assert run.returncode == 1
-    assert "rank 1 (local rank 1) was killed by SIGKILL" in run.stderr or (
-        "rank 1 (local rank 1) died without raising" in run.stderr  # rank 0's error came first
-    )
+    assert "rank 1 (local rank 1) was killed by SIGKILL" in run.stderr  # however it was seen
     assert run.stderr.index("rank 1 (local rank 1)") < run.stderr.index("rank 0 then failed too")
 
 
@@ -70,7 +68,7 @@ def test_ranks_that_fail_twice_succeed_on_the_third_attempt(tmp_path):
         check=True,
     )
     assert [(tmp_path / f"done{r}").read_text() for r in range(2)] == ["2", "2"]
-    how = r"(exited with code 3 without raising|died without raising an exception \(.*\))"
+    how = "exited with code 3 without raising"
     restarts = [
         rf"restart {attempt} of 2: rank 1 \(local rank 1\) {how}; the entrypoint starts again"
         for attempt in (1, 2)
