@@ -29,7 +29,7 @@ from launch.config.schema import GROUPS, TARGET_GROUPS
 from launch.job.folder import describe_os_error
 from launch.job.forkserver import start_early
 from launch.job.outcome import flush_or_discard
-from launch.job.signals import describe, stop_early
+from launch.job.signals import check_late, describe, stop_early
 from launch.rank.inplace import in_place_rank, in_place_world
 
 
@@ -137,6 +137,7 @@ class Launch:
         from launch.job.folder import RunFolder
         from launch.job.start import start, tensorboard_dir
 
+        check_late()  # a stop signal after an earlier point of a sweep: no further job
         job = job_config(cfg)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         cfg.tb_dir = str(tensorboard_dir(run_dir, HydraConfig.get(), self.swept))
@@ -176,7 +177,8 @@ def main() -> None:
 
     from launch.config.schema import register
 
-    stop_early()  # SIGTERM, SIGHUP: a clean stop from the first line on (launch.job.signals)
+    if in_place_rank() is None:  # under torchrun or srun, theirs (and the recipe's) to handle
+        stop_early()  # SIGTERM, SIGHUP: a clean stop from the first line on (launch.job.signals)
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra's own write errors reach us whole
     launch = Launch(sys.argv[1:])
     try:

@@ -16,8 +16,8 @@ What one does depends only on where the job is:
   :class:`~distengine.handlers.Preemption` expects; killed :data:`AT_ONCE_S`
   later), a third kills them now; a later SIGTERM, SIGHUP or SIGQUIT is
   said and changes nothing (the grace goes on).
-- After the ranks ended: noted on stderr and ignored; the job's outcome
-  stands and the run folder is released.
+- After the ranks ended: noted on stderr; the job's outcome stands and the
+  run folder is released (a sweep starts no further job).
 
 torch's agent handles none of them (``signals_to_handle``): it would raise
 from its loop and leave a traceback. The launcher forwards them itself while
@@ -133,14 +133,29 @@ def _send(pids: list[int], signum: int, finished: Callable[[], set[int]] = set) 
     return reached
 
 
+class _Late:
+    """Stop signals that came after a job ended (a sweep starts no further job after one)."""
+
+    signals: list[str] = []
+
+
 def ignore_late(say: Callable[[str], None] = _say) -> None:
-    """From now on a stop signal is noted and ignored (the job ended; its outcome stands)."""
+    """From now on a stop signal is noted, not acted on: the job ended, its outcome stands
+    (in a sweep, :func:`check_late` keeps the next job from starting)."""
 
     def late(signum: int, frame: Any) -> None:
-        say(f"note: {signal.Signals(signum).name} came after the job ended; ignored")
+        name = signal.Signals(signum).name
+        _Late.signals.append(name)
+        say(f"note: {name} came after the job ended")
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, late)
+
+
+def check_late() -> None:
+    """Raise :class:`EarlyStop` if a stop signal came after an earlier job of this launcher."""
+    if _Late.signals:
+        raise EarlyStop(_Late.signals[0])
 
 
 def stop_early() -> None:
@@ -149,6 +164,7 @@ def stop_early() -> None:
     def early(signum: int, frame: Any) -> None:
         raise EarlyStop(signal.Signals(signum).name)
 
+    _Late.signals = []
     for signum in STOP_SIGNALS:
         if signum != signal.SIGINT:
             signal.signal(signum, early)

@@ -20,7 +20,15 @@ import pytest
 
 from launch.job import signals as signals_module
 from launch.job.outcome import after_stop, after_success
-from launch.job.signals import STOP_SIGNALS, EarlyStop, Stop, StopSignals, describe
+from launch.job.signals import (
+    STOP_SIGNALS,
+    EarlyStop,
+    Stop,
+    StopSignals,
+    check_late,
+    describe,
+    stop_early,
+)
 
 #: A stand-in rank: writes down every stop signal it gets (a shell starts in milliseconds).
 RANK = (
@@ -75,6 +83,7 @@ def ranks(tmp_path, monkeypatch):
     try:
         yield ranks
     finally:
+        stop_early()  # forgets late signals
         ranks.close()
         for signum, handler in saved.items():
             signal.signal(signum, handler)
@@ -135,8 +144,10 @@ def test_each_stop_signal_is_one_request_and_a_later_ctrl_c_stops_at_once(ranks,
         assert sorted(stops.stop.killed) == sorted(p.pid for p in ranks.procs)
         assert late.wait() == -signal.SIGKILL
     said.clear()
-    deliver("SIGTERM", "SIGHUP")  # after the job: noted and ignored (this process lives on)
-    assert said == [f"note: {n} came after the job ended; ignored" for n in ("SIGTERM", "SIGHUP")]
+    deliver("SIGTERM", "SIGHUP")  # after the job: noted (this process lives on)
+    assert said == [f"note: {n} came after the job ended" for n in ("SIGTERM", "SIGHUP")]
+    with pytest.raises(EarlyStop, match="SIGTERM"):  # a sweep starts no further job
+        check_late()
 
 
 def test_ranks_still_running_after_the_grace_are_killed_and_that_is_said(ranks, tmp_path):
