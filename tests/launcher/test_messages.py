@@ -296,6 +296,14 @@ def test_a_frozen_rank_is_seen_named_first_and_let_go_once_told_to_stop(tmp_path
 # ------------------------------------------------------------------ what the console shows
 
 
+def test_a_watchdogs_dump_stays_off_the_console_header_and_all():
+    from launch.job.streams import StackDump
+
+    dump = StackDump()
+    lines = ["Timeout (0:00:05)!", "Thread 0x00007f (most recent call first):", '  File "x.py"']
+    assert [dump.skips(line) for line in [*lines, "epoch 2  validation"]] == [1, 1, 1, 0]
+
+
 def test_attempts_are_counted_the_same_way_in_the_rank_logs_and_on_the_console(tmp_path):
     assert (attempt_name(0), attempt_name(1)) == ("attempt 1", "attempt 2 (restart 1)")
     follower = Follower(Console(sys.stdout, sys.stderr, live=False), tmp_path / "logs")
