@@ -71,7 +71,8 @@ def _existing(path: Any) -> Path | None:
 
 
 def _as_stop(stop: Stop | str) -> Stop:
-    return stop if isinstance(stop, Stop) else Stop(first=None if "rank" in stop else stop)
+    """A :class:`Stop`, or a signal's name (the launcher's first) made into one."""
+    return stop if isinstance(stop, Stop) else Stop(first=stop)
 
 
 def _how(stop: Stop, saved: bool) -> str:
@@ -88,7 +89,7 @@ def _after_signal(record: dict[str, Any] | None, how: str) -> str:
     later = int(record["iteration"]) - int(record["signalled_at"])
     what = "the signal" if how.startswith("a ") else how.split(" (")[-1].rstrip(")")
     if later == 0:
-        return f" (the iteration {what} reached rank 0 at)"
+        return f" ({what} reached rank 0 at this iteration)"
     plural = "" if later == 1 else "s"
     return f" ({later} iteration{plural} after {what} reached rank 0)"
 

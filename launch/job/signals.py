@@ -198,7 +198,7 @@ class StopSignals:
     nothing (such a rank waits for torch's agent to collect its result, and
     killing it then would leave the agent waiting forever). Until
     :meth:`ranks_starting` is called a signal raises :class:`EarlyStop` (the
-    rendezvous is left at once). On leaving, later signals are noted and ignored.
+    rendezvous is left at once). On leaving, later signals are only noted.
 
     Example::
 

@@ -76,8 +76,8 @@ def test_sigterm_in_a_long_validation_sighup_in_training_and_sigterm_at_the_end(
     saved = run_dir / "checkpoints" / "checkpoint_22.pt"
     assert saved.is_file() and "epoch 1  validation" not in first.stdout  # it was cut
     assert first.stderr.startswith(
-        f"Job stopped by SIGTERM in {run_dir} at iteration 22 (the iteration SIGTERM reached "
-        f"rank 0 at); checkpoint saved: {saved}\nTo resume: "
+        f"Job stopped by SIGTERM in {run_dir} at iteration 22 (SIGTERM reached rank 0 at this "
+        f"iteration); checkpoint saved: {saved}\nTo resume: "
     ), first.stderr
     no_stack_dumps(run_dir)
     command = re.search(r"To resume: (.+)", first.stderr)[1]
