@@ -36,7 +36,10 @@ from launch.config.network import check_master_address
 from launch.config.nodes import max_nodes
 from launch.config.overrides import check_override_keys
 from launch.config.schema import GROUPS, TARGET_GROUPS
+from launch.job.folder import describe_os_error
 from launch.job.forkserver import start_early
+from launch.job.outcome import flush_or_discard
+from launch.job.signals import check_late, describe, stop_early
 from launch.rank.inplace import in_place_rank, in_place_world
 
 
@@ -180,6 +183,7 @@ class Launch:
         from launch.job.folder import RunFolder
         from launch.job.start import start, tensorboard_dir
 
+        check_late()  # a stop signal after an earlier point of a sweep: no further job
         job = job_config(cfg)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         cfg.tb_dir = str(tensorboard_dir(run_dir, HydraConfig.get(), self.swept))
@@ -196,6 +200,8 @@ class Launch:
             code = start(cfg, job, run_dir, folder, given)
         except ConfigError as error:
             fail(str(error))
+        except OSError as error:  # the launcher's own files (a full disk): one line
+            fail(describe_os_error(error), exit_codes.FAILED)
         finally:
             if folder is not None:
                 folder.release()
@@ -217,6 +223,9 @@ def main() -> None:
 
     from launch.config.schema import register
 
+    if in_place_rank() is None:  # under torchrun or srun, theirs (and the recipe's) to handle
+        stop_early()  # SIGTERM, SIGHUP: a clean stop from the first line on (launch.job.signals)
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra's own write errors reach us whole
     launch: Launch | None = None
     try:
         launch = Launch(sys.argv[1:])
@@ -231,8 +240,13 @@ def main() -> None:
         hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")(launch.run)()
     except ConfigError as error:
         fail(str(error))
-    except KeyboardInterrupt:  # before the ranks started (after, the job handles Ctrl-C)
-        fail("interrupted before the ranks started", exit_codes.INTERRUPTED)
+    except OSError as error:  # Hydra writing .hydra/ into the run folder (a full disk)
+        folder = launch.folder if launch is not None else None
+        fail(describe_os_error(error, error.filename or (folder and folder.path)))
+    except KeyboardInterrupt as stop:  # before the ranks started (after, the job handles it)
+        name = getattr(stop, "signal", "SIGINT")
+        fail(f"stopped by {describe(name)} before the ranks started", exit_codes.INTERRUPTED)
     finally:
         if launch is not None and launch.folder is not None:
             launch.folder.release()
+        flush_or_discard(sys.stdout)  # a reader that stopped early (| head) is no error

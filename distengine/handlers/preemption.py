@@ -27,7 +27,7 @@ def _install(signum: int, handler: Any) -> Any:
     if had_dump:
         from distengine.handlers import watchdog
 
-        dump_file = getattr(watchdog, "_sigterm_dump_file", None) or sys.stderr
+        dump_file = watchdog.sigterm_dump_file() or sys.stderr
         faulthandler.register(signum, file=dump_file, all_threads=True, chain=True)
     return previous
 
@@ -42,8 +42,12 @@ class Preemption:
     even when only one got the signal. The engine then terminates; in its
     ``TERMINATE`` every rank runs ``on_stop(engine)`` (e.g. a :class:`Checkpoint`) and
     ``engine.state.preempted`` is True (``engine.state.stop_signal`` names
-    the signal); exit with :data:`EXIT_PREEMPTED` then. A second SIGINT more
-    than a second after the first raises KeyboardInterrupt at once. Handlers
+    the signal, ``engine.state.signalled_at`` the iteration this rank was at
+    when it came); exit with :data:`EXIT_PREEMPTED` then. A SIGINT more than
+    a second after the first signal raises KeyboardInterrupt at once. The
+    SIGTERM stack dump a hang watchdog or the launcher registered is taken
+    back after such a clean stop
+    (:func:`~distengine.handlers.watchdog.discard_sigterm_dump`). Handlers
     already installed are chained (a callable one still runs; a
     faulthandler dump stays registered), never replaced; the previous ones
     are restored when the run completes or fails.
@@ -80,7 +84,8 @@ class Preemption:
         self.every = check_every(every)
         self.received: set[int] = set()  # signals this rank got since the last stop
         self._agreed: set[int] = set()  # signals some rank got, as every rank knows
-        self._first_sigint: float | None = None
+        self._first_at: float | None = None  # when this rank got its first signal (monotonic)
+        self.signalled_at: int | None = None  # the final engine's iteration then
         self._previous: dict[int, Any] = {}
         self._final: Engine | None = None
         self._running = False
@@ -88,12 +93,15 @@ class Preemption:
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if signum == signal.SIGINT:
-            now = time.monotonic()
-            if self._first_sigint is not None and now - self._first_sigint > REPEAT_S:
-                self.restore()  # a third Ctrl-C acts as it did before
+        now = time.monotonic()
+        if self._first_at is not None and now - self._first_at > REPEAT_S:
+            if signum == signal.SIGINT:
+                self.restore()  # a Ctrl-C after the stop request: at once, as before
                 raise KeyboardInterrupt
-            self._first_sigint = self._first_sigint or now
+        if self._first_at is None:
+            self._first_at = now
+            engine = self._final
+            self.signalled_at = engine.state.iteration if engine is not None else None
         self.received.add(signum)
         previous = self._previous.get(signum)
         if callable(previous) and previous is not signal.default_int_handler:
@@ -154,6 +162,8 @@ class Preemption:
 
     def _started(self, engine: Engine) -> None:
         self.install()
+        if not self.received:  # a signal after the last run ended asks nothing of this one
+            self._first_at = self.signalled_at = None
         self._running, self._stopping = True, False
         engine.state.preempted, engine.state.stop_signal = False, None
 
@@ -184,7 +194,13 @@ class Preemption:
         engine.state.preempted = True
         first = next(s for s in self.signals if s in self._agreed)
         engine.state.stop_signal = signal.Signals(first).name
+        engine.state.signalled_at = self.signalled_at
+        if signal.SIGTERM in self.received:
+            from distengine.handlers import watchdog
+
+            watchdog.discard_sigterm_dump()  # a clean stop: no stack dump is left of it
         self.received, self._agreed, self._stopping = set(), set(), False
+        self._first_at = self.signalled_at = None
 
     @observer
     def _ended(self, engine: Engine, *error: Any) -> None:

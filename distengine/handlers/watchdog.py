@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -19,8 +21,54 @@ DUMP_MARKER = "Timeout ("
 #: ``suspended()`` blocks are open (a suspended watchdog does not re-arm).
 _armed: HangWatchdog | None = None
 _suspensions = 0
-#: Where the SIGTERM stack dump goes (Preemption re-registers it after installing its handler).
+#: Where the process's SIGTERM stack dump goes (Preemption re-registers it after installing its
+#: handler); None until :func:`dump_stacks_on_sigterm` (or a watchdog) registered one.
 _sigterm_dump_file: TextIO | None = None
+
+
+def dump_stacks_on_sigterm(file: TextIO) -> None:
+    """On SIGTERM, write every thread's stack into ``file``, then let the signal act.
+
+    The process's one SIGTERM dump: a :class:`HangWatchdog` attached later
+    keeps it (it registers ``stderr`` only when none was registered), and
+    :class:`~distengine.handlers.Preemption` keeps it on top of its own
+    handler. A dump says where a rank was when it was stopped (the
+    launcher's failure summary reads it); after a clean stop,
+    :func:`discard_sigterm_dump` takes it back.
+
+    Example::
+
+        dump_stacks_on_sigterm(open("stacks.txt", "w"))
+    """
+    global _sigterm_dump_file
+    _sigterm_dump_file = file
+    faulthandler.register(signal.SIGTERM, file=file, all_threads=True, chain=True)
+
+
+def sigterm_dump_file() -> TextIO | None:
+    """Where the SIGTERM stack dump goes, or None when none is registered."""
+    return _sigterm_dump_file
+
+
+def discard_sigterm_dump() -> None:
+    """A clean stop on SIGTERM: no stack dump is left of it.
+
+    The dump stops (a later SIGTERM, as the agent sends to a rank that is
+    still exiting, dumps nothing) and a dump file already written is emptied;
+    a dump on a terminal or a pipe cannot be taken back.
+    """
+    global _sigterm_dump_file
+    file, _sigterm_dump_file = _sigterm_dump_file, None
+    if file is None:
+        return
+    faulthandler.unregister(signal.SIGTERM)
+    try:
+        if stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            file.flush()
+            os.ftruncate(file.fileno(), 0)
+            file.seek(0)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 @contextlib.contextmanager
@@ -148,12 +196,12 @@ class HangWatchdog:
     def attach(self, engine: Engine, final: bool = True) -> None:
         """Watch ``engine``'s iterations; ``final`` engines stop the watch when they end.
 
-        Also dumps the stacks when the rank gets SIGTERM (as the launcher sends
-        to the other ranks once one has failed), then lets the signal act.
+        Also dumps the stacks when the rank gets SIGTERM (as the agent sends to
+        the other ranks once one has failed), then lets the signal act: into
+        the file :func:`dump_stacks_on_sigterm` registered (under the launcher,
+        the rank's ``stacks.txt``), else into ``file`` or stderr.
         """
-        global _sigterm_dump_file
-        _sigterm_dump_file = self.file or sys.stderr
-        faulthandler.register(signal.SIGTERM, file=_sigterm_dump_file, chain=True)
+        dump_stacks_on_sigterm(_sigterm_dump_file or self.file or sys.stderr)
         engine.add_event_handler(Events.ITERATION_COMPLETED | Events.EPOCH_COMPLETED, self.arm)
         end = Events.COMPLETED | Events.EXCEPTION_RAISED | Events.TERMINATE
         engine.add_event_handler(end, self.cancel if final else self.arm)

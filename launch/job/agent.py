@@ -32,9 +32,15 @@ from launch.job.folder import RunFolder
 from launch.job.meet import Meeting, meet
 from launch.job.membership import finish, joined_line, membership_line
 from launch.job.nodes import Nodes
-from launch.job.outcome import Outcome, after_failure, after_stop
+from launch.job.outcome import (
+    Outcome,
+    after_agent_error,
+    after_failure,
+    after_stop,
+    after_success,
+)
 from launch.job.reaper import Groups
-from launch.job.signals import AGENT_SIGNALS, StopSignals
+from launch.job.signals import AGENT_SIGNALS, StopSignals, first_message
 from launch.job.streams import Follower
 from launch.rank import progress
 from launch.rank.progress import PROGRESS_ENV
@@ -216,6 +222,8 @@ class _Attempts:
 
     def __call__(self, attempt: int, folder: Path) -> None:
         self.deadline.met()
+        if self.stops is not None:
+            self.stops.ranks_starting()
         self.rounds += 1
         os.environ[ROUND_ENV] = str(self.rounds - 1)  # the ranks take the job's highest
         reached = progress.reached(self.progress)
@@ -247,23 +255,6 @@ class _Attempts:
                 then += f" (newest: {newest[0]}, iteration {newest[1]})"
             print_restart(attempt, job.cfg.dist.max_restarts, what, then, self.say)
         self.failures.last = None
-
-
-def _how(stops: StopSignals) -> str:
-    """The stop request in words, for the launcher's last message."""
-    later_ctrl_c = stops.count - (1 if stops.first == "SIGINT" else 0)
-    if later_ctrl_c > 0:
-        return "a second Ctrl-C"
-    return "Ctrl-C (SIGINT)" if stops.first == "SIGINT" else str(stops.first)
-
-
-def _first_ctrl_c(job: Job) -> str:
-    if job.kind == "recipe":
-        return (
-            "Ctrl-C: the ranks stop at the next iteration boundary and save a checkpoint "
-            "(Ctrl-C again stops them at once, without one)"
-        )
-    return f"Ctrl-C: sent SIGINT to the ranks of the {job.kind} (Ctrl-C again stops them at once)"
 
 
 def run_job(job: Job) -> Outcome:
@@ -323,8 +314,10 @@ def _run_ranks(job: Job, meeting: Meeting, deadline: rendezvous.Deadline, log_di
     entrypoint, args = _entrypoint(config.start_method, job.config_path)
     quiet_agent()
     attempts.failures.install()
+    first = first_message(job.kind)
     say = lambda line: console.line(line, err=True)  # noqa: E731
-    with StopSignals(_first_ctrl_c(job), float(cfg.dist.shutdown_grace_s), say) as stops:
+    grace = float(cfg.dist.shutdown_grace_s)
+    with StopSignals(first, grace, say, finished=logs.finished_pids) as stops:
         attempts.stops = stops
         try:
             outcome = _outcome(job, config, entrypoint, args, stops, attempts, logs, meeting)
@@ -349,19 +342,24 @@ def _outcome(
     try:
         elastic_launch(config, entrypoint)(*args)
     except ChildFailedError as error:
-        if stops.first is not None:
-            return after_stop(job.folder, _how(stops), job.resume_command, cfg.run_id)
         failures = {f.local_rank: f for f in error.failures.values()}
         last = logs.attempts[-1] if logs.attempts else None
+        if stops.first is not None:
+            codes = {local: f.exitcode for local, f in failures.items()}
+            return after_stop(job.folder, stops.stop, job.resume_command, cfg.run_id, codes, last)
         return after_failure(
             failures, last, job.folder, job.resume_command, attempts.offset, cfg.run_id
         )
     except StopRequested:
-        how = _how(stops) if stops.first is not None else "a signal to the ranks"
-        return after_stop(job.folder, how, job.resume_command, cfg.run_id)
+        last = logs.attempts[-1] if logs.attempts else None
+        return after_stop(job.folder, stops.stop, job.resume_command, cfg.run_id, attempt=last)
     except Exception as error:
+        last = logs.attempts[-1] if logs.attempts else None
         if not rendezvous.is_rendezvous_error(error):
-            raise
+            known = after_agent_error(error, last, job.folder, attempts.offset)
+            if known is None:
+                raise
+            return known
         if meeting.nodes is not None and meeting.nodes.store_gone():
             return Outcome(exit_codes.FAILED, f"error: {meeting.nodes.store_gone_line()}")
         if logs.attempts:  # the nodes had met: one left during a restart
@@ -372,6 +370,4 @@ def _outcome(
             exit_codes.FAILED,
             f"error: {rendezvous.waiting_for(cfg.dist, endpoint)} (log: {attempts.deadline.log})",
         )
-    if stops.first is not None:
-        return Outcome(exit_codes.DONE, f"note: {stops.first} came after the ranks finished")
-    return Outcome(exit_codes.DONE)
+    return after_success(stops.stop, logs.attempts[-1] if logs.attempts else None)

@@ -2,10 +2,13 @@
 
 Each rank's folder holds torch's ``error.json`` when the rank raised,
 ``finished`` when its task returned (:mod:`launch.rank.process`),
-``stacks.txt`` when the agent stopped it with SIGTERM, and its stderr log
-with the watchdog's dump when it hung. The culprit comes first: a rank that
-left early, died silently, raised first, or was not inside a collective
-while the others waited in one; ranks that failed because of it come after.
+``stacks.txt`` when the agent stopped it with SIGTERM, its stderr log
+with the watchdog's dump when it hung, and what the launcher saw when the
+agent reported the attempt's first failure (:mod:`launch.job.attempts`):
+``exitcode`` (how the rank's process ended) and ``frozen`` (it was stopped,
+state ``T``). The culprit comes first: a frozen rank, a rank that left
+early, died silently, raised first, or was not inside a collective while
+the others waited in one; ranks that failed because of it come after.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from typing import Any
 from launch.rank.process import FINISHED_MARKER, STACKS_FILE
 
 HANG_MARKER = "Timeout ("  # how faulthandler's timed dump (HangWatchdog) starts
+#: Written by the launcher into a rank's folder: how its process ended, and that it was frozen.
+EXIT_CODE_FILE = "exitcode"
+FROZEN_FILE = "frozen"
+ERROR_FILE = "error.json"
 _CONSEQUENCES = (
     "closed by peer",
     "reset by peer",
@@ -54,26 +61,58 @@ def rank_dirs(attempt: Path) -> list[Path]:
 
 
 def rank_errors(attempt: Path) -> list[RankError]:
-    """The errors the ranks of ``attempt`` recorded: root causes first, then by time."""
+    """The errors the ranks of ``attempt`` recorded: root causes first, then by time.
+
+    Records that do not parse (a full disk leaves them empty) are left out
+    here and named by :func:`unreadable_records`.
+    """
     found = []
     for rank_dir in rank_dirs(attempt):
-        error_file = rank_dir / "error.json"
-        if not error_file.exists():
+        error_file = rank_dir / ERROR_FILE
+        try:
+            text, stamp = error_file.read_text(errors="replace"), error_file.stat().st_mtime_ns
+        except OSError:
             continue
-        message = json.loads(error_file.read_text()).get("message", {})
-        if not isinstance(message, dict):
-            message = {"message": str(message), "extraInfo": {}}
-        extra = message.get("extraInfo", {})
+        message = _record(text)
+        if message is None:
+            continue
+        extra = message.get("extraInfo")
+        extra = extra if isinstance(extra, dict) else {}
         found.append(
             RankError(
                 int(rank_dir.name),
                 str(message.get("message", "")),
                 str(extra.get("py_callstack", "")),
-                error_file.stat().st_mtime_ns,
+                stamp,
                 [str(p) for p in sorted(rank_dir.glob("std*.log"))],
             )
         )
     return sorted(found, key=lambda e: (is_consequence(e.headline), e.timestamp, e.local_rank))
+
+
+def _record(text: str) -> dict[str, Any] | None:
+    """torch's error record's ``message`` part, or None when the file does not parse."""
+    try:
+        message = json.loads(text).get("message", {})
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(message, dict):
+        message = {"message": str(message), "extraInfo": {}}
+    return message
+
+
+def unreadable_records(attempt: Path) -> list[Path]:
+    """The ranks' error records that do not parse (empty or cut)."""
+    broken = []
+    for rank_dir in rank_dirs(attempt):
+        error_file = rank_dir / ERROR_FILE
+        try:
+            text = error_file.read_text(errors="replace")
+        except OSError:
+            continue
+        if _record(text) is None:
+            broken.append(error_file)
+    return broken
 
 
 def is_consequence(headline: str) -> bool:
@@ -87,8 +126,31 @@ def finished(rank_dir: Path) -> bool:
 
 def all_finished(attempt: Path) -> bool:
     """Whether every rank of the attempt returned from its task."""
-    dirs = rank_dirs(attempt)
-    return bool(dirs) and all(finished(d) for d in dirs)
+    return finished_at(attempt) is not None
+
+
+def finished_at(attempt: Path) -> list[float] | None:
+    """When each rank of the attempt returned from its task (``time.time()``), or None
+    unless every one did."""
+    try:
+        dirs = rank_dirs(attempt)
+        times = [(d / FINISHED_MARKER).stat().st_mtime for d in dirs]
+    except OSError:
+        return None
+    return times or None
+
+
+def recorded_exit(rank_dir: Path) -> int | None:
+    """How the rank's process ended, as the launcher recorded it (None: not recorded)."""
+    try:
+        return int((rank_dir / EXIT_CODE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def frozen(rank_dir: Path) -> bool:
+    """Whether the launcher saw the rank stopped (state T) when the attempt failed."""
+    return (rank_dir / FROZEN_FILE).exists()
 
 
 def main_thread_frames(dump: str, frames: int) -> list[str]:
@@ -161,21 +223,40 @@ def stray_ranks(attempt: Path, global_offset: int, frames: int = 5) -> list[str]
     return lines
 
 
+def frozen_ranks(attempt: Path, offset: int) -> list[str]:
+    """Ranks the launcher saw stopped (state T) while the others ran: the culprits of a hang."""
+    lines = []
+    for rank_dir in rank_dirs(attempt):
+        if frozen(rank_dir):
+            local = int(rank_dir.name)
+            lines.append(
+                f"rank {offset + local} (local rank {local}) was frozen: its process was stopped "
+                "(SIGSTOP, Ctrl-Z or a debugger) while the other ranks waited for it"
+            )
+            stack = _stack_at_stop(rank_dir, 5)
+            if stack:
+                lines.append("    it was at (innermost first):")
+                lines.extend(f"    {frame}" for frame in stack)
+            lines.append(f"    log: {rank_dir / 'stderr.log'}")
+    return lines
+
+
 def _silent(failures: dict[int, Any], attempt: Path, offset: int, blame: bool) -> list[str]:
     """Ranks that died without an exception; with ``blame`` also those the agent did not stop.
 
     The rank the agent saw fail first leads: another rank without a record may
-    be one the agent stopped while it was still writing its error.
+    be one the agent stopped while it was still writing its error. How a rank
+    ended comes from the agent's failure, else from what the launcher recorded.
     """
     dirs = sorted(rank_dirs(attempt), key=lambda d: (int(d.name) not in failures, int(d.name)))
     lines = []
     for rank_dir in dirs:
         local = int(rank_dir.name)
-        if (rank_dir / "error.json").exists() or finished(rank_dir):
+        if (rank_dir / ERROR_FILE).exists() or finished(rank_dir) or frozen(rank_dir):
             continue
         if local not in failures and not (blame and not _stack_at_stop(rank_dir, 1)):
             continue
-        code = failures[local].exitcode if local in failures else None
+        code = failures[local].exitcode if local in failures else recorded_exit(rank_dir)
         lines.append(f"rank {offset + local} (local rank {local}) {death(code, rank_dir)}")
         lines.append(f"    log: {rank_dir / 'stderr.log'}")
     return lines
@@ -194,11 +275,12 @@ def summarize(
         if finished(d)
     ]
     hung = hang_reports(attempt, global_offset)
+    stopped = frozen_ranks(attempt, global_offset)
     if hung:
-        return "\n".join(["the job hung:", *early, *hung])
+        return "\n".join(["the job hung:", *stopped, *early, *hung])
     errors = rank_errors(attempt)
     blame_others = not errors or is_consequence(errors[0].headline)
-    lines = [*early, *_silent(failures, attempt, global_offset, blame_others)]
+    lines = [*stopped, *early, *_silent(failures, attempt, global_offset, blame_others)]
     if blame_others and not lines:  # a rank that died or left is the cause, not the strays
         lines.extend(stray_ranks(attempt, global_offset))
     for i, error in enumerate(errors):
@@ -209,9 +291,21 @@ def summarize(
             lines.extend(f"    log: {path}" for path in error.logs)
         else:
             lines.append(f"rank {rank} then failed too: {error.headline[:200]}")
+    broken = unreadable_records(attempt)
+    if broken:
+        ranks = ", ".join(f"rank {global_offset + int(p.parent.name)}" for p in broken)
+        lines.append(f"{ranks} raised, but left an unreadable error record (empty or cut):")
+        lines.extend(f"    {path}" for path in broken)
     return "\n".join(lines) or "a rank failed without leaving a record (see the logs)"
 
 
 def _last_frames(traceback: str, frames: int) -> list[str]:
+    """The innermost ``frames`` frames of a traceback, each with its ``File`` line, and the
+    exception's lines; markers (``^^^``) left out."""
     lines = [line for line in traceback.rstrip().splitlines() if line.strip(" ^~")]
-    return lines[-(2 * frames + 1) :]
+    starts = [i for i, line in enumerate(lines) if line.lstrip().startswith('File "')]
+    if not starts:
+        return lines[-(2 * frames + 1) :]
+    end = next((i for i in range(starts[-1] + 1, len(lines)) if not lines[i][:1].isspace()), None)
+    body = lines[starts[-frames] if len(starts) >= frames else starts[0] : end]
+    return body + (lines[end:] if end is not None else [])

@@ -68,10 +68,17 @@ class FolderBusy(ConfigError):
     """Another live job holds the run folder."""
 
 
+def describe_os_error(error: OSError, path: Path | str | None = None, doing: str = "write") -> str:
+    """``cannot write <path>: [ENOSPC] No space left on device`` (the errno by its name)."""
+    name = errno.errorcode.get(error.errno or 0, "error")
+    where = path if path is not None else error.filename
+    target = f" {where}" if where is not None else ""
+    return f"cannot {doing}{target}: [{name}] {error.strerror or error}"
+
+
 def os_error(path: Path, error: OSError) -> ConfigError:
     """A one-line error naming the path and the errno (``ENOSPC``, ``EROFS``, ``EACCES``)."""
-    name = errno.errorcode.get(error.errno or 0, "error")
-    return ConfigError(f"cannot write {path}: [{name}] {error.strerror or error}")
+    return ConfigError(describe_os_error(error, path))
 
 
 def write_text(path: Path, text: str) -> None:
@@ -88,9 +95,19 @@ def write_text(path: Path, text: str) -> None:
         raise os_error(path, error) from None
 
 
-def _describe(holder: dict[str, Any]) -> str:
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
-    return f"pid {holder.get('pid')} on {holder.get('host')}, started {started}"
+#: How long a busy folder's holder may take to say who it is (its lock file is being written).
+HOLDER_WAIT_S = 1.0
+
+
+def _describe(holder: dict[str, Any] | None) -> str:
+    """``pid 1234 on host1, started 2024-05-01 18:00:34``; what is missing is not made up."""
+    if not holder or not all(holder.get(k) is not None for k in ("pid", "host", "started")):
+        return "it has not written who it is yet"
+    try:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(holder["started"])))
+    except (TypeError, ValueError, OverflowError):
+        return "it has not written who it is yet"
+    return f"pid {holder['pid']} on {holder['host']}, started {started}"
 
 
 class RunFolder:
@@ -105,7 +122,7 @@ class RunFolder:
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
+        self.path = Path(path).absolute()  # every message names it whole
         self.lock_path = self.path / LOCK_FILE
         self.job_id = uuid.uuid4().hex
         self._fd: int | None = None
@@ -116,10 +133,11 @@ class RunFolder:
             text = self.lock_path.read_text()
         except OSError:
             return None
-        try:
-            return json.loads(text) if text.strip() else None
+        try:  # the record comes first; a longer old one's tail may follow for a moment
+            found = json.JSONDecoder().raw_decode(text.lstrip())[0] if text.strip() else None
         except json.JSONDecodeError:
             return None
+        return found if isinstance(found, dict) else None
 
     def check_free(self) -> None:
         """Raise FolderBusy if a live job holds the folder (creates nothing)."""
@@ -136,11 +154,20 @@ class RunFolder:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = self.holder() or {}
+            holder = self._holder_when_written()
             raise FolderBusy(
                 f"the run folder {self.path} is in use by another job ({_describe(holder)}): "
                 "wait for it to end, or choose another hydra.run.dir"
             ) from None
+
+    def _holder_when_written(self) -> dict[str, Any] | None:
+        """The live holder's record; it may be writing it right now, so wait a little."""
+        deadline = time.monotonic() + HOLDER_WAIT_S
+        while True:
+            holder = self.holder()
+            if (holder and holder.get("pid") is not None) or time.monotonic() > deadline:
+                return holder
+            time.sleep(0.05)
 
     def acquire(self, command: str) -> str | None:
         """Create and lock the folder; return a note when a dead job left its lock behind."""
@@ -162,9 +189,10 @@ class RunFolder:
             "job_id": self.job_id,
             "command": command,
         }
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(me).encode(), 0)
+        record = json.dumps(me).encode()
+        try:  # never empty while held: the new record over the old, then cut to its length
+            os.pwrite(fd, record.ljust(len(record) + 1, b"\n"), 0)
+            os.ftruncate(fd, len(record) + 1)
             os.fsync(fd)
         except OSError as error:
             os.close(fd)

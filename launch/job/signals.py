@@ -1,18 +1,31 @@
-"""Ctrl-C and SIGTERM in the launcher: forwarded to the ranks, which decide how to stop.
+"""Stop signals in the launcher, from its first line to its last.
 
-The launcher takes SIGINT and SIGTERM out of torch's agent (``signals_to_handle``
-keeps SIGHUP and SIGQUIT there) and forwards them to its ranks itself, while
-the agent goes on watching them. So a rank that stops at a boundary and exits
-75, a rank that finishes its last iterations and exits 0, and a script that
-dies of the signal are each seen as they are, and nothing waits on a rank
-that already returned. After a stop was asked for, the agent is never let
-restart the ranks (see :class:`~launch.job.agent.StopRequested`).
+A stop signal is SIGINT (Ctrl-C), SIGTERM (a scheduler, ``kill``, ``timeout``),
+SIGHUP (the terminal closed, an ssh connection dropped) or SIGQUIT (Ctrl-\\).
+What one does depends only on where the job is:
 
-- The first signal is forwarded once; ranks still alive ``grace_s`` later
-  are killed.
-- A second Ctrl-C forwards SIGINT again ("stop at once": the ranks raise
-  KeyboardInterrupt) and kills the ranks still alive :data:`AT_ONCE_S` later;
-  a third kills them now.
+- Before the ranks start (the checks, Hydra, the rendezvous): the launcher
+  stops there (:class:`EarlyStop`, exit 130); nothing ran, nothing is lost.
+- While ranks run (:class:`StopSignals`): a stop request, forwarded to the
+  ranks (SIGINT as SIGINT, the others as SIGTERM: the recipe's ranks save a
+  checkpoint either way), also to ranks that start after it; ranks still
+  alive ``dist.shutdown_grace_s`` later are killed. A signal within
+  :data:`REPEAT_S` of the previous one is the same request (a terminal and
+  ``timeout`` deliver one Ctrl-C twice: to the launcher and to its group).
+  A later Ctrl-C stops the ranks at once (SIGINT again, as the ranks'
+  :class:`~distengine.handlers.Preemption` expects; killed :data:`AT_ONCE_S`
+  later), a third kills them now; a later SIGTERM, SIGHUP or SIGQUIT is
+  said and changes nothing (the grace goes on).
+- After the ranks ended: noted on stderr; the job's outcome stands and the
+  run folder is released (a sweep starts no further job).
+
+torch's agent handles none of them (``signals_to_handle``): it would raise
+from its loop and leave a traceback. The launcher forwards them itself while
+the agent goes on watching the ranks, so a rank that stops at a boundary and
+exits 75, a rank that finishes its last iterations and exits 0, and a script
+that dies of the signal are each seen as they are. After a stop was asked
+for, the agent is never let restart the ranks
+(:class:`~launch.job.agent.StopRequested`).
 
 Ranks lead their own process groups
 (:func:`launch.rank.process.leave_terminal_group`), so a terminal's Ctrl-C
@@ -25,14 +38,35 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: The signals torch's agent handles (SIGINT and SIGTERM are the launcher's).
-AGENT_SIGNALS = "SIGHUP,SIGQUIT"
+#: The signals that ask the launcher to stop.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+#: torch's agent handles none (an empty name: torch skips it, with a warning the launcher mutes).
+AGENT_SIGNALS = ""
 #: After a second Ctrl-C, ranks still alive this long are killed.
 AT_ONCE_S = 5.0
+#: Two stop signals closer than this are one request (as for the ranks' Preemption).
+REPEAT_S = 1.0
+#: How often a stop request is passed on to ranks that started after it.
+FORWARD_EVERY_S = 0.2
+
+
+def describe(name: str) -> str:
+    """A signal's name as the user knows it: ``Ctrl-C (SIGINT)``, ``SIGTERM``."""
+    return {"SIGINT": "Ctrl-C (SIGINT)"}.get(name, name)
+
+
+class EarlyStop(KeyboardInterrupt):
+    """A stop signal before any rank started; ``signal`` names it (``SIGTERM``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.signal = name
 
 
 def rank_pids() -> list[int]:
@@ -48,95 +82,245 @@ def rank_pids() -> list[int]:
         except (OSError, IndexError):
             continue
         pid, ppid, pgrp = int(entry.name), int(fields[1]), int(fields[2])
-        if ppid in parents and pgrp == pid:
+        if ppid in parents and pgrp == pid and fields[0] != "Z":
             found.append(pid)
     return found
 
 
+def first_message(kind: str) -> str:
+    """What the first Ctrl-C says the ranks are asked to do (``kind``: recipe, script...)."""
+    if kind == "recipe":
+        return (
+            "Ctrl-C: the ranks are asked to stop at their next agreed check and save a checkpoint "
+            "(Ctrl-C again stops them at once, without one)"
+        )
+    return f"Ctrl-C: sent SIGINT to the ranks of the {kind} (Ctrl-C again stops them at once)"
+
+
+def process_state(pid: int) -> str | None:
+    """A process's state letter from ``/proc`` (``R``, ``S``, ``T`` stopped, ``Z``), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def _say(line: str) -> None:
-    """A message on its own line (after the ``^C`` a terminal echoes)."""
-    print(f"\n{line}", file=sys.stderr, flush=True)
+    """A message on its own line (after the ``^C`` a terminal echoes); a closed stderr is
+    no error (SIGHUP: the terminal is gone)."""
+    try:
+        os.write(sys.stderr.fileno(), f"\n{line}\n".encode())
+    except (OSError, ValueError):
+        pass
 
 
-def _send(pids: list[int], signum: int) -> None:
+def _send(pids: list[int], signum: int, finished: Callable[[], set[int]] = set) -> list[int]:
+    """Send ``signum`` to each rank (SIGKILL: to its process group, the rank and what it
+    started) that has not finished its task (asked again just before each send); the
+    pids it reached."""
+    reached = []
     for pid in pids:
+        if pid in finished():
+            continue
         try:
             if signum == signal.SIGKILL:
                 os.killpg(pid, signum)  # the rank and what it started (loader workers)
             else:
                 os.kill(pid, signum)
-        except ProcessLookupError:
+            reached.append(pid)
+        except (ProcessLookupError, PermissionError):
             pass
+    return reached
+
+
+class _Late:
+    """Stop signals that came after a job ended (a sweep starts no further job after one)."""
+
+    signals: list[str] = []
+
+
+def ignore_late(say: Callable[[str], None] = _say) -> None:
+    """From now on a stop signal is noted, not acted on: the job ended, its outcome stands
+    (in a sweep, :func:`check_late` keeps the next job from starting)."""
+
+    def late(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        _Late.signals.append(name)
+        say(f"note: {name} came after the job ended")
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, late)
+
+
+def check_late() -> None:
+    """Raise :class:`EarlyStop` if a stop signal came after an earlier job of this launcher."""
+    if _Late.signals:
+        raise EarlyStop(_Late.signals[0])
+
+
+def stop_early() -> None:
+    """Until the ranks start, a stop signal raises :class:`EarlyStop` (Ctrl-C: as usual)."""
+
+    def early(signum: int, frame: Any) -> None:
+        raise EarlyStop(signal.Signals(signum).name)
+
+    _Late.signals = []
+    for signum in STOP_SIGNALS:
+        if signum != signal.SIGINT:
+            signal.signal(signum, early)
+
+
+@dataclass
+class Stop:
+    """What the launcher got and did: the facts its last message is made of."""
+
+    first: str | None = None  # the first stop signal's name
+    at: float | None = None  # when it came (time.time())
+    signals: list[str] = field(default_factory=list)  # every one, repeats included
+    at_once: bool = False  # a later Ctrl-C made the launcher stop the ranks at once
+    killed: list[int] = field(default_factory=list)  # ranks SIGKILLed by the launcher
+    killed_after_s: float | None = None  # how long after the first signal that was
+
+    @property
+    def how(self) -> str:
+        """The request in words: ``SIGTERM``, ``Ctrl-C (SIGINT)``, ``a second Ctrl-C``."""
+        if self.at_once:
+            return "a second Ctrl-C"
+        return describe(self.first) if self.first else "a signal to the ranks"
 
 
 class StopSignals:
-    """The launcher's SIGINT and SIGTERM handlers for the duration of a job (a context manager).
+    """The launcher's stop signals while the job runs (a context manager; see the module).
 
     ``first_message`` is printed on the first Ctrl-C (it says what the ranks
-    will do); ``grace_s`` is ``dist.shutdown_grace_s``.
+    are asked to do); ``grace_s`` is ``dist.shutdown_grace_s``; ``finished()``
+    gives the pids of ranks that returned from their task: they are sent
+    nothing (such a rank waits for torch's agent to collect its result, and
+    killing it then would leave the agent waiting forever). Until
+    :meth:`ranks_starting` is called a signal raises :class:`EarlyStop` (the
+    rendezvous is left at once). On leaving, later signals are only noted.
 
     Example::
 
         with StopSignals("Ctrl-C: ...", grace_s=60) as stops:
             elastic_launch(config, entrypoint)(*args)
-        if stops.first: ...          # "SIGINT" or "SIGTERM": a stop was asked for
+        if stops.first: ...          # "SIGINT", "SIGTERM", "SIGHUP": a stop was asked for
     """
 
     def __init__(
-        self, first_message: str, grace_s: float, say: Callable[[str], None] | None = None
+        self,
+        first_message: str,
+        grace_s: float,
+        say: Callable[[str], None] | None = None,
+        finished: Callable[[], set[int]] | None = None,
     ) -> None:
         self.first_message = first_message
         self.grace_s = grace_s
         self.say = say or _say
-        self.first: str | None = None
-        self.interrupts = 0
-        self._previous: dict[int, Any] = {}
-        self._timers: list[threading.Timer] = []
+        self.finished = finished or set  # pids of ranks that returned from their task
+        self.stop = Stop()
+        self.started = False
+        self._interrupts = 0  # Ctrl-Cs that counted (repeats within REPEAT_S do not)
+        self._last = 0.0  # when the last signal that counted came (monotonic)
+        self._forwarded: dict[int, int] = {}  # rank pid -> the last signal it was sent
+        self._signum: int | None = None  # what ranks that start later are sent
+        self._lock = threading.RLock()  # a signal may come while the main thread holds it
+        self._stopped = threading.Event()
+
+    @property
+    def first(self) -> str | None:
+        """The first stop signal's name, or None."""
+        return self.stop.first
 
     @property
     def count(self) -> int:
-        """How many Ctrl-Cs (SIGINT) the launcher got."""
-        return self.interrupts
+        """How many Ctrl-Cs counted (one delivered twice within :data:`REPEAT_S` is one)."""
+        return self._interrupts
+
+    def ranks_starting(self) -> None:
+        """The agent starts the ranks now: from here a signal is forwarded to them."""
+        self.started = True
 
     def __enter__(self) -> StopSignals:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        # once asked to stop, a late signal must not turn the reported outcome into a traceback
-        for signum, previous in self._previous.items():
-            signal.signal(signum, signal.SIG_IGN if self.first else previous)
-        for timer in self._timers:
-            timer.cancel()
+        self._stopped.set()
+        ignore_late(self.say)
 
-    def _kill_later(self, seconds: float) -> None:
-        timer = threading.Timer(seconds, lambda: _send(rank_pids(), signal.SIGKILL))
-        timer.daemon = True
-        timer.start()
-        self._timers.append(timer)
-
+    # ------------------------------------------------------------------ handling
     def _handle(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
+        now = time.monotonic()
+        self.stop.signals.append(name)
+        if not self.started:
+            self.stop.first = self.stop.first or name
+            raise EarlyStop(name)
+        if self.stop.first is None:
+            self._first(signum, name, now)
+        elif now - self._last > REPEAT_S:
+            self._again(signum, name, now)
+
+    def _first(self, signum: int, name: str, now: float) -> None:
+        self.stop.first, self.stop.at, self._last = name, time.time(), now
         if signum == signal.SIGINT:
-            self.interrupts += 1
-        first = self.first is None
-        if first:
-            self.first = name
-            if signum == signal.SIGINT:
-                self.say(self.first_message)
-            _send(rank_pids(), signum)
-            self._kill_later(self.grace_s)
-            return
+            self._interrupts = 1
+            self.say(self.first_message)
+        elif signum != signal.SIGTERM:
+            self.say(
+                f"{describe(name)}: the ranks are asked to stop as on SIGTERM (they are killed "
+                f"if still running in {self.grace_s:g} s)"
+            )
+        self._signum = signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM
+        self._pass_on()
+        threading.Thread(target=self._forward_later, name="stop-forward", daemon=True).start()
+        self._kill_later(self.grace_s)
+
+    def _again(self, signum: int, name: str, now: float) -> None:
+        self._last = now
         if signum != signal.SIGINT:
-            return  # a repeated SIGTERM: the ranks already have it and the grace runs
-        at_once = 2 if self.first == "SIGINT" else 1  # the Ctrl-C after the first stop request
-        if self.interrupts > at_once:
-            _send(rank_pids(), signal.SIGKILL)
+            self.say(f"{describe(name)}: the ranks are already stopping")
             return
+        self._interrupts += 1
+        if self.stop.at_once:  # a third Ctrl-C
+            self._kill()
+            return
+        self.stop.at_once = True
         self.say(
             "second Ctrl-C: stopping the ranks at once, without a checkpoint "
             f"(they are killed if still running in {AT_ONCE_S:.0f} s)"
         )
-        _send(rank_pids(), signal.SIGINT)
+        with self._lock:
+            self._signum = signal.SIGINT
+            self._forwarded.clear()  # every rank gets this SIGINT too
+        self._pass_on()
         self._kill_later(AT_ONCE_S)
+
+    def _pass_on(self) -> None:
+        """Send the current request to every rank that has not had it yet."""
+        with self._lock:
+            signum = self._signum
+            pids = [p for p in rank_pids() if self._forwarded.get(p) != signum]
+            for pid in _send(pids, signum, self.finished) if signum is not None else []:
+                self._forwarded[pid] = signum
+
+    def _forward_later(self) -> None:
+        """Ranks the agent starts after the request (a rendezvous that was ending) get it too."""
+        while not self._stopped.wait(FORWARD_EVERY_S):
+            self._pass_on()
+
+    def _kill(self) -> None:
+        killed = _send(rank_pids(), signal.SIGKILL, self.finished)
+        if killed:
+            self.stop.killed.extend(killed)
+            if self.stop.killed_after_s is None and self.stop.at is not None:
+                self.stop.killed_after_s = time.time() - self.stop.at
+
+    def _kill_later(self, seconds: float) -> None:
+        def kill() -> None:
+            if not self._stopped.wait(seconds):
+                self._kill()
+
+        threading.Thread(target=kill, name="stop-kill", daemon=True).start()

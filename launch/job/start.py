@@ -68,6 +68,7 @@ def start(
         folder.clear_stop()
         cfg.run_id = folder.start_run(job, world_size(job))
         cfg.job_id = folder.job_id
+        _say_if_finished(cfg, job, folder)
     config_path = run_dir / "config.yaml"
     if folder is None and in_place_rank() is None:
         config_path = run_dir / "logs" / f"node{job['dist']['node_rank']}" / "config.yaml"
@@ -85,6 +86,15 @@ def start(
     return _start_agent(cfg, run_dir, folder or RunFolder(run_dir), config_path, overrides)
 
 
+def _say_if_finished(cfg: Any, job: dict[str, Any], folder: RunFolder) -> None:
+    """A finished run is said at once, before the ranks start and validate it."""
+    from launch.job.finished import finished_note
+
+    note = finished_note(folder, job, cfg.run_id)
+    if note:
+        print(note, flush=True)
+
+
 def _start_agent(
     cfg: Any, run_dir: Path, folder: RunFolder, config_path: Path, overrides: list[str]
 ) -> int:
@@ -93,19 +103,21 @@ def _start_agent(
 
     command = resume_command(overrides, run_dir, cfg.checkpoint.resume)
     outcome = run_job(Job(cfg, folder, config_path, command))
-    if outcome.message:
-        print(f"\n{outcome.message}", file=sys.stderr)
+    outcome.show()
     if outcome.code == exit_codes.DONE and cfg.dist.node_rank == 0:
         report(cfg, run_dir)
     return outcome.code
 
 
 def report(cfg: Any, run_dir: Path) -> None:
-    """Where a finished job's outputs are."""
-    print(f"Run folder: {run_dir}")
+    """Where a finished job's outputs are (on stdout; a reader that left is no error)."""
+    from launch.job.outcome import say
+
+    lines = [f"Run folder: {run_dir}"]
     if not cfg.task.script and not cfg.task.entrypoint:
-        print(f"  checkpoints: {run_dir / 'checkpoints'}")
-        print(f"  metrics:     {run_dir / 'metrics.json'}")
+        lines.append(f"  checkpoints: {run_dir / 'checkpoints'}")
+        lines.append(f"  metrics:     {run_dir / 'metrics.json'}")
         logdir = Path(cfg.tb_dir).parent.resolve() if cfg.get("tb_dir") else run_dir / "tb"
-        print(f"  TensorBoard: {tensorboard_command()} --logdir {logdir}")
-    print(f"  rank logs:   {run_dir / 'logs'} (rank<N>.log)")
+        lines.append(f"  TensorBoard: {tensorboard_command()} --logdir {logdir}")
+    lines.append(f"  rank logs:   {run_dir / 'logs'} (rank<N>.log)")
+    say("\n".join(lines), sys.stdout)

@@ -16,6 +16,7 @@ reads the files of the current attempt as they grow and
 from __future__ import annotations
 
 import codecs
+import os
 import re
 import threading
 import time
@@ -24,13 +25,14 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from launch.job.console import Console
+from launch.job.folder import describe_os_error
 
 #: How often the files are read (seconds).
 POLL_S = 0.05
 #: A line that starts a warning or an error worth showing from a rank other than 0.
 NOTABLE = re.compile(
     r"\b\w*(Warning|Error|Exception)\b|\b(WARNING|ERROR|CRITICAL|FATAL)\b"
-    r"|^Traceback \(most recent call last\)"
+    r"|^Traceback \(most recent call last\)|^(warning|error): "
 )
 _TRACEBACK_GOES_ON = ("During handling of the above exception", "The above exception was")
 
@@ -101,9 +103,13 @@ class Highlights:
 
 class StackDump:
     """The lines of a faulthandler stack dump (``Current thread 0x... (most recent call
-    first):`` and its frames), which a rank writes when it is stopped by SIGTERM."""
+    first):`` and its frames, after ``Timeout (0:05:00)!`` when the hang watchdog fired),
+    which a rank writes when it is stopped or hangs: the failure summary names them."""
 
-    HEADER = re.compile(r"^(Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\):$")
+    HEADER = re.compile(
+        r"^((Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\):"
+        r"|Timeout \(\d+:\d\d:\d\d(\.\d+)?\)!)$"
+    )
 
     def __init__(self) -> None:
         self.inside = False
@@ -160,20 +166,25 @@ class Follower:
         self.console, self.log_dir, self.everything = console, Path(log_dir), everything
         self.sources: list[Source] = []
         self._logs: dict[int, TextIO] = {}
+        self.log_error: str | None = None  # why the readable logs could not be written
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rank-logs", daemon=True)
         self._thread.start()
 
     def attempt(self, number: int, files: dict[int, tuple[str, str]]) -> None:
-        """Follow a new attempt's files ({global rank: (stdout, stderr)}); finish the last one's."""
+        """Follow a new attempt's files ({global rank: (stdout, stderr)}); finish the last one's.
+
+        ``number`` counts restarts (torch's ``attempt_<number>`` folder); the logs say
+        ``attempt 1``, ``attempt 2 (restart 1)``, as the console does.
+        """
         with self._lock:
             self._finish_sources()
             seen: set[str] = set()
             for rank in sorted(files):
                 log = self._log(rank)
-                log.write(f"=== attempt {number} ({time.strftime('%Y-%m-%d %H:%M:%S')}) ===\n")
-                log.flush()
+                when = time.strftime("%Y-%m-%d %H:%M:%S")
+                self._write(log, f"=== {attempt_name(number)} ({when}) ===\n")
                 for kind, path in zip(("stdout", "stderr"), files[rank]):
                     self.sources.append(Source(rank, kind, Path(path), Highlights(seen)))
 
@@ -184,7 +195,10 @@ class Follower:
         with self._lock:
             self._finish_sources()
             for log in self._logs.values():
-                log.close()
+                try:
+                    log.close()
+                except OSError:  # its last write failed: already said
+                    pass
             self._logs.clear()
         self.console.close()
 
@@ -204,15 +218,29 @@ class Follower:
 
     def _show(self, source: Source, pieces: list[tuple[str, str]]) -> None:
         log = self._logs.get(source.rank)
+        written = [f"{text}\n" for what, text in pieces if what != "frame"]
+        if written and log is not None:
+            self._write(log, "".join(written))
         for what, text in pieces:
-            if what != "frame" and log is not None:
-                log.write(f"{text}\n")
             if source.rank == 0:
                 self._show_rank0(source, what, text)
             elif what != "frame" and (self.everything or self._notable(source, text)):
                 self.console.line(f"[rank{source.rank}] {text}", err=source.kind == "stderr")
-        if pieces and log is not None:
+
+    def _write(self, log: TextIO, text: str) -> None:
+        """Write to a readable log; a full disk is said once and the logs stop there."""
+        if self.log_error is not None:
+            return
+        try:
+            log.write(text)
             log.flush()
+        except OSError as error:
+            self.log_error = describe_os_error(error, Path(log.name))
+            self.console.line(
+                f"warning: {self.log_error}; the rank logs stop here "
+                f"(the raw ones, if they could be written, are under {self.log_dir})",
+                err=True,
+            )
 
     def _show_rank0(self, source: Source, what: str, text: str) -> None:
         if source.kind == "stderr" and source.dump.skips(text):
@@ -232,6 +260,29 @@ class Follower:
 
     def _log(self, rank: int) -> TextIO:
         if rank not in self._logs:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            self._logs[rank] = open(self.log_dir / f"rank{rank}.log", "a")  # noqa: SIM115
+            path = self.log_dir / f"rank{rank}.log"
+            try:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                self._logs[rank] = open(path, "a")  # noqa: SIM115
+            except OSError as error:
+                self._logs[rank] = open(os.devnull, "w")  # noqa: SIM115
+                self._write(_Failing(path, error), "")
         return self._logs[rank]
+
+
+def attempt_name(restarts: int) -> str:
+    """``attempt 1`` for the first start, ``attempt 2 (restart 1)`` after a restart."""
+    return f"attempt {restarts + 1}" + (f" (restart {restarts})" if restarts else "")
+
+
+class _Failing:
+    """A log that could not be opened: writing it reports why."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        self.name, self.error = str(path), error
+
+    def write(self, text: str) -> None:
+        raise self.error
+
+    def flush(self) -> None:
+        pass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import faulthandler
 import os
 import signal
 import sys
@@ -95,8 +94,10 @@ def dump_stacks_on_sigterm() -> None:
     folder = log_folder()
     if folder is None or not folder.is_dir():
         return
+    from distengine.handlers.watchdog import dump_stacks_on_sigterm
+
     stacks = open(folder / STACKS_FILE, "w")  # noqa: SIM115 - kept open for the signal handler
-    faulthandler.register(signal.SIGTERM, file=stacks, all_threads=True, chain=True)
+    dump_stacks_on_sigterm(stacks)  # the one registration: watchdogs and Preemption keep it
 
 
 def mark_finished() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import distengine.distributed as idist
 from distengine.engine import Events
 from distengine.handlers import TensorboardLogger, global_step_from_engine
 from distengine.handlers.telemetry import Telemetry
+from launch.job.folder import describe_os_error
 
 #: Config groups whose values are the run's hyperparameters (with the trainer's seed and epochs).
 HPARAM_GROUPS = ("model", "data", "optim")
@@ -86,6 +88,40 @@ def log_to_tensorboard(cfg: Any, trainer: Any, evaluator: Any, optimizer: Any) -
     return tb
 
 
+def say_compile_times(trainer: Any, evaluator: Any) -> None:
+    """``trainer.compile=true``: rank 0 says when torch compiles (the first training
+    iteration, the first validation) and how long that took, instead of a silent minute.
+
+    Example::
+
+        say_compile_times(trainer, evaluator)
+        # compiling the model with torch.compile (the first training iteration)...
+        # compiled: the first training iteration took 38.2 s
+    """
+    if idist.get_rank() != 0:
+        return
+    _say_first(trainer, Events.ITERATION_COMPLETED, "the first training iteration")
+    _say_first(evaluator, Events.COMPLETED, "the first validation")
+
+
+def _say_first(engine: Any, done: Any, what: str) -> None:
+    """A line as ``engine``'s first run starts, and its time once ``done`` first fires."""
+    started: list[float] = []
+
+    def start() -> None:
+        if not started:
+            print(f"compiling the model with torch.compile ({what})...", flush=True)
+            started.append(time.monotonic())
+
+    def end() -> None:
+        if len(started) == 1:  # once: later iterations and validations run compiled code
+            print(f"compiled: {what} took {time.monotonic() - started[0]:.1f} s", flush=True)
+            started.append(time.monotonic())
+
+    engine.add_event_handler(Events.STARTED, start)
+    engine.add_event_handler(done, end)
+
+
 class History:
     """``metrics.json``: the last validation and every earlier one (rank 0 writes).
 
@@ -108,6 +144,16 @@ class History:
             saved = []
         kept = [e for e in saved if isinstance(e, dict)]
         self.entries = [e for e in kept if e.get("iteration", 0) <= iteration]
+
+    def validation_cut(self, trainer: Any, every: int) -> bool:
+        """Whether the run resumed at the end of an epoch whose validation is due but missing
+        (a stop during that validation ended it, and the checkpoint is the epoch's)."""
+        state = trainer.state
+        if not state.epoch or not state.epoch_length or state.epoch % every:
+            return False
+        if state.iteration != state.epoch * state.epoch_length:
+            return False
+        return all(e.get("iteration") != state.iteration for e in self.entries)
 
     def add(self, trainer: Any, evaluator: Any) -> None:
         """Record the validation that just ran, and rewrite the file (rank 0)."""
@@ -133,8 +179,12 @@ class History:
             "history": self.entries,
         }
         partial = self.path.with_name(f".{self.path.name}.partial")
-        partial.write_text(json.dumps(summary, indent=2))
-        os.replace(partial, self.path)
+        try:
+            partial.write_text(json.dumps(summary, indent=2))
+            os.replace(partial, self.path)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise OSError(error.errno, f"{describe_os_error(error, self.path)}") from None
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:

@@ -23,11 +23,12 @@ from distengine.handlers import (
 from distengine.metrics import Accuracy, Fbeta, Loss, RunningAverage
 from launch import exit_codes
 from launch.rank.progress import track
-from launch.recipe.reporting import History, log_to_tensorboard
+from launch.recipe.notes import show_our_warnings_as_lines
+from launch.recipe.reporting import History, log_to_tensorboard, say_compile_times
 from launch.recipe.resume import resume
 from launch.recipe.run_info import RunInfo
 from launch.recipe.speed import amp_options, compile_model
-from launch.recipe.stop import write_stop
+from launch.recipe.stop import ignore_stop_signals, write_stop
 
 
 def _loaders(cfg: Any):
@@ -47,11 +48,15 @@ def _loaders(cfg: Any):
 
 
 def _guard(cfg: Any, trainer: Any, evaluator: Any, checkpoint: Checkpoint) -> None:
-    """Hang detection on both engines; a checkpoint then a stop on SIGTERM or Ctrl-C (C5)."""
+    """Hang detection on both engines; a checkpoint then a stop on SIGTERM or Ctrl-C (C5),
+    also during a validation (it ends at its next agreed check, uncomputed)."""
     watchdog = HangWatchdog(float(cfg.dist.timeout_s))
     watchdog.attach(trainer)
     watchdog.attach(evaluator, final=False)
-    Preemption(on_stop=checkpoint, signals=(signal.SIGTERM, signal.SIGINT)).attach(trainer)
+    preemption = Preemption(on_stop=checkpoint, signals=(signal.SIGTERM, signal.SIGINT))
+    preemption.attach(trainer)
+    preemption.attach(evaluator, final=False)
+    trainer.add_event_handler(Events.COMPLETED, ignore_stop_signals)  # after Preemption's
 
 
 def _checkpointing(cfg: Any, trainer: Any, to_save: dict) -> Checkpoint:
@@ -81,6 +86,8 @@ def _validation(cfg: Any, trainer: Any, evaluator: Any, val_loader: Any, history
     @trainer.on(Events.EPOCH_COMPLETED(event_filter=lambda _, ep: ep % every == 0 or ep == last))
     def validate(engine: Any) -> None:
         evaluator.run(val_loader)
+        if getattr(evaluator.state, "preempted", False):
+            return  # stopped by a signal: no metrics (a resume validates this epoch again)
         history.add(engine, evaluator)
         if idist.get_rank() == 0:
             shown = "  ".join(f"{k}={v:.4f}" for k, v in evaluator.state.metrics.items())
@@ -122,13 +129,14 @@ def _stop(cfg: Any, trainer: Any, checkpoint: Checkpoint, resumed: Path | None) 
     latest = _saved_path(cfg, checkpoint) or resumed
     iteration = trainer.state.iteration
     saved = latest if _holds_iteration(latest, iteration) else None
+    signalled_at = getattr(trainer.state, "signalled_at", None)
     if trainer.state.preempted and saved is not None:  # named by the iteration it holds
-        write_stop(cfg.run_dir, "preempted", iteration, saved, saved)
+        write_stop(cfg.run_dir, "preempted", iteration, saved, saved, signalled_at)
         if idist.get_rank() == 0:
             print(f"stopped at iteration {iteration}: checkpoint saved: {saved}", flush=True)
         raise SystemExit(exit_codes.PREEMPTED)
     reason = "preempted" if trainer.state.preempted else "interrupted"
-    write_stop(cfg.run_dir, reason, iteration, None, latest)
+    write_stop(cfg.run_dir, reason, iteration, None, latest, signalled_at)
     if idist.get_rank() == 0:
         print(f"stopped at iteration {iteration}: no checkpoint saved for this stop", flush=True)
     raise SystemExit(exit_codes.INTERRUPTED)
@@ -155,6 +163,7 @@ def _model(cfg: Any) -> Any:
 
 def train(cfg: Any) -> dict[str, float]:
     """Train ``cfg.model`` on ``cfg.data`` with ``cfg.optim``; return the validation metrics."""
+    show_our_warnings_as_lines()
     model = _model(cfg)
     if cfg.trainer.get("compile"):
         compile_model(model)
@@ -168,6 +177,8 @@ def train(cfg: Any) -> dict[str, float]:
     checkpoint = _checkpointing(cfg, trainer, to_save)
     _guard(cfg, trainer, evaluator, checkpoint)
     track(trainer)  # the iteration reached, for the launcher's account of a restart
+    if cfg.trainer.get("compile"):
+        say_compile_times(trainer, evaluator)
     resumed = resume(cfg, to_save, trainer)
     history.resumed(trainer.state.iteration)
     last = int(cfg.trainer.max_epochs)
@@ -177,6 +188,8 @@ def train(cfg: Any) -> dict[str, float]:
                 print(f"the run in {cfg.run_dir} already finished {last} epochs", flush=True)
             validate(trainer)
         else:
+            if history.validation_cut(trainer, int(cfg.trainer.validate_every)):
+                validate(trainer)  # a stop ended this epoch's validation: it runs now
             trainer.run(train_loader, max_epochs=last)
     except KeyboardInterrupt:  # a second Ctrl-C (contract C5): stop at once
         trainer.state.preempted = False

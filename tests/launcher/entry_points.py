@@ -118,21 +118,6 @@ def train_and_kill_rank_1_once(cfg) -> None:
     _with_fault(cfg, fault)
 
 
-def train_and_sigterm_launcher_once(cfg) -> None:
-    """At iteration 31 of the first run, rank 0 sends SIGTERM to the launcher (a preemption)."""
-    import signal
-
-    marker = Path(cfg.run_dir) / "preempted_once"
-
-    def fault(engine):
-        time.sleep(ITERATION_S)
-        if idist.get_rank() == 0 and engine.state.iteration == 31 and not marker.exists():
-            marker.write_text("1")
-            os.kill(os.getppid(), signal.SIGTERM)
-
-    _with_fault(cfg, fault)
-
-
 #: Extra time per training iteration in the stop tests. The ranks agree on a stop about every
 #: half second of training; at this pace a signal at iteration 31 is acted on well before the
 #: run's last iteration (88), as in any real run, however fast the machine.
@@ -143,8 +128,9 @@ def train_and_ctrl_c(cfg) -> None:
     """At iteration 31 of the first run, rank 0 presses Ctrl-C (``CTRL_C`` says how).
 
     ``group``: SIGINT to the launcher's process group, as a terminal does;
-    ``launcher``: to the launcher alone; ``twice``: to the group, and again
-    1.5 s later while rank 0's stop checkpoint is slow (20 s).
+    ``launcher``: to the launcher alone, twice at once, as ``timeout -s INT``
+    delivers one (to its child and to its group); ``twice``: to the group, and
+    again 1.5 s later while rank 0's stop checkpoint is slow (20 s).
     """
     import signal
     import threading
@@ -155,6 +141,7 @@ def train_and_ctrl_c(cfg) -> None:
 
     def press():
         if how == "launcher":
+            os.kill(launcher, signal.SIGINT)
             os.kill(launcher, signal.SIGINT)
         else:
             os.killpg(os.getpgid(launcher), signal.SIGINT)
@@ -345,3 +332,91 @@ def elastic_recording(cfg) -> None:
             wait(lambda: bool(terms))
 
     _with_fault(cfg, fault)
+
+
+def signals_at(cfg) -> None:
+    """The recipe; rank 0 sends signals to the launcher where ``SIGNALS_AT`` says.
+
+    ``SIGNALS_AT=<when>:<SIGNAL>[+<SIGNAL>...]``, ``when`` one of ``validation``
+    (epoch 1's validation, made 390 batches of 0.25 s: longer than a 20 s grace),
+    ``training`` (iteration 31), ``last`` (the run's last iteration) or ``after``
+    (as the trainer completes, its checkpoints all written); the
+    signals go at once, one after the other. Unset: the plain recipe (a resume).
+    The iteration it signalled at is written to ``<run>/signalled``.
+    """
+    import signal
+
+    import launch.recipe.train as recipe
+    from distengine.engine import Events
+
+    spec = os.environ.get("SIGNALS_AT")
+    if not spec:
+        return recipe.train(cfg)
+    when, names = spec.split(":")
+    launcher = launcher_pid()
+
+    def send(engine):
+        if idist.get_rank() == 0:
+            (Path(cfg.run_dir) / "signalled").write_text(str(engine.state.iteration))
+            for name in names.split("+"):
+                os.kill(launcher, getattr(signal, name))
+
+    make_trainer, make_evaluator = (
+        recipe.create_supervised_trainer,
+        recipe.create_supervised_evaluator,
+    )
+
+    def trainer(*args, **kwargs):
+        engine = make_trainer(*args, **kwargs)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, lambda: time.sleep(ITERATION_S))
+        at = {"training": 31, "last": int(cfg.trainer.max_epochs) * 22}.get(when)
+        if at is not None:
+            engine.add_event_handler(Events.ITERATION_COMPLETED(once=at), send)
+        if when == "after":
+            engine.add_event_handler(Events.COMPLETED, send)
+        return engine
+
+    def evaluator(*args, **kwargs):
+        engine = make_evaluator(*args, **kwargs)
+        if when == "validation":
+            run = engine.run
+            # the batches read once (one loader pass draws from the generators, as always)
+            engine.run = lambda data, *a, **k: run(list(data) * 130, *a, **k)
+            engine.add_event_handler(Events.ITERATION_COMPLETED, lambda: time.sleep(0.25))
+            engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), send)
+        return engine
+
+    recipe.create_supervised_trainer, recipe.create_supervised_evaluator = trainer, evaluator
+    return recipe.train(cfg)
+
+
+def freeze_rank_1(cfg) -> None:
+    """Rank 1 stops its own process (SIGSTOP) at iteration 5, as a debugger or Ctrl-Z would;
+    rank 0 waits for it in a collective until its watchdog (half ``dist.timeout_s``) fires."""
+    import signal
+
+    from distengine.engine import Engine
+    from distengine.handlers import HangWatchdog
+
+    def step(engine, batch):
+        if idist.get_rank() == 1 and engine.state.iteration == 5:
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return idist.all_reduce(torch.ones(1)).item()
+
+    trainer = Engine(step)
+    HangWatchdog(float(cfg.dist.timeout_s) / 2).attach(trainer)
+    trainer.run(range(100))
+
+
+def fill_the_disk_and_fail(cfg) -> None:
+    """Rank 0 fills the run folder's disk, then raises (its error record cannot be written)."""
+    if idist.get_rank() == 0:
+        with open(Path(cfg.run_dir) / "filler", "wb") as filler:
+            try:
+                while True:
+                    filler.write(b"x" * 65536)
+                    filler.flush()
+            except OSError:
+                pass
+        raise RuntimeError("rank 0 gives up: " + "the disk is full " * 40)
+    idist.barrier()

@@ -247,7 +247,7 @@ def test_without_a_terminal_the_console_gets_progress_lines_not_redraws(default_
     assert run.stderr == ""
     readable = (run_dir / "logs" / "rank0.log").read_text()
     assert "\r" not in readable and readable.count("validation  accuracy=") == 8
-    assert readable.startswith("=== attempt 0 (")
+    assert readable.startswith("=== attempt 1 (")  # counted as the console counts
     assert not (run_dir / "cli.log").exists()
     print(f"\n{len(lines)} console lines through a pipe")
 

@@ -40,7 +40,7 @@ def test_a_rank_killed_mid_epoch_is_restarted_from_its_runs_checkpoint(
         check=True,
     )
     print(f"\nkill + restart + resume + finish: {time.monotonic() - start:.1f}s")
-    how = r"(was killed by SIGKILL|died without raising an exception \(.*\))"  # who failed first
+    how = "was killed by SIGKILL"  # the same whichever rank torch's agent saw fail first
     newest = re.escape(f"(newest: {tmp_path}/checkpoints/checkpoint_30.pt, iteration 30)")
     restart = rf"restart 1 of 1: rank 1 \(local rank 1\) {how}; the entrypoint starts again "
     restart += newest
@@ -56,9 +56,7 @@ def test_a_killed_rank_without_restarts_fails_fast_naming_it(tmp_path):
     elapsed = time.monotonic() - start
     print(f"\nkilled rank reported after {elapsed:.1f}s in total")
     assert run.returncode == 1
-    assert "rank 1 (local rank 1) was killed by SIGKILL" in run.stderr or (
-        "rank 1 (local rank 1) died without raising" in run.stderr  # rank 0's error came first
-    )
+    assert "rank 1 (local rank 1) was killed by SIGKILL" in run.stderr  # however it was seen
     assert run.stderr.index("rank 1 (local rank 1)") < run.stderr.index("rank 0 then failed too")
 
 
@@ -70,36 +68,12 @@ def test_ranks_that_fail_twice_succeed_on_the_third_attempt(tmp_path):
         check=True,
     )
     assert [(tmp_path / f"done{r}").read_text() for r in range(2)] == ["2", "2"]
-    how = r"(exited with code 3 without raising|died without raising an exception \(.*\))"
+    how = "exited with code 3 without raising"
     restarts = [
         rf"restart {attempt} of 2: rank 1 \(local rank 1\) {how}; the entrypoint starts again"
         for attempt in (1, 2)
     ]
     assert re.fullmatch("\n".join(restarts), run.stderr.strip()), run.stderr
-
-
-def test_sigterm_to_the_launcher_checkpoints_and_a_rerun_matches(tmp_path, uninterrupted):
-    overrides = [
-        f"hydra.run.dir={tmp_path}",
-        *SHORT,
-        "task.entrypoint=tests.launcher.entry_points:train_and_sigterm_launcher_once",
-    ]
-    start = time.monotonic()
-    first = launch(*overrides)
-    print(f"\npreemption stop: {time.monotonic() - start:.1f}s")
-    assert first.returncode == 75, first.stderr
-    # the signal goes launcher -> agent -> ranks, so they stop at the boundary after 31 or later
-    steps = [int(p.stem.split("_")[1]) for p in (tmp_path / "checkpoints").glob("checkpoint_*.pt")]
-    stopped = max(steps)  # the preemption checkpoint is the newest
-    assert 31 <= stopped < 88
-    saved = tmp_path / "checkpoints" / f"checkpoint_{stopped}.pt"
-    assert f"Job stopped by SIGTERM in {tmp_path} at iteration {stopped}; checkpoint saved: " in (
-        first.stderr
-    )
-    assert f"checkpoint saved: {saved}\nTo resume: " in first.stderr
-    second = launch(*overrides, check=True)
-    assert f"checkpoint_{stopped}.pt (iteration {stopped})" in second.stdout
-    assert_bitwise_equal(final_weights(tmp_path), uninterrupted)
 
 
 def test_a_corrupt_latest_checkpoint_is_reported_and_the_previous_one_used(tmp_path, uninterrupted):

@@ -4,6 +4,7 @@ Each message is checked against what is on disk, and the resumed run against an
 uninterrupted one, bit for bit.
 """
 
+import json
 import re
 import shlex
 import subprocess
@@ -37,6 +38,16 @@ def test_ctrl_c_saves_a_checkpoint_and_the_printed_command_resumes_bitwise(
     assert saved and (tmp_path / "checkpoints" / f"checkpoint_{saved[2]}.pt").is_file()
     assert 31 <= int(saved[2]) < 88
     assert "Traceback" not in first.stderr
+    # `launcher`: one Ctrl-C delivered twice at once (as `timeout -s INT` does) is one
+    assert "second Ctrl-C" not in first.stderr
+    stop = json.loads((tmp_path / "stop.json").read_text())
+    after = int(saved[2]) - stop["signalled_at"]
+    assert 0 < after and stop["signalled_at"] >= 31  # the count it gives is the count
+    counted = f"{after} iteration{'s' * (after != 1)} after SIGINT reached rank 0"
+    assert (
+        f"Job stopped by Ctrl-C (SIGINT) in {tmp_path} at iteration {saved[2]} ({counted}); "
+        "checkpoint saved: "
+    ) in first.stderr
     command = re.search(r"To resume: (.+)", first.stderr)[1]
     args = shlex.split(command)
     assert args[:3] in (["python", "-m", "launch"], [sys.executable, "-m", "launch"])

@@ -39,9 +39,22 @@ def test_without_a_stop_record_nothing_is_claimed(tmp_path):
     assert nothing.message == (
         f"Job interrupted by SIGTERM in {tmp_path}: no checkpoint was saved for this stop"
     )
-    ranks_75 = {0: SimpleNamespace(exitcode=75), 1: SimpleNamespace(exitcode=75)}
+    ranks_130 = {0: SimpleNamespace(exitcode=130), 1: SimpleNamespace(exitcode=130)}
+    own = after_failure(ranks_130, None, RunFolder(tmp_path), COMMAND, 0)
+    assert own.code == exit_codes.INTERRUPTED
+    assert "no checkpoint was saved for this stop (the ranks exited 130" in own.message
+
+
+def test_a_script_whose_ranks_exit_75_is_passed_on_as_their_word(tmp_path):
+    """No stop record (not the recipe): the ranks' own 75 is what the launcher knows."""
+    ranks_75 = {0: SimpleNamespace(exitcode=75)}
     own = after_failure(ranks_75, None, RunFolder(tmp_path), COMMAND, 0)
-    assert own.code == exit_codes.INTERRUPTED  # a 75 without a checkpoint on disk is not passed on
+    assert own.code == exit_codes.PREEMPTED
+    assert own.message.splitlines() == [
+        f"Job stopped by a signal to the ranks in {tmp_path}: the ranks exited 75, their word for "
+        '"stopped with a checkpoint" (where they saved is theirs to know)',
+        f"To resume: {COMMAND}",
+    ]
 
 
 def test_an_interrupted_run_names_its_newest_checkpoint(tmp_path):

@@ -2,6 +2,7 @@
 
 import glob
 import os
+import re
 
 import pytest
 import torch
@@ -67,8 +68,14 @@ def test_compiled_training_matches_eager(tmp_path):
     """trainer.compile=true on 2 CPU ranks (inductor's C++ backend): it trains as eager does."""
     compiled, eager = tmp_path / "compiled", tmp_path / "eager"
     common = ["trainer.max_epochs=2", "trainer.progress_bar=false"]
-    launch(f"hydra.run.dir={compiled}", *common, "trainer.compile=true", timeout=600, check=True)
+    run = launch(
+        f"hydra.run.dir={compiled}", *common, "trainer.compile=true", timeout=600, check=True
+    )
     launch(f"hydra.run.dir={eager}", *common, check=True)
+    lines = run.stdout.splitlines()  # the long first step is said, and how long it took
+    first = lines.index("compiling the model with torch.compile (the first training iteration)...")
+    assert re.fullmatch(r"compiled: the first training iteration took \d+\.\d s", lines[first + 1])
+    assert "compiling the model with torch.compile (the first validation)..." in lines
     import json
 
     ours = json.loads((compiled / "metrics.json").read_text())["validation"]

@@ -63,7 +63,10 @@ def test_a_run_resumes_only_from_its_own_checkpoints(tmp_path):
         assert json.loads((aside / f".{name}.meta.json").read_text())["run_id"] == older_id
     again = launch(f"hydra.run.dir={tmp_path}", *new, check=True)  # finished: validates only
     assert f"resumed from {folder}/checkpoint_22.pt (iteration 22)" in again.stdout
-    assert f"the run in {tmp_path} already finished 1 epochs" in again.stdout
+    assert again.stdout.startswith(  # said by the launcher at once, before any rank starts
+        f"the run in {tmp_path} already finished 1 epochs (its newest checkpoint "
+        f"{folder}/checkpoint_22.pt holds iteration 22): the ranks only validate it"
+    )
     assert "moved to" not in again.stdout and (aside / "checkpoint_44.pt").is_file()
 
 
