@@ -11,7 +11,12 @@
 - :mod:`~distengine.checkpoint.sharded_state`: which objects go to the
   shards (modules, optimizers) and which to the plain part.
 - :mod:`~distengine.checkpoint.loading`: verified loading of both forms and
-  :func:`find_latest_checkpoint`, :func:`list_checkpoints`.
+  :func:`find_latest_checkpoint`, :func:`list_checkpoints`; a failed load is
+  told apart as damage (:class:`CorruptCheckpointError`), a refusal
+  (:class:`CheckpointLoadError`) or this process's trouble
+  (:class:`CheckpointEnvironmentError`) by :mod:`~distengine.checkpoint.damage`.
+- :mod:`~distengine.checkpoint.safe_dcp`: DCP's ``.metadata`` read without
+  running code from it (:func:`read_dcp_metadata`).
 
 The :class:`~distengine.handlers.Checkpoint` handler (naming, retention,
 agreement across ranks) lives in :mod:`distengine.handlers`, which also
@@ -27,6 +32,7 @@ Example::
 
 from distengine.checkpoint.disk import DiskSaver, meta_path, read_meta
 from distengine.checkpoint.loading import (
+    CheckpointEnvironmentError,
     CheckpointLoadError,
     CorruptCheckpointError,
     find_latest_checkpoint,
@@ -34,6 +40,7 @@ from distengine.checkpoint.loading import (
     load_checkpoint_file,
     open_checkpoint,
 )
+from distengine.checkpoint.safe_dcp import ForgedMetadataError, read_dcp_metadata
 from distengine.checkpoint.sharded import (
     ShardedCheckpoint,
     ShardedStorage,
@@ -45,9 +52,11 @@ from distengine.checkpoint.stateful import PER_RANK, Stateful, gather_states, lo
 
 __all__ = [
     "PER_RANK",
+    "CheckpointEnvironmentError",
     "CheckpointLoadError",
     "CorruptCheckpointError",
     "DiskSaver",
+    "ForgedMetadataError",
     "ShardedCheckpoint",
     "ShardedStorage",
     "Stateful",
@@ -61,6 +70,7 @@ __all__ = [
     "meta_path",
     "open_checkpoint",
     "read_manifest",
+    "read_dcp_metadata",
     "read_meta",
     "restore_state",
 ]

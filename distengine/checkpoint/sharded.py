@@ -37,6 +37,12 @@ import torch
 import torch.distributed as dist
 
 from distengine.checkpoint.disk import file_checksum, fsync_dir
+from distengine.checkpoint.safe_dcp import (
+    read_dcp_metadata,
+    safe_reader_class,
+    weights_only_planner,
+    weights_only_rebuilding_planner,
+)
 from distengine.checkpoint.sharded_state import restore_state, sharded_template
 from distengine.distributed import all_gather, broadcast, get_rank, get_world_size
 from distengine.distributed.env import is_distributed
@@ -329,39 +335,24 @@ def load_folder(
     """Fill ``sharded`` in place from the committed checkpoint ``folder``; its plain state.
 
     Every rank must call it. The files are verified first (each by one rank)
-    when ``verify``; an empty ``sharded`` reads only the plain state.
+    when ``verify``; an empty ``sharded`` reads only the plain state. DCP's
+    ``.metadata`` is read with :mod:`~distengine.checkpoint.safe_dcp` (only
+    DCP's own types; a crafted one is refused on every rank, unrun).
     """
     folder = Path(folder)
     what = f"sharded checkpoint {folder} was not loaded"
     plain = _agree(what, lambda: _read_plain(folder, verify))
     if not sharded:
         return plain
+    _agree(what, lambda: read_dcp_metadata(folder))  # a refusal reaches every rank
     dcp = _dcp()
-    planner = _weights_only_planner(dcp)(allow_partial_load=not strict)
+    planner = weights_only_planner()(allow_partial_load=not strict)
     try:
         with _single_process_is_intended():
-            dcp.load(sharded, checkpoint_id=folder, planner=planner)
+            dcp.load(sharded, storage_reader=safe_reader_class()(folder), planner=planner)
     except _failures()[1] as exc:
         raise RuntimeError(f"{what}: {one_line(exc)}") from None
     return plain
-
-
-def _weights_only_planner(dcp: Any) -> type:
-    """DCP's load planner, reading non-tensor leaves (an optimizer's hyperparameters) with
-    ``torch.load(weights_only=True)`` instead of DCP's unrestricted unpickling."""
-    from torch.distributed.checkpoint.default_planner import set_element
-
-    class WeightsOnlyLoadPlanner(dcp.DefaultLoadPlanner):
-        def load_bytes(self, read_item: Any, value: Any) -> None:
-            loaded = torch.load(value, weights_only=True)
-            if self.flatten_state_dict:
-                set_element(
-                    self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded
-                )
-            else:
-                self.state_dict[read_item.dest_index.fqn] = loaded
-
-    return WeightsOnlyLoadPlanner
 
 
 def _read_plain(folder: Path, verify: bool) -> dict[str, Any]:
@@ -434,12 +425,14 @@ def consolidate(
     ``entry="model"``: a state dict for ``model.load_state_dict``), and loads
     with ``torch.load(weights_only=True)``. The model entry is a plain state
     dict, the optimizer's is keyed by parameter name
-    (``set_optimizer_state_dict``). One process, no process group (torch's
-    ``dcp_to_torch_save`` does the work); the folder is verified against its
-    manifest first, and the output is written atomically. Like any DCP reader,
-    torch's converter unpickles the checkpoint's non-tensor leaves (an
-    optimizer's hyperparameters) without ``weights_only``: consolidate folders
-    you trust (loading them into objects uses ``weights_only``). From a shell:
+    (``set_optimizer_state_dict``). One process, no process group (what
+    torch's ``dcp_to_torch_save`` does); the folder is verified against its
+    manifest first, and the output is written atomically. Nothing in the
+    folder can run code: DCP's ``.metadata`` is read with
+    :func:`~distengine.checkpoint.safe_dcp.read_dcp_metadata` (a crafted one
+    raises :class:`~distengine.checkpoint.safe_dcp.ForgedMetadataError`, a
+    ValueError) and the non-tensor leaves with ``weights_only=True``. From a
+    shell:
     ``python -m distengine.checkpoint.consolidate <folder> <out.pt> [--entry model]``.
 
     Example::
@@ -455,10 +448,7 @@ def consolidate(
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:12]}")
     merged = tmp.with_name(tmp.name + "-merged")
     try:
-        from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
-        with _single_process_is_intended():
-            dcp_to_torch_save(folder, tmp)
+        _dcp_to_torch_save(folder, tmp)
         if PLAIN in manifest["files"] or entry is not None:
             state = torch.load(tmp, weights_only=True, mmap=True)
             if PLAIN in manifest["files"]:
@@ -470,6 +460,17 @@ def consolidate(
         tmp.unlink(missing_ok=True)
         merged.unlink(missing_ok=True)
     return out
+
+
+def _dcp_to_torch_save(folder: Path, out: Path) -> None:
+    """torch's ``dcp_to_torch_save``, reading the folder with the safe reader and planner."""
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    read_dcp_metadata(folder)  # refused before DCP starts (it would retry with rank files)
+    state: dict[str, Any] = {}
+    reader, planner = safe_reader_class()(folder), weights_only_rebuilding_planner()()
+    _load_state_dict(state, storage_reader=reader, planner=planner, no_dist=True)
+    torch.save(state, out)
 
 
 @contextlib.contextmanager
