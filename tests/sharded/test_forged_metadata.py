@@ -1,0 +1,90 @@
+"""A sharded checkpoint from an untrusted source runs no code: DCP's ``.metadata`` is read
+through an allowlist, for resume and ``python -m launch.consolidate`` alike."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from distengine.checkpoint import (
+    CheckpointLoadError,
+    ForgedMetadataError,
+    ShardedCheckpoint,
+    ShardedStorage,
+    consolidate,
+    gather_state,
+    read_dcp_metadata,
+)
+from distengine.checkpoint.disk import file_checksum
+from distengine.checkpoint.sharded import MANIFEST
+from distengine.handlers import find_latest_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Payload:
+    """Unpickled by plain ``pickle``, it creates ``marker`` (proof that it ran)."""
+
+    def __init__(self, marker: Path, how: str) -> None:
+        self.marker, self.how = str(marker), how
+
+    def __reduce__(self):
+        if self.how == "exec":
+            return (exec, (f"open({self.marker!r}, 'w').close()",))
+        return (Path.touch, (Path(self.marker),))  # through an allowed class's method
+
+
+def objects() -> dict:
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)  # non-tensor leaves: bytes items
+    return {"model": model, "optimizer": optimizer}
+
+
+def forge(folder: Path, payload: Payload) -> None:
+    """What whoever can write the folder can do: a crafted .metadata, the manifest to match."""
+    (folder / ".metadata").write_bytes(pickle.dumps(payload, protocol=4))
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["files"][".metadata"] = {
+        "size": (folder / ".metadata").stat().st_size,
+        "crc32": file_checksum(folder / ".metadata"),
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_a_crafted_dcp_metadata_is_refused_by_every_reader_and_never_run(tmp_path):
+    storage = ShardedStorage(tmp_path / "checkpoints")
+    storage.save("checkpoint_1", *gather_state(objects()), {"iteration": 1, "run_id": "r"})
+    folder = tmp_path / "checkpoints" / "checkpoint_1"
+    assert type(read_dcp_metadata(folder)).__name__ == "Metadata"  # DCP's own: read as before
+    marker = tmp_path / "the payload ran"
+    for how, named in (("method", "pathlib.Path.touch"), ("exec", "builtins.exec")):
+        forge(folder, Payload(marker, how))
+        refused = f"{folder / '.metadata'} names {named}, which is not one of torch.distributed"
+        with pytest.raises(ForgedMetadataError, match=refused):
+            read_dcp_metadata(folder)
+        with pytest.raises(
+            RuntimeError, match=f"not loaded: rank 0: ForgedMetadataError: {refused}"
+        ):
+            ShardedCheckpoint(folder).load(objects())
+        with pytest.raises(CheckpointLoadError, match=f"sharded checkpoint {folder} is refused: "):
+            find_latest_checkpoint(tmp_path / "checkpoints")  # what a resume does first
+        with pytest.raises(ValueError, match=refused):
+            consolidate(folder, tmp_path / "out.pt")
+    cli = subprocess.run(
+        [sys.executable, "-m", "launch.consolidate", str(folder), str(tmp_path / "out.pt")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 2, cli.stderr
+    assert cli.stderr.startswith(f"error: {refused}") and cli.stderr.count("\n") == 1
+    assert not marker.exists() and not (tmp_path / "out.pt").exists()
