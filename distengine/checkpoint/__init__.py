@@ -30,6 +30,7 @@ Example::
     read_meta(path)   # {"crc32": "...", "iteration": 300, "epoch": 3, "world_size": 2, ...}
 """
 
+from distengine.checkpoint.consolidate import consolidate
 from distengine.checkpoint.disk import DiskSaver, meta_path, read_meta
 from distengine.checkpoint.loading import (
     CheckpointEnvironmentError,
@@ -44,7 +45,6 @@ from distengine.checkpoint.safe_dcp import ForgedMetadataError, read_dcp_metadat
 from distengine.checkpoint.sharded import (
     ShardedCheckpoint,
     ShardedStorage,
-    consolidate,
     read_manifest,
 )
 from distengine.checkpoint.sharded_state import gather_state, restore_state

@@ -23,8 +23,8 @@ import torch
 from distengine.checkpoint.disk import SUFFIX, DiskSaver
 from distengine.checkpoint.full_state import load_full_into
 from distengine.checkpoint.loading import find_latest_checkpoint, load_checkpoint_file
+from distengine.checkpoint.sharded import DEFAULT_TIMEOUT_S, ShardedCheckpoint, ShardedStorage
 from distengine.checkpoint.sharded import RESERVED as MANIFEST_KEYS
-from distengine.checkpoint.sharded import ShardedCheckpoint, ShardedStorage
 from distengine.checkpoint.sharded_state import gather_state, is_shardable
 from distengine.checkpoint.stateful import check_stateful, gather_states, load_state, unwrap
 from distengine.distributed import get_world_size
@@ -209,7 +209,8 @@ class Checkpoint:
                     "to_save holds sharded (DTensor) state, which is saved as a folder of "
                     f"shards: give Checkpoint a folder or a DiskSaver, not {self.save_handler!r}"
                 )
-            self._storage = ShardedStorage(folder, async_save=self.async_save)
+            timeout_s = getattr(self.save_handler, "timeout_s", DEFAULT_TIMEOUT_S)
+            self._storage = ShardedStorage(folder, async_save=self.async_save, timeout_s=timeout_s)
         return self._storage
 
     def _store_sharded(self, engine: Engine, name: str, metadata: dict, myself: dict) -> None:

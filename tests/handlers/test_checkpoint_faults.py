@@ -267,3 +267,31 @@ def test_a_mapping_refused_for_lack_of_address_space_is_not_corruption(tmp_path)
         run.stdout + run.stderr
     )
     assert "Cannot allocate memory" in run.stdout and "free memory or address space" in run.stdout
+
+
+def slow_shards(folder, write_s, group_timeout_s):
+    """Rank 1 takes ``write_s`` longer for its shards than a collective may wait."""
+    from distengine.checkpoint import ShardedStorage, gather_state
+    from distengine.distributed.fsdp import shard_model
+
+    dist.distributed_c10d._set_pg_timeout(timedelta(seconds=group_timeout_s))
+    try:
+        torch.manual_seed(0)
+        model = shard_model(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)))
+        storage = ShardedStorage(folder)
+        written = storage._written
+
+        def slow(pending):
+            if dist.get_rank() == 1:
+                time.sleep(write_s)
+            return written(pending)
+
+        storage._written = slow
+        storage.save("checkpoint_1", *gather_state({"model": model}), {"iteration": 1})
+        return sorted(os.listdir(folder))
+    finally:
+        dist.distributed_c10d._set_pg_timeout(timedelta(seconds=60))
+
+
+def test_a_shard_write_longer_than_the_process_group_timeout_is_waited_for(ranks2, tmp_path):
+    assert ranks2.run(slow_shards, str(tmp_path), 2.5, 1.0, timeout=60) == [["checkpoint_1"]] * 2
