@@ -40,6 +40,7 @@ from distengine.checkpoint.loading import (
     list_checkpoints,
     load_checkpoint_file,
     open_checkpoint,
+    verify_checkpoint,
 )
 from distengine.checkpoint.safe_dcp import ForgedMetadataError, read_dcp_metadata
 from distengine.checkpoint.sharded import (
@@ -73,4 +74,5 @@ __all__ = [
     "read_dcp_metadata",
     "read_meta",
     "restore_state",
+    "verify_checkpoint",
 ]

@@ -20,7 +20,13 @@ import torch
 from distengine.checkpoint.damage import find_damage
 from distengine.checkpoint.disk import SUFFIX, file_checksum, legacy_checksum_path, read_meta
 from distengine.checkpoint.safe_dcp import METADATA_FILE, ForgedMetadataError, read_dcp_metadata
-from distengine.checkpoint.sharded import MANIFEST, PLAIN, ShardedCheckpoint, verify_files
+from distengine.checkpoint.sharded import (
+    MANIFEST,
+    PLAIN,
+    ShardedCheckpoint,
+    read_manifest,
+    verify_files,
+)
 from distengine.checkpoint.stateful import _LEGACY_PER_RANK, PER_RANK
 
 
@@ -335,6 +341,31 @@ def _folder_meta(path: Path, report: Callable) -> dict[str, Any] | None:
 def _holds_shards(path: Path) -> bool:
     """Whether a folder holds files of a sharded checkpoint (DCP's index or shards, plain.pt)."""
     return any(p.name in (".metadata", PLAIN) or p.suffix == ".distcp" for p in path.iterdir())
+
+
+def verify_checkpoint(path: str | os.PathLike) -> None:
+    """Raise :class:`CorruptCheckpointError` when ``path`` differs from what was written.
+
+    A file is checked against its sidecar's CRC-32 (a file without one is not
+    checked), a sharded folder's files against its manifest; nothing is
+    loaded. Reading errors propagate as OSError.
+
+    Example::
+
+        verify_checkpoint("runs/exp1/checkpoints/checkpoint_44.pt")   # or CorruptCheckpointError
+    """
+    path = Path(path)
+    if path.is_dir():
+        try:
+            verify_files(path, read_manifest(path))
+        except ValueError as error:
+            raise CorruptCheckpointError(str(error)) from None
+        return
+    expected, source = _expected_crc(path)
+    if expected is not None and file_checksum(path) != expected:
+        raise CorruptCheckpointError(
+            f"checkpoint {path} is corrupt: its CRC-32 differs from the one in {source}"
+        )
 
 
 def _load_verified(path: Path, map_location: Any) -> Any:

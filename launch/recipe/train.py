@@ -160,7 +160,7 @@ def train(cfg: Any) -> dict[str, float]:
     to_save = {"model": model, "optimizer": optimizer, "trainer": trainer, "run": RunInfo(cfg)}
     checkpoint = _checkpointing(cfg, trainer, to_save)
     _guard(cfg, trainer, evaluator, checkpoint)
-    resumed = resume(cfg, to_save, trainer)
+    resumed = resume(cfg, to_save, trainer, checkpoint)
     history.resumed(trainer.state.iteration)
     last = int(cfg.trainer.max_epochs)
     try:
