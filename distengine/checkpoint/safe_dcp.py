@@ -138,7 +138,20 @@ def read_dcp_metadata(location: str | os.PathLike) -> Any:
         raise ForgedMetadataError(
             f"{path} holds a {type(found).__name__}, not torch.distributed.checkpoint's Metadata"
         )
+    _check_files_inside(path, found)
     return found
+
+
+def _check_files_inside(path: Path, metadata: Any) -> None:
+    """Refuse an index that names a file outside its folder (DCP would read it)."""
+    for info in (getattr(metadata, "storage_data", None) or {}).values():
+        name = getattr(info, "relative_path", None)
+        inside = isinstance(name, str) and name not in ("", ".", "..")
+        if not inside or "/" in name or "\\" in name:
+            raise ForgedMetadataError(
+                f"{path} names the file {name!r}, which is not a file of its folder: it was "
+                "refused, and nothing outside the folder was read"
+            )
 
 
 @cache

@@ -44,6 +44,7 @@ def set_aside(path: str | os.PathLike, reason: str) -> Path:
     """
     path = Path(path)
     target = move_aside(path, path.parent / CORRUPT_FOLDER)
+    reason = reason.removeprefix(f"checkpoint {path} is corrupt: ")  # said once, not twice
     print(f"checkpoint {path} is corrupt ({reason}); moved to {target}", flush=True)
     return target
 

@@ -3,6 +3,7 @@ through an allowlist, for resume and ``python -m launch.consolidate`` alike."""
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 import subprocess
@@ -88,3 +89,19 @@ def test_a_crafted_dcp_metadata_is_refused_by_every_reader_and_never_run(tmp_pat
     assert cli.returncode == 2, cli.stderr
     assert cli.stderr.startswith(f"error: {refused}") and cli.stderr.count("\n") == 1
     assert not marker.exists() and not (tmp_path / "out.pt").exists()
+
+
+def test_an_index_naming_a_file_outside_its_folder_is_refused(tmp_path):
+    """DCP reads the files its index names, joined to the folder: an absolute or ``..`` name
+    would read any file on the machine."""
+    storage = ShardedStorage(tmp_path)
+    storage.save("checkpoint_1", *gather_state(objects()), {"iteration": 1})
+    folder = tmp_path / "checkpoint_1"
+    written = read_dcp_metadata(folder)
+    for outside in ("/etc/hostname", "../checkpoint_2/__0_0.distcp"):
+        metadata = copy.deepcopy(written)
+        for info in metadata.storage_data.values():
+            info.relative_path = outside
+        (folder / ".metadata").write_bytes(pickle.dumps(metadata))
+        with pytest.raises(ForgedMetadataError, match=f"names the file {outside!r}, which is not"):
+            read_dcp_metadata(folder)
