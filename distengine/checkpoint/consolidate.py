@@ -18,7 +18,10 @@ from distengine.checkpoint.safe_dcp import (
 from distengine.checkpoint.sharded import (
     PLAIN,
     ShardedCheckpoint,
+    dcp_failures,
+    one_line,
     read_manifest,
+    single_process_is_intended,
     verify_files,
 )
 
@@ -77,5 +80,11 @@ def _dcp_to_torch_save(folder: Path, out: Path) -> None:
     read_dcp_metadata(folder)  # refused before DCP starts (it would retry with rank files)
     state: dict[str, Any] = {}
     reader, planner = safe_reader_class()(folder), weights_only_rebuilding_planner()()
-    _load_state_dict(state, storage_reader=reader, planner=planner, no_dist=True)
+    try:
+        with single_process_is_intended():
+            _load_state_dict(state, storage_reader=reader, planner=planner, no_dist=True)
+    except dcp_failures()[1] as error:  # DCP gathers what its reads raised in one of these
+        raise ValueError(
+            f"sharded checkpoint {folder} could not be read: {one_line(error)}"
+        ) from None
     torch.save(state, out)

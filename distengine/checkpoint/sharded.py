@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import uuid
 import warnings
@@ -70,7 +71,7 @@ def _dcp() -> Any:
     return dcp
 
 
-def _failures() -> tuple[type[BaseException], ...]:
+def dcp_failures() -> tuple[type[BaseException], ...]:
     """What a DCP call may raise: any Exception, and its CheckpointException (a BaseException)."""
     from torch.distributed.checkpoint.api import CheckpointException
 
@@ -82,11 +83,14 @@ def _describe(path: Path) -> dict[str, Any]:
 
 
 def one_line(error: BaseException) -> str:
-    """``Type: message`` of ``error``; a CheckpointException (all ranks' tracebacks) unwrapped."""
+    """``Type: message`` of ``error``; a CheckpointException (all ranks' tracebacks) unwrapped;
+    for a refusal of ``weights_only`` loading, what was refused."""
     failures = getattr(error, "failures", None)  # a CheckpointException: every rank's errors
     if isinstance(failures, dict) and failures:
         error = next(iter(error.failures.values()))[0]
-    lines = str(error).strip().splitlines()
+    text = str(error).strip()
+    refused = re.search(r"Unsupported (global: [^\n]*?(?= was not)|[^\n]*)", text)
+    lines = [refused.group(0)] if refused else text.splitlines()
     return f"{type(error).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
 
 
@@ -103,7 +107,7 @@ def _agree(
     error = result = None
     try:
         result = fn()
-    except _failures() as exc:  # every rank must learn of it
+    except dcp_failures() as exc:  # every rank must learn of it
         error = one_line(exc)
     gathered = gather_on_every_rank((error, result if share else None), timeout_s)
     failed = [(rank, e) for rank, (e, _) in enumerate(gathered) if e is not None]
@@ -259,7 +263,7 @@ class ShardedStorage:
         try:
             with single_process_is_intended():
                 result = call()
-        except _failures() as exc:
+        except dcp_failures() as exc:
             future: Future = Future()
             future.set_exception(exc)
             return future
@@ -387,7 +391,7 @@ def load_folder(
     try:
         with single_process_is_intended():
             dcp.load(sharded, storage_reader=reader, planner=planner, **group)
-    except _failures()[1] as exc:
+    except dcp_failures()[1] as exc:
         raise RuntimeError(f"{what}: {one_line(exc)}") from None
     return plain
 

@@ -4,6 +4,7 @@ through an allowlist, for resume and ``python -m launch.consolidate`` alike."""
 from __future__ import annotations
 
 import copy
+import io
 import json
 import pickle
 import subprocess
@@ -105,3 +106,36 @@ def test_an_index_naming_a_file_outside_its_folder_is_refused(tmp_path):
         (folder / ".metadata").write_bytes(pickle.dumps(metadata))
         with pytest.raises(ForgedMetadataError, match=f"names the file {outside!r}, which is not"):
             read_dcp_metadata(folder)
+
+
+def test_a_crafted_non_tensor_value_in_the_shards_is_refused_and_never_run(tmp_path):
+    """DCP loads a checkpoint's non-tensor values (an optimizer's lr) with
+    ``torch.load(weights_only=False)``; here a forged one, appended to the shard file and
+    indexed with DCP's own types, is refused by ``weights_only`` loading on resume and in
+    consolidation."""
+    storage = ShardedStorage(tmp_path)
+    storage.save("checkpoint_1", *gather_state(objects()), {"iteration": 1})
+    folder, marker = tmp_path / "checkpoint_1", tmp_path / "the payload ran"
+    metadata = read_dcp_metadata(folder)
+    index = next(i for i in metadata.storage_data if i.fqn.endswith("param_groups.0.lr"))
+    info = metadata.storage_data[index]
+    shard = folder / info.relative_path
+    payload = io.BytesIO()
+    torch.save(Payload(marker, "exec"), payload, pickle_protocol=2)
+    info.offset, info.length = shard.stat().st_size, len(payload.getvalue())
+    with open(shard, "ab") as handle:
+        handle.write(payload.getvalue())
+    (folder / ".metadata").write_bytes(pickle.dumps(metadata))
+    manifest = json.loads((folder / MANIFEST).read_text())
+    for name in (".metadata", shard.name):
+        manifest["files"][name] = {
+            "size": (folder / name).stat().st_size,
+            "crc32": file_checksum(folder / name),
+        }
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    refused = "UnpicklingError: Unsupported global: GLOBAL exec"  # torch drops "builtins."
+    with pytest.raises(RuntimeError, match=f"{folder} was not loaded: {refused}"):
+        ShardedCheckpoint(folder).load(objects())
+    with pytest.raises(ValueError, match=f"{folder} could not be read: {refused}"):
+        consolidate(folder, tmp_path / "out.pt")
+    assert not marker.exists() and not (tmp_path / "out.pt").exists()
