@@ -189,10 +189,15 @@ class DiskSaver:
                 raise
             forget_group(self.timeout_s)
             lines = str(error).strip().splitlines()
+            said = lines[-1] if lines else repr(error)
+            if "timed out" not in str(error).lower():  # rank 0 is gone (killed, crashed)
+                raise RuntimeError(
+                    f"rank 0 stopped before saying whether it wrote the checkpoint {path} "
+                    f"(the failure of rank 0): {said}"
+                ) from None
             raise TimeoutError(
                 f"rank 0 did not finish writing the checkpoint {path} within "
-                f"DiskSaver(timeout_s={self.timeout_s:g}) (the failure of rank 0): "
-                f"{lines[-1] if lines else repr(error)}"
+                f"DiskSaver(timeout_s={self.timeout_s:g}) (the failure of rank 0): {said}"
             ) from None
         except _RankZeroFailed as error:
             raise RuntimeError(

@@ -75,7 +75,8 @@ class Checkpoint:
     broadcast), so ranks never disagree on whether to save. Only checkpoints
     this handler wrote are ever removed. Objects that declare
     ``checkpoint_per_rank = True`` (the engine, metrics) are saved as every
-    rank's state and loaded back per rank. Every rank must call it.
+    rank's state (gathered to rank 0, which writes) and loaded back per
+    rank. Every rank must make it and call it.
 
     Plain state is one file written by rank 0 (``save_handler``: a folder or
     a :class:`DiskSaver`), with a sidecar holding its CRC-32, iteration,
