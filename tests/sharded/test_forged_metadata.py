@@ -7,8 +7,6 @@ import copy
 import io
 import json
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,8 +25,7 @@ from distengine.checkpoint import (
 from distengine.checkpoint.disk import file_checksum
 from distengine.checkpoint.sharded import MANIFEST
 from distengine.handlers import find_latest_checkpoint
-
-ROOT = Path(__file__).resolve().parents[2]
+from launch.consolidate import main as consolidate_main
 
 
 class Payload:
@@ -61,7 +58,7 @@ def forge(folder: Path, payload: Payload) -> None:
     (folder / MANIFEST).write_text(json.dumps(manifest))
 
 
-def test_a_crafted_dcp_metadata_is_refused_by_every_reader_and_never_run(tmp_path):
+def test_a_crafted_dcp_metadata_is_refused_by_every_reader_and_never_run(tmp_path, capsys):
     storage = ShardedStorage(tmp_path / "checkpoints")
     storage.save("checkpoint_1", *gather_state(objects()), {"iteration": 1, "run_id": "r"})
     folder = tmp_path / "checkpoints" / "checkpoint_1"
@@ -80,15 +77,9 @@ def test_a_crafted_dcp_metadata_is_refused_by_every_reader_and_never_run(tmp_pat
             find_latest_checkpoint(tmp_path / "checkpoints")  # what a resume does first
         with pytest.raises(ValueError, match=refused):
             consolidate(folder, tmp_path / "out.pt")
-    cli = subprocess.run(
-        [sys.executable, "-m", "launch.consolidate", str(folder), str(tmp_path / "out.pt")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert cli.returncode == 2, cli.stderr
-    assert cli.stderr.startswith(f"error: {refused}") and cli.stderr.count("\n") == 1
+    code = consolidate_main([str(folder), str(tmp_path / "out.pt")])  # the CLI, in process
+    said = capsys.readouterr().err
+    assert code == 2 and said.startswith(f"error: {refused}") and said.count("\n") == 1, said
     assert not marker.exists() and not (tmp_path / "out.pt").exists()
 
 
