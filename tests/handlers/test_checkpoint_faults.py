@@ -193,6 +193,7 @@ def test_random_bytes_with_a_matching_crc_are_corrupt_not_refused(tmp_path):
     assert found[0] == older and reported == [newest]
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4")
 def test_a_pickle_payload_without_a_sidecar_is_refused_intact_and_never_run(tmp_path):
     marker = tmp_path / "ran"
     for protocol in (2, 4):

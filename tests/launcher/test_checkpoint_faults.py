@@ -74,16 +74,19 @@ def test_a_slow_write_a_corrupt_newest_a_kill_mid_save_and_a_full_disk_end_bitwi
     job = [f"hydra.run.dir={tmp_path}", *SHORT, FAULTY]
     folder = tmp_path / "checkpoints"
     faults = "slow@20,corrupt@31,killsave@35,full@50"
-    settings = ["dist.max_restarts=2", "dist.timeout_s=3"]
+    settings = ["dist.max_restarts=2", "dist.timeout_s=5"]
     run = timed(*job, *settings, faults=faults, check=True, timeout=400)  # three attempts
+    killed = r"(was killed by SIGKILL|died without raising an exception \(.*\))"  # who is first
     restarts = [
-        "restart 1 of 2: rank 0 (local rank 0) was killed by SIGKILL; the entrypoint starts "
-        f"again (newest: {folder}/checkpoint_25.pt, iteration 25)",
-        "restart 2 of 2: rank 0 (local rank 0) raised OSError: [Errno 27] [EFBIG] File too "
-        f"large while writing the checkpoint {folder}/checkpoint_50.pt; the entrypoint starts "
-        f"again (newest: {folder}/checkpoint_45.pt, iteration 45)",
+        rf"restart 1 of 2: rank 0 \(local rank 0\) {killed}; the entrypoint starts again "
+        + re.escape(f"(newest: {folder}/checkpoint_25.pt, iteration 25)"),
+        re.escape(
+            "restart 2 of 2: rank 0 (local rank 0) raised OSError: [Errno 27] [EFBIG] File too "
+            f"large while writing the checkpoint {folder}/checkpoint_50.pt; the entrypoint starts "
+            f"again (newest: {folder}/checkpoint_45.pt, iteration 45)"
+        ),
     ]
-    assert run.stderr.strip().splitlines() == restarts, run.stderr
+    assert re.fullmatch("\n".join(restarts), run.stderr.strip()), run.stderr
     corrupt = f"checkpoint {folder}/checkpoint_30.pt is corrupt (its CRC-32 differs from the "
     assert corrupt in run.stdout and f"moved to {folder}/corrupt/checkpoint_30.pt" in run.stdout
     for attempt, at in ((2, 25), (3, 45)):
