@@ -7,7 +7,10 @@
   one process).
 - :mod:`~distengine.checkpoint.sharded`: one folder per save written with
   torch.distributed.checkpoint (sharded state: FSDP2): every rank writes its
-  shards, rank 0 commits; :func:`consolidate` makes one file of it.
+  shards, rank 0 commits; :mod:`~distengine.checkpoint.consolidate` makes
+  one file of it.
+- :mod:`~distengine.checkpoint.waiting`: the other ranks wait for a write by
+  the save's own timeout, not the process group's.
 - :mod:`~distengine.checkpoint.sharded_state`: which objects go to the
   shards (modules, optimizers) and which to the plain part.
 - :mod:`~distengine.checkpoint.loading`: verified loading of both forms and
