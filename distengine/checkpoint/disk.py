@@ -12,8 +12,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import secrets
 import shutil
+import time
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +23,13 @@ from typing import Any, BinaryIO
 
 import torch
 
+from distengine.checkpoint.waiting import (
+    check_timeout,
+    forget_group,
+    from_rank0,
+    long_wait_group,
+    waits_for_others,
+)
 from distengine.distributed import broadcast, get_rank
 from distengine.distributed.sharding import sharded_entry
 
@@ -76,6 +85,10 @@ class _HashingWriter:
         self.handle.flush()
 
 
+#: Temporary files of a write cut short (``.<name>.<8 hex>.tmp``, ``.<name>.meta.json.tmp``).
+_LEFTOVER = re.compile(r"^\..+\.(?:[0-9a-f]{8}|meta\.json)\.tmp$")
+
+
 class DiskSaver:
     """Saves checkpoints to ``dirname`` on rank 0; a crash mid-write never leaves a bad file.
 
@@ -84,13 +97,19 @@ class DiskSaver:
     renamed over the final name; its sidecar ``.<name>.meta.json`` then records
     the CRC-32 (checked at load) and the ``metadata`` the caller passes
     (:class:`~distengine.handlers.Checkpoint` passes iteration, epoch and world
-    size). Every rank calls it and learns from rank 0 whether the write
-    succeeded (one tiny broadcast), so no rank reads a file not yet written and
-    none waits for a rank that failed; only rank 0 touches the disk. A full
-    disk is reported as ``[ENOSPC] ... <path>``. The hang watchdog is paused
-    while it writes. State holding DTensor shards (FSDP) is refused on every
-    rank, never written: one file by one rank would hold that rank's shard
-    only (:class:`~distengine.handlers.Checkpoint` saves it as a folder).
+    size). Temporary files that a killed process left in ``dirname`` are
+    removed when the saver is made. Only rank 0 touches the disk; every rank
+    must make the saver and call it. Whatever goes wrong on rank 0 (a full
+    disk, reported as ``[ENOSPC] ... <path>``; an object that cannot be
+    pickled; an interrupt) reaches every rank: each raises, none waits for a
+    rank that failed. So do the constructor's checks (``require_empty``, a
+    folder that cannot be made), agreed in one tiny broadcast. The other
+    ranks wait for a write up to ``timeout_s`` (its own timeout, not the
+    process group's: a write may take longer than a collective may wait); a
+    write longer than that fails on every rank, naming it. The hang watchdog
+    is paused while it writes. State holding DTensor shards (FSDP) is refused
+    on every rank, never written: one file by one rank would hold that rank's
+    shard only (:class:`~distengine.handlers.Checkpoint` saves it as a folder).
 
     Example::
 
@@ -104,17 +123,31 @@ class DiskSaver:
         atomic: bool = True,
         create_dir: bool = True,
         require_empty: bool = True,
+        timeout_s: float = 1800.0,
     ) -> None:
         self.dirname = Path(dirname)
         self.atomic = atomic
-        if get_rank() != 0:
-            return
+        self.timeout_s = check_timeout(timeout_s, "DiskSaver")
+        failure: BaseException | None = None
+        if get_rank() == 0:
+            try:
+                self._prepare(create_dir, require_empty)
+            except Exception as error:
+                failure = error
+        _agree_on(failure, broadcast, f"DiskSaver({str(self.dirname)!r}) could not be made")
+        if failure is not None:
+            raise failure
+
+    def _prepare(self, create_dir: bool, require_empty: bool) -> None:
+        """Rank 0: the folder exists (made if allowed), is empty if required, has no leftovers."""
         if not self.dirname.exists():
             if not create_dir:
                 raise ValueError(
                     f"checkpoint folder {self.dirname} does not exist (create_dir=False)"
                 )
             self.dirname.mkdir(parents=True, exist_ok=True)
+        elif not self.dirname.is_dir():
+            raise NotADirectoryError(f"checkpoint folder {self.dirname} is a file")
         if require_empty:
             found = sorted(p.name for p in self.dirname.glob(f"*{SUFFIX}"))
             if found:
@@ -122,6 +155,9 @@ class DiskSaver:
                     f"checkpoint folder {self.dirname} already holds {found[:3]}: pass "
                     "require_empty=False to write beside them, or choose another folder"
                 )
+        for leftover in self.dirname.iterdir():
+            if _LEFTOVER.match(leftover.name) and leftover.is_file():
+                leftover.unlink(missing_ok=True)  # a write cut short by a killed process
 
     def __call__(
         self, checkpoint: Mapping[str, Any], filename: str, metadata: Mapping | None = None
@@ -133,20 +169,56 @@ class DiskSaver:
         _refuse_shards(checkpoint, path)
         failure: BaseException | None = None
         with suspended():
+            if waits_for_others():
+                long_wait_group(self.timeout_s)  # made (every rank) before rank 0 writes
             if get_rank() == 0:
-                try:
-                    self._write(checkpoint, path, dict(metadata or {}))
-                except (OSError, RuntimeError, TypeError) as error:
-                    failure = explain_write_error(error, path)
-            # every rank learns whether the write succeeded: none waits for a rank that failed
-            said = None if failure is None else f"{type(failure).__name__}: {failure}"
-            message = broadcast([said])[0]  # the same kind of value on every rank: a list
+                failure = self._write_in_time(checkpoint, path, dict(metadata or {}))
+            if isinstance(failure, TimeoutError):  # past the timeout, no one is listening
+                forget_group(self.timeout_s)
+            else:
+                self._tell_every_rank(failure, path)
         if failure is not None:
             raise failure
-        if message is not None:
+
+    def _tell_every_rank(self, failure: BaseException | None, path: Path) -> None:
+        """Rank 0's outcome to every rank, waiting up to ``timeout_s``; the others raise it."""
+        try:
+            _agree_on(failure, lambda said: from_rank0(said, self.timeout_s), "")
+        except RuntimeError as error:
+            if get_rank() == 0:
+                raise
+            forget_group(self.timeout_s)
+            lines = str(error).strip().splitlines()
+            said = lines[-1] if lines else repr(error)
+            if "timed out" not in str(error).lower():  # rank 0 is gone (killed, crashed)
+                raise RuntimeError(
+                    f"rank 0 stopped before saying whether it wrote the checkpoint {path} "
+                    f"(the failure of rank 0): {said}"
+                ) from None
+            raise TimeoutError(
+                f"rank 0 did not finish writing the checkpoint {path} within "
+                f"DiskSaver(timeout_s={self.timeout_s:g}) (the failure of rank 0): {said}"
+            ) from None
+        except _RankZeroFailed as error:
             raise RuntimeError(
-                f"rank 0 could not write the checkpoint {path} (the failure of rank 0): {message}"
+                f"rank 0 could not write the checkpoint {path} (the failure of rank 0): {error}"
+            ) from None
+
+    def _write_in_time(self, checkpoint: Mapping[str, Any], path: Path, metadata: dict):
+        """Rank 0's write; what went wrong (any exception, or a write past ``timeout_s``)."""
+        start = time.monotonic()
+        try:
+            self._write(checkpoint, path, metadata)
+        except BaseException as error:  # every failure must reach the other ranks
+            return explain_write_error(error, path)
+        took = time.monotonic() - start
+        if took > self.timeout_s:
+            return TimeoutError(
+                f"writing the checkpoint {path} took {took:.0f} s, longer than "
+                f"DiskSaver(timeout_s={self.timeout_s:g}): the other ranks stopped waiting for "
+                "it (the file itself is whole)"
             )
+        return None
 
     def _write(self, checkpoint: Mapping[str, Any], path: Path, metadata: dict) -> None:
         try:
@@ -189,6 +261,21 @@ class DiskSaver:
             path.unlink(missing_ok=True)
             meta_path(path).unlink(missing_ok=True)
             legacy_checksum_path(path).unlink(missing_ok=True)
+
+
+class _RankZeroFailed(Exception):
+    """What rank 0 said went wrong (raised on the other ranks)."""
+
+
+def _agree_on(failure: BaseException | None, tell: Any, what: str) -> None:
+    """Tell every rank rank 0's ``failure`` (``tell``: a broadcast of a list); the other ranks
+    raise it (``what``: a RuntimeError naming it, or with "" a _RankZeroFailed)."""
+    said = None if failure is None else f"{type(failure).__name__}: {failure}"
+    message = tell([said])[0]  # the same kind of value on every rank: a list
+    if failure is None and message is not None:
+        if not what:
+            raise _RankZeroFailed(message)
+        raise RuntimeError(f"{what} (the failure of rank 0): {message}")
 
 
 def _refuse_shards(checkpoint: Mapping[str, Any], path: Path) -> None:

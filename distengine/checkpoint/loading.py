@@ -17,17 +17,30 @@ from typing import Any
 
 import torch
 
+from distengine.checkpoint.damage import find_damage
 from distengine.checkpoint.disk import SUFFIX, file_checksum, legacy_checksum_path, read_meta
-from distengine.checkpoint.sharded import MANIFEST, PLAIN, ShardedCheckpoint, verify_files
+from distengine.checkpoint.safe_dcp import METADATA_FILE, ForgedMetadataError, read_dcp_metadata
+from distengine.checkpoint.sharded import (
+    MANIFEST,
+    PLAIN,
+    ShardedCheckpoint,
+    read_manifest,
+    verify_files,
+)
 from distengine.checkpoint.stateful import _LEGACY_PER_RANK, PER_RANK
 
 
 class CorruptCheckpointError(ValueError):
-    """A checkpoint file is truncated or damaged (its CRC-32 differs, or it cannot be read)."""
+    """A checkpoint file is damaged: its CRC-32 differs, or its archive cannot be read."""
 
 
 class CheckpointLoadError(RuntimeError):
     """An intact checkpoint file that ``torch.load(weights_only=True)`` refuses to load."""
+
+
+class CheckpointEnvironmentError(RuntimeError):
+    """An intact checkpoint file that this process could not load (memory, permissions, a
+    module missing): the file is not to blame, and is left where it is."""
 
 
 def _expected_crc(path: Path) -> tuple[str | None, str]:
@@ -48,11 +61,18 @@ def load_checkpoint_file(
     With ``mmap`` (the default) the tensors are memory-mapped from the file
     rather than read into this process's memory: ranks of one node share the
     page cache instead of holding a full copy each, and ``load_state_dict``
-    copies straight from the mapping. A truncated or damaged file raises
-    :class:`CorruptCheckpointError` (a ValueError) naming it. An intact file
-    that holds objects ``weights_only`` loading refuses raises
-    :class:`CheckpointLoadError` (it is not corrupt, and is never skipped as
-    if it were).
+    copies straight from the mapping. When loading fails, the file itself is
+    examined (:func:`~distengine.checkpoint.damage.find_damage`) to say why:
+
+    - a damaged file (its CRC-32 differs from its sidecar's, its archive is
+      cut short or a member's CRC-32 differs, it is not a checkpoint at all)
+      raises :class:`CorruptCheckpointError` (a ValueError) naming it;
+    - an intact file holding objects ``weights_only`` loading refuses raises
+      :class:`CheckpointLoadError` (it is not corrupt, and is never skipped as
+      if it were);
+    - an intact file that this process cannot load (MemoryError, a mapping
+      refused for lack of address space, a PermissionError, a module missing)
+      raises :class:`CheckpointEnvironmentError`: fix the cause and load again.
 
     Example::
 
@@ -61,30 +81,64 @@ def load_checkpoint_file(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    expected, source = _expected_crc(path)
-    if expected is not None and file_checksum(path) != expected:
-        raise CorruptCheckpointError(
-            f"checkpoint {path} is corrupt: its CRC-32 differs from the one in {source}"
-        )
+    expected = None
     try:
+        expected, source = _expected_crc(path)
+        if expected is not None and file_checksum(path) != expected:
+            raise CorruptCheckpointError(
+                f"checkpoint {path} is corrupt: its CRC-32 differs from the one in {source}"
+            )
         return _torch_load(path, map_location, mmap)
-    except pickle.UnpicklingError as error:
-        if expected is not None or "Unsupported global" in str(error):
-            raise CheckpointLoadError(
-                f"checkpoint {path} is intact"
-                + (" (its CRC-32 matches)" if expected is not None else "")
-                + " but torch.load(weights_only=True) refuses it: it holds objects other than "
-                "tensors and plain values. Save only state_dict()s of tensors, numbers, strings, "
-                "lists and dicts; or, if you trust the file, load it yourself with "
-                f"torch.load(weights_only=False). Refused: {_first_line(error)}"
-            ) from error
-        raise CorruptCheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({_first_line(error)})"
-        ) from error
+    except CorruptCheckpointError:
+        raise
     except Exception as error:
-        raise CorruptCheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({_first_line(error)})"
-        ) from error
+        raise _classify(path, error, expected is not None) from error
+
+
+def _classify(path: Path, error: Exception, crc_matched: bool) -> Exception:
+    """What a failed load of ``path`` means: damage, a refusal, or this process's trouble."""
+    matched = " (its CRC-32 matches its sidecar)" if crc_matched else ""
+    try:
+        damage = find_damage(path)
+    except OSError as reading:
+        return _environment(path, reading, matched)
+    if damage is not None:
+        return CorruptCheckpointError(f"checkpoint {path} is corrupt: {damage}")
+    missing = _missing_module(error)
+    if missing is not None:
+        return CheckpointEnvironmentError(
+            f"checkpoint {path} is intact{matched} but needs the module {missing!r}, which is "
+            "not installed here; it was left where it is: install it, then load again"
+        )
+    if isinstance(error, pickle.UnpicklingError):
+        return CheckpointLoadError(
+            f"checkpoint {path} is intact{matched} but torch.load(weights_only=True) refuses "
+            "it: it holds objects other than tensors and plain values. Save only state_dict()s "
+            "of tensors, numbers, strings, lists and dicts; or, if you trust the file, load it "
+            f"yourself with torch.load(weights_only=False). Refused: {_first_line(error)}"
+        )
+    return _environment(path, error, matched)
+
+
+def _environment(path: Path, error: BaseException, matched: str) -> CheckpointEnvironmentError:
+    if isinstance(error, PermissionError):
+        fix = "fix its permissions"
+    elif isinstance(error, MemoryError) or "mmap" in str(error) or "memory" in str(error):
+        fix = "free memory or address space (ulimit -v)"
+    else:
+        fix = "remove the cause"
+    return CheckpointEnvironmentError(
+        f"checkpoint {path} is intact{matched} but this process could not load it "
+        f"({type(error).__name__}: {_first_line(error)}); it was left where it is: {fix}, "
+        "then load it again"
+    )
+
+
+def _missing_module(error: Exception) -> str | None:
+    """The module a load tried to import and this interpreter lacks, or None."""
+    if isinstance(error, ImportError):
+        return error.name or _first_line(error)
+    return None
 
 
 def _torch_load(path: Path, map_location: Any, mmap: bool) -> Any:
@@ -114,7 +168,7 @@ def open_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     return load_checkpoint_file(path, map_location)
 
 
-def _first_line(error: Exception) -> str:
+def _first_line(error: BaseException) -> str:
     text = str(error)
     found = re.search(r"Unsupported (global: [^\n]*?(?= was not)|[^\n]*)", text)
     if found:
@@ -289,15 +343,50 @@ def _holds_shards(path: Path) -> bool:
     return any(p.name in (".metadata", PLAIN) or p.suffix == ".distcp" for p in path.iterdir())
 
 
+def verify_checkpoint(path: str | os.PathLike) -> None:
+    """Raise :class:`CorruptCheckpointError` when ``path`` differs from what was written.
+
+    A file is checked against its sidecar's CRC-32 (a file without one is not
+    checked), a sharded folder's files against its manifest; nothing is
+    loaded. Reading errors propagate as OSError.
+
+    Example::
+
+        verify_checkpoint("runs/exp1/checkpoints/checkpoint_44.pt")   # or CorruptCheckpointError
+    """
+    path = Path(path)
+    if path.is_dir():
+        try:
+            verify_files(path, read_manifest(path))
+        except ValueError as error:
+            raise CorruptCheckpointError(str(error)) from None
+        return
+    expected, source = _expected_crc(path)
+    if expected is not None and file_checksum(path) != expected:
+        raise CorruptCheckpointError(
+            f"checkpoint {path} is corrupt: its CRC-32 differs from the one in {source}"
+        )
+
+
 def _load_verified(path: Path, map_location: Any) -> Any:
-    """A file's contents, or a folder's handle once every file matches its manifest."""
+    """A file's contents, or a folder's handle once every file matches its manifest and DCP's
+    ``.metadata`` holds only DCP's own types (read safely: nothing in it runs)."""
     if not path.is_dir():
         return load_checkpoint_file(path, map_location)
     found = ShardedCheckpoint(path)
     try:
         verify_files(path, found.manifest)
-    except (ValueError, OSError) as error:
+        if (path / METADATA_FILE).exists():
+            read_dcp_metadata(path)
+    except ForgedMetadataError as error:
+        raise CheckpointLoadError(f"sharded checkpoint {path} is refused: {error}") from None
+    except ValueError as error:  # a file that differs from the manifest, a garbled .metadata
         raise CorruptCheckpointError(str(error)) from None
+    except OSError as error:
+        raise CheckpointEnvironmentError(
+            f"sharded checkpoint {path} could not be read by this process "
+            f"({type(error).__name__}: {error}); it was left where it is"
+        ) from None
     return found
 
 

@@ -17,7 +17,8 @@ Layout of a committed checkpoint::
 
 :class:`ShardedCheckpoint` is a committed folder as a whole (what
 :func:`~distengine.checkpoint.find_latest_checkpoint` returns for one, and
-what :meth:`~distengine.handlers.Checkpoint.load_objects` loads).
+what :meth:`~distengine.handlers.Checkpoint.load_objects` loads);
+:func:`~distengine.checkpoint.consolidate.consolidate` makes one file of it.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +40,26 @@ import torch
 import torch.distributed as dist
 
 from distengine.checkpoint.disk import file_checksum, fsync_dir
+from distengine.checkpoint.safe_dcp import (
+    read_dcp_metadata,
+    safe_reader_class,
+    weights_only_planner,
+)
 from distengine.checkpoint.sharded_state import restore_state, sharded_template
-from distengine.distributed import all_gather, broadcast, get_rank, get_world_size
+from distengine.checkpoint.waiting import (
+    check_timeout,
+    gather_on_every_rank,
+    long_wait_group,
+    waits_for_others,
+)
+from distengine.distributed import broadcast, get_rank, get_world_size
 from distengine.distributed.env import is_distributed
 
 FORMAT = "distengine-dcp/1"
 MANIFEST = "manifest.json"
 PLAIN = "plain.pt"
+#: How long ranks wait for each other's part of a save or a load (not the process group's).
+DEFAULT_TIMEOUT_S = 1800.0
 #: Manifest keys the storage writes itself; metadata may not use them.
 RESERVED = ("format", "world_size", "files", "entries")
 
@@ -55,7 +71,7 @@ def _dcp() -> Any:
     return dcp
 
 
-def _failures() -> tuple[type[BaseException], ...]:
+def dcp_failures() -> tuple[type[BaseException], ...]:
     """What a DCP call may raise: any Exception, and its CheckpointException (a BaseException)."""
     from torch.distributed.checkpoint.api import CheckpointException
 
@@ -67,26 +83,33 @@ def _describe(path: Path) -> dict[str, Any]:
 
 
 def one_line(error: BaseException) -> str:
-    """``Type: message`` of ``error``; a CheckpointException (all ranks' tracebacks) unwrapped."""
+    """``Type: message`` of ``error``; a CheckpointException (all ranks' tracebacks) unwrapped;
+    for a refusal of ``weights_only`` loading, what was refused."""
     failures = getattr(error, "failures", None)  # a CheckpointException: every rank's errors
     if isinstance(failures, dict) and failures:
         error = next(iter(error.failures.values()))[0]
-    lines = str(error).strip().splitlines()
+    text = str(error).strip()
+    refused = re.search(r"Unsupported (global: [^\n]*?(?= was not)|[^\n]*)", text)
+    lines = [refused.group(0)] if refused else text.splitlines()
     return f"{type(error).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
 
 
-def _agree(what: str, fn: Callable[[], Any], share: bool = False) -> Any:
+def _agree(
+    what: str, fn: Callable[[], Any], share: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> Any:
     """``fn()`` on every rank; a RuntimeError on every rank if it raised on any.
 
-    Returns this rank's result, or with ``share`` every rank's (a list).
-    ``fn`` must not perform collectives (a rank that raised would skip them).
+    Returns this rank's result, or with ``share`` every rank's (a list). The
+    ranks wait for the slowest up to ``timeout_s`` (a save's or a check's
+    own time, not the process group's). ``fn`` must not perform collectives
+    (a rank that raised would skip them).
     """
     error = result = None
     try:
         result = fn()
-    except _failures() as exc:  # every rank must learn of it
+    except dcp_failures() as exc:  # every rank must learn of it
         error = one_line(exc)
-    gathered = all_gather((error, result if share else None))
+    gathered = gather_on_every_rank((error, result if share else None), timeout_s)
     failed = [(rank, e) for rank, (e, _) in enumerate(gathered) if e is not None]
     if failed:
         rank, message = failed[0]
@@ -172,11 +195,17 @@ class ShardedStorage:
         restore_state(objects, sharded, plain)
     """
 
-    def __init__(self, dirname: str | os.PathLike, async_save: bool = False) -> None:
+    def __init__(
+        self,
+        dirname: str | os.PathLike,
+        async_save: bool = False,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
         if not isinstance(async_save, bool):
             raise TypeError(f"async_save must be True or False, got {async_save!r}")
         self.dirname = Path(dirname)
         self.async_save = async_save
+        self.timeout_s = check_timeout(timeout_s, "ShardedStorage")
         self._pending: _Pending | None = None
         self._removals: list[str] = []
         self._group: Any = None
@@ -201,7 +230,11 @@ class ShardedStorage:
         self.wait()
         metadata["entries"] = {"sharded": sorted(sharded), "plain": sorted(plain or {})}
         tmp = self.dirname / broadcast(f".{name}.tmp-{uuid.uuid4().hex[:12]}")
-        _agree(f"sharded checkpoint {name!r} was not saved", lambda: self._start(tmp, plain))
+        _agree(
+            f"sharded checkpoint {name!r} was not saved",
+            lambda: self._start(tmp, plain),
+            timeout_s=self.timeout_s,
+        )
         if self.async_save:
             start = _dcp().async_save
             future = self._run_dcp(lambda: start(sharded, checkpoint_id=tmp, **self._pg()))
@@ -216,15 +249,21 @@ class ShardedStorage:
                 torch.save(plain, tmp / PLAIN)
 
     def _sync_save(self, sharded: dict[str, Any], tmp: Path) -> Future:
-        return self._run_dcp(lambda: _dcp().save(sharded, checkpoint_id=tmp))
+        group = self._waiting_group()
+        return self._run_dcp(lambda: _dcp().save(sharded, checkpoint_id=tmp, **group))
+
+    def _waiting_group(self) -> dict[str, Any]:
+        """DCP's collectives in the group that waits ``timeout_s`` (a rank's shards may take
+        longer to write than the process group lets a collective wait)."""
+        return {"process_group": long_wait_group(self.timeout_s)} if waits_for_others() else {}
 
     @staticmethod
     def _run_dcp(call: Callable[[], Any]) -> Future:
         """The future of ``call()``: its own future (async), or one holding its result or error."""
         try:
-            with _single_process_is_intended():
+            with single_process_is_intended():
                 result = call()
-        except _failures() as exc:
+        except dcp_failures() as exc:
             future: Future = Future()
             future.set_exception(exc)
             return future
@@ -239,7 +278,7 @@ class ShardedStorage:
         if not is_distributed():
             return {}
         if self._group is None:
-            self._group = dist.new_group(backend="gloo")
+            self._group = dist.new_group(backend="gloo", timeout=timedelta(seconds=self.timeout_s))
         return {"process_group": self._group}
 
     def wait(self) -> None:
@@ -251,8 +290,10 @@ class ShardedStorage:
     def _finish(self, pending: _Pending) -> None:
         what = f"sharded checkpoint {pending.name!r} was not saved (earlier checkpoints are intact)"
         try:
-            described = _agree(what, lambda: self._written(pending), share=True)
-            _agree(what, lambda: self._commit(pending, described))
+            described = _agree(
+                what, lambda: self._written(pending), share=True, timeout_s=self.timeout_s
+            )
+            _agree(what, lambda: self._commit(pending, described), timeout_s=self.timeout_s)
         except RuntimeError:
             self._removals.clear()  # keep the older checkpoints: the new one is not there
             if get_rank() == 0:
@@ -293,7 +334,7 @@ class ShardedStorage:
         """
         _check_name(name)
         self.wait()
-        return load_folder(self.dirname / name, sharded, verify, strict)
+        return load_folder(self.dirname / name, sharded, verify, strict, self.timeout_s)
 
     def remove(self, name: str) -> None:
         """Delete ``dirname/name/`` (rank 0), after the save in flight is committed.
@@ -324,44 +365,35 @@ class ShardedStorage:
 
 
 def load_folder(
-    folder: str | os.PathLike, sharded: dict[str, Any], verify: bool = True, strict: bool = True
+    folder: str | os.PathLike,
+    sharded: dict[str, Any],
+    verify: bool = True,
+    strict: bool = True,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Fill ``sharded`` in place from the committed checkpoint ``folder``; its plain state.
 
     Every rank must call it. The files are verified first (each by one rank)
-    when ``verify``; an empty ``sharded`` reads only the plain state.
+    when ``verify``; an empty ``sharded`` reads only the plain state. DCP's
+    ``.metadata`` is read with :mod:`~distengine.checkpoint.safe_dcp` (only
+    DCP's own types; a crafted one is refused on every rank, unrun).
     """
     folder = Path(folder)
     what = f"sharded checkpoint {folder} was not loaded"
-    plain = _agree(what, lambda: _read_plain(folder, verify))
+    plain = _agree(what, lambda: _read_plain(folder, verify), timeout_s=timeout_s)
     if not sharded:
         return plain
+    _agree(what, lambda: read_dcp_metadata(folder), timeout_s=timeout_s)  # refused everywhere
     dcp = _dcp()
-    planner = _weights_only_planner(dcp)(allow_partial_load=not strict)
+    planner = weights_only_planner()(allow_partial_load=not strict)
+    reader = safe_reader_class()(folder)
+    group = {"process_group": long_wait_group(timeout_s)} if waits_for_others() else {}
     try:
-        with _single_process_is_intended():
-            dcp.load(sharded, checkpoint_id=folder, planner=planner)
-    except _failures()[1] as exc:
+        with single_process_is_intended():
+            dcp.load(sharded, storage_reader=reader, planner=planner, **group)
+    except dcp_failures()[1] as exc:
         raise RuntimeError(f"{what}: {one_line(exc)}") from None
     return plain
-
-
-def _weights_only_planner(dcp: Any) -> type:
-    """DCP's load planner, reading non-tensor leaves (an optimizer's hyperparameters) with
-    ``torch.load(weights_only=True)`` instead of DCP's unrestricted unpickling."""
-    from torch.distributed.checkpoint.default_planner import set_element
-
-    class WeightsOnlyLoadPlanner(dcp.DefaultLoadPlanner):
-        def load_bytes(self, read_item: Any, value: Any) -> None:
-            loaded = torch.load(value, weights_only=True)
-            if self.flatten_state_dict:
-                set_element(
-                    self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded
-                )
-            else:
-                self.state_dict[read_item.dest_index.fqn] = loaded
-
-    return WeightsOnlyLoadPlanner
 
 
 def _read_plain(folder: Path, verify: bool) -> dict[str, Any]:
@@ -424,56 +456,8 @@ class ShardedCheckpoint:
         return f"ShardedCheckpoint({str(self.path)!r})"
 
 
-def consolidate(
-    folder: str | os.PathLike, out_file: str | os.PathLike, entry: str | None = None
-) -> Path:
-    """Write the sharded checkpoint ``folder`` as one ``torch.save`` file with full tensors.
-
-    The file holds every entry of the checkpoint (``{"model": ..., "optimizer":
-    ..., "trainer": ...}``), or with ``entry`` that entry alone (e.g.
-    ``entry="model"``: a state dict for ``model.load_state_dict``), and loads
-    with ``torch.load(weights_only=True)``. The model entry is a plain state
-    dict, the optimizer's is keyed by parameter name
-    (``set_optimizer_state_dict``). One process, no process group (torch's
-    ``dcp_to_torch_save`` does the work); the folder is verified against its
-    manifest first, and the output is written atomically. Like any DCP reader,
-    torch's converter unpickles the checkpoint's non-tensor leaves (an
-    optimizer's hyperparameters) without ``weights_only``: consolidate folders
-    you trust (loading them into objects uses ``weights_only``). From a shell:
-    ``python -m distengine.checkpoint.consolidate <folder> <out.pt> [--entry model]``.
-
-    Example::
-
-        consolidate("runs/exp1/checkpoints/checkpoint_100", "model_100.pt", entry="model")
-    """
-    folder, out = Path(folder), Path(out_file)
-    manifest = read_manifest(folder)
-    verify_files(folder, manifest)
-    entries = ShardedCheckpoint(folder).entries
-    if entry is not None and entry not in entries:
-        raise ValueError(f"entry={entry!r} is not in {folder}; it holds {entries}")
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:12]}")
-    merged = tmp.with_name(tmp.name + "-merged")
-    try:
-        from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
-        with _single_process_is_intended():
-            dcp_to_torch_save(folder, tmp)
-        if PLAIN in manifest["files"] or entry is not None:
-            state = torch.load(tmp, weights_only=True, mmap=True)
-            if PLAIN in manifest["files"]:
-                state.update(torch.load(folder / PLAIN, weights_only=True))
-            torch.save(state if entry is None else state[entry], merged)
-            os.replace(merged, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-        merged.unlink(missing_ok=True)
-    return out
-
-
 @contextlib.contextmanager
-def _single_process_is_intended() -> Iterator[None]:
+def single_process_is_intended() -> Iterator[None]:
     """Without a process group DCP warns that it assumes one process: here that is intended."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable")

@@ -5,7 +5,7 @@ generators and data position, a metric's local accumulation, a training
 step's pending gradients) declares the class attribute
 ``checkpoint_per_rank = True``. Rank 0 writes the checkpoint, so such an
 object is saved as every rank's state, ``{"__per_rank__": [sd_0, sd_1, ...]}``
-(one gather for all of them), and on load each rank gets its own. There is no
+(one gather to rank 0 for all of them), and on load each rank gets its own. There is no
 special case for any class: the engine is one such object among others.
 
 A dict of such objects is one entry too (``{"metrics": {"accuracy": acc, "nll": nll}}``,
@@ -19,8 +19,10 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+import torch.distributed as dist
 
-from distengine.distributed import all_gather, get_rank, get_world_size
+from distengine.distributed import get_rank, get_world_size
+from distengine.distributed.env import is_distributed
 
 PER_RANK = "__per_rank__"
 _LEGACY_PER_RANK = "per_rank"  # engine states saved before the Stateful contract
@@ -123,19 +125,37 @@ def check_stateful(objects: Mapping[str, Any], what: str) -> None:
 
 
 def gather_states(objects: Mapping[str, Any]) -> dict[str, Any]:
-    """Every object's state; per-rank ones as every rank's (a collective: all ranks call it).
+    """Every object's state; per-rank ones as every rank's, on rank 0 (a collective: all ranks
+    call it).
 
-    Which objects are per rank is the same on every rank (it is declared by
-    their classes), so every rank runs the same one gather, or none.
+    Rank 0 writes checkpoints, so per-rank states are gathered to rank 0
+    only: the other ranks hold their own state and nothing more (their dict
+    holds ``{"__per_rank__": None}`` for such an entry). Which objects are
+    per rank is the same on every rank (it is declared by their classes), so
+    every rank runs the same one gather, or none.
+
+    Example::
+
+        gather_states({"model": model, "trainer": trainer})
+        # rank 0: {"model": {...}, "trainer": {"__per_rank__": [sd_0, sd_1, ...]}}
     """
     states = {name: unwrap(obj).state_dict() for name, obj in objects.items()}
     mine = {name: states[name] for name, obj in objects.items() if is_per_rank(obj)}
     if not mine:
         return states
-    every = all_gather(mine) if get_world_size() > 1 else [mine]
+    every = _gather_to_rank0(mine)
     for name in mine:
-        states[name] = {PER_RANK: [rank_states[name] for rank_states in every]}
+        states[name] = {PER_RANK: None if every is None else [ranks[name] for ranks in every]}
     return states
+
+
+def _gather_to_rank0(value: Any) -> list[Any] | None:
+    """Every rank's ``value`` on rank 0 (a list by rank), None on the other ranks."""
+    if not is_distributed() or get_world_size() == 1:
+        return [value]
+    gathered: list[Any] | None = [None] * get_world_size() if get_rank() == 0 else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered
 
 
 def load_state(name: str, obj: Any, entry: Any, strict: bool = True) -> None:

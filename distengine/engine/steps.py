@@ -259,10 +259,16 @@ class TrainStep:
                 clip_gradients(params(), self.clip_grad_norm)
             self.optimizer.step()
 
+    @property
+    def checkpointable(self) -> bool:
+        """Whether :meth:`state_dict` can be taken now: False inside an accumulation window of
+        an FSDP model (a stop then waits for the window's end: see ``Preemption``)."""
+        return not (self._pending and is_fsdp_module(self.model))
+
     def state_dict(self) -> dict[str, Any]:
         """The GradScaler's state, and this rank's gradients when saved inside a window."""
         grads = None
-        if self._pending and is_fsdp_module(self.model):
+        if not self.checkpointable:
             raise ValueError(
                 f"cannot save the training step at iteration {self._iteration}, inside a "
                 f"gradient-accumulation window of {self.accumulation_steps} iterations: FSDP "

@@ -23,8 +23,8 @@ import torch
 from distengine.checkpoint.disk import SUFFIX, DiskSaver
 from distengine.checkpoint.full_state import load_full_into
 from distengine.checkpoint.loading import find_latest_checkpoint, load_checkpoint_file
+from distengine.checkpoint.sharded import DEFAULT_TIMEOUT_S, ShardedCheckpoint, ShardedStorage
 from distengine.checkpoint.sharded import RESERVED as MANIFEST_KEYS
-from distengine.checkpoint.sharded import ShardedCheckpoint, ShardedStorage
 from distengine.checkpoint.sharded_state import gather_state, is_shardable
 from distengine.checkpoint.stateful import check_stateful, gather_states, load_state, unwrap
 from distengine.distributed import get_world_size
@@ -76,7 +76,8 @@ class Checkpoint:
     broadcast), so ranks never disagree on whether to save. Only checkpoints
     this handler wrote are ever removed. Objects that declare
     ``checkpoint_per_rank = True`` (the engine, metrics) are saved as every
-    rank's state and loaded back per rank. Every rank must call it.
+    rank's state (gathered to rank 0, which writes) and loaded back per
+    rank. Every rank must make it and call it.
 
     Plain state is one file written by rank 0 (``save_handler``: a folder or
     a :class:`DiskSaver`), with a sidecar holding its CRC-32, iteration,
@@ -213,7 +214,8 @@ class Checkpoint:
                     "to_save holds sharded (DTensor) state, which is saved as a folder of "
                     f"shards: give Checkpoint a folder or a DiskSaver, not {self.save_handler!r}"
                 )
-            self._storage = ShardedStorage(folder, async_save=self.async_save)
+            timeout_s = getattr(self.save_handler, "timeout_s", DEFAULT_TIMEOUT_S)
+            self._storage = ShardedStorage(folder, async_save=self.async_save, timeout_s=timeout_s)
         return self._storage
 
     def _store_sharded(self, engine: Engine, name: str, metadata: dict, myself: dict) -> None:

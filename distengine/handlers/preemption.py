@@ -32,6 +32,22 @@ def _install(signum: int, handler: Any) -> Any:
     return previous
 
 
+def _terminate_when_checkpointable(engine: Engine) -> None:
+    """``engine.terminate()`` now, or at the end of the iteration where its training step can
+    be saved again (an FSDP accumulation window's end: the step says so, the same iteration on
+    every rank)."""
+    if getattr(engine.process_function, "checkpointable", True):
+        engine.terminate()
+        return
+
+    def at_window_end(engine: Engine) -> None:
+        if getattr(engine.process_function, "checkpointable", True):
+            engine.remove_event_handler(at_window_end, Events.ITERATION_COMPLETED)
+            engine.terminate()
+
+    engine.add_event_handler(Events.ITERATION_COMPLETED, at_window_end)
+
+
 class Preemption:
     """On SIGTERM or SIGINT, every rank stops at the next agreed iteration and runs ``on_stop``.
 
@@ -39,7 +55,10 @@ class Preemption:
     consensus board (one asynchronous collective shared with the other
     checks, read one iteration later; about every half second by default, or
     every ``every`` iterations), so every rank stops at the same iteration
-    even when only one got the signal. The engine then terminates; in its
+    even when only one got the signal (inside a gradient-accumulation window
+    of an FSDP model, whose gradients no checkpoint can hold, at the window's
+    end: at most ``gradient_accumulation_steps - 1`` iterations later). The
+    engine then terminates; in its
     ``TERMINATE`` every rank runs ``on_stop(engine)`` (e.g. a :class:`Checkpoint`) and
     ``engine.state.preempted`` is True (``engine.state.stop_signal`` names
     the signal, ``engine.state.signalled_at`` the iteration this rank was at
@@ -175,14 +194,14 @@ class Preemption:
         if engine.last_event_name is Events.COMPLETED:
             return  # the run is done: nothing to stop
         self._stopping = True
-        engine.terminate()
+        _terminate_when_checkpointable(engine)
 
     def _stop_inner(self, engine: Engine) -> None:
         engine.state.preempted = True
         engine.terminate(skip_completed=True)  # partial metrics are never published
         if self._final is not None and self._running:
             self._stopping = True
-            self._final.terminate()
+            _terminate_when_checkpointable(self._final)
 
     def _terminated(self, engine: Engine) -> None:
         self._running = False

@@ -19,7 +19,9 @@ class BaseSaveHandler(metaclass=ABCMeta):
     ``checkpoint`` under ``filename``) and ``remove(filename)`` (delete a file
     the handler wrote, once it is no longer among the ``n_saved`` kept).
     ``Checkpoint`` calls both on every rank, as PyTorch-Ignite does: write
-    on one rank (``idist.get_rank() == 0``) and, if the others must wait for
+    on rank 0 (``idist.get_rank() == 0``: only its ``checkpoint`` is whole,
+    per-rank entries being gathered there; the other ranks' hold
+    ``{"__per_rank__": None}`` for them) and, if the others must wait for
     the write, end with a collective every rank runs. ``metadata`` holds
     Ignite's ``basename``, ``score_name`` and ``priority``, and distengine's
     ``iteration``, ``epoch``, ``world_size`` and ``step`` plus the

@@ -19,6 +19,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -30,6 +31,9 @@ from launch.config.errors import ConfigError
 LOCK_FILE = ".job.lock"
 RUN_FILE = "run.json"
 STOP_FILE = "stop.json"
+
+#: What a run leaves beside its checkpoints: kept with them when another run takes the folder.
+HISTORY = (RUN_FILE, "config.yaml", "metrics.json", "tb")
 
 #: Config groups that change what a checkpoint means; a resume with others is refused.
 COMPARED = ("model", "data", "optim")
@@ -264,6 +268,8 @@ class RunFolder:
         """The run id: the folder's own with ``resume=auto``, else a new one (a new lineage).
 
         ``run.json`` is (re)written unless it describes checkpoints this job resumes from.
+        A new run in the folder of another (``checkpoint.resume=never``) first
+        keeps that run's history (see :meth:`keep_history`).
         """
         run = self.read_run()
         if job["checkpoint"]["resume"] == "auto" and run and run.get("run_id"):
@@ -272,6 +278,8 @@ class RunFolder:
             run_id = str(run["run_id"])
         else:
             run_id = uuid.uuid4().hex
+            if run is not None:
+                self.keep_history(run.get("run_id"))
         record = {
             "run_id": run_id,
             "created": time.time(),
@@ -283,28 +291,69 @@ class RunFolder:
         return run_id
 
     def newest_checkpoint(self, run_id: str | None) -> tuple[Path, int] | None:
-        """This run's newest checkpoint and its iteration, as the ranks would find it.
+        """This run's newest intact checkpoint and its iteration, as the ranks would find it.
 
         Reads sidecars (``.<name>.meta.json``) and sharded folders'
         ``manifest.json``; a file without a usable sidecar is opened to read
-        its run (:func:`~distengine.checkpoint.list_checkpoints`). None when no
-        checkpoint of ``run_id`` is there; damaged ones are left to the ranks
-        to report.
+        its run (:func:`~distengine.checkpoint.list_checkpoints`). Each
+        candidate, newest first, is checked against its CRC-32 or manifest:
+        a damaged one (which the ranks will set aside) is never named. None
+        when no intact checkpoint of ``run_id`` is there (or none can be read
+        here); what is damaged is left to the ranks to report.
         """
-        from distengine.checkpoint import list_checkpoints
+        from distengine.checkpoint import (
+            CheckpointEnvironmentError,
+            CorruptCheckpointError,
+            list_checkpoints,
+            verify_checkpoint,
+        )
 
         if not run_id:
             return None
-        listed = list_checkpoints(self.path / "checkpoints", "cpu", on_corrupt=_quiet)
+        try:
+            listed = list_checkpoints(self.path / "checkpoints", "cpu", on_corrupt=_quiet)
+        except (CheckpointEnvironmentError, OSError):
+            return None  # the ranks will say what cannot be read
         found = [
             (int(meta.get("iteration", -1)), path)
             for path, meta in listed
             if meta.get("run_id") == run_id and path.exists()
         ]
-        if not found:
-            return None
-        iteration, checkpoint = max(found)
-        return checkpoint, iteration
+        for iteration, checkpoint in sorted(found, reverse=True):
+            try:
+                verify_checkpoint(checkpoint)
+            except (CorruptCheckpointError, OSError):
+                continue
+            return checkpoint, iteration
+        return None
+
+    def keep_history(self, run_id: Any) -> list[str]:
+        """Move an earlier run's records out of the new run's way; the names moved.
+
+        ``run.json``, ``config.yaml``, ``metrics.json`` and ``tb/`` go to
+        ``checkpoints/previous/<its run id>/``, where its checkpoints will be
+        moved (by the ranks, who say so, naming these too); nothing there is
+        replaced. Without checkpoints to name them, a line here says where
+        they went.
+        """
+        from launch.recipe.aside import free_name
+        from launch.recipe.lineage import owner_folder
+
+        into = owner_folder(self.path / "checkpoints", run_id)
+        moved = []
+        try:
+            for name in HISTORY:
+                source = self.path / name
+                if source.exists():
+                    into.mkdir(parents=True, exist_ok=True)
+                    shutil.move(str(source), str(into / free_name(into, name)))
+                    moved.append(name)
+        except OSError as error:
+            raise os_error(into, error) from None
+        finally:
+            if moved and not self.has_checkpoints():
+                print(f"the history of the previous run ({', '.join(moved)}) moved to {into}")
+        return moved
 
     # the stop record ------------------------------------------------------------------------
 

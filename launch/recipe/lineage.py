@@ -6,7 +6,9 @@ or writes a checkpoint, rank 0 moves every checkpoint of another run into
 ``checkpoints/previous/<its run id>/``, and one whose run cannot be told (its
 sidecar names no run; without a usable sidecar, no run id could be read from
 the file) into ``checkpoints/previous/unknown-run/``,
-and says so in one line per folder.
+and says so in one line per folder (naming the run's history, ``config.yaml``,
+``metrics.json``, ``run.json`` and ``tb/``, when the launcher moved it there
+as the new run started).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distengine.checkpoint import list_checkpoints
+from launch.job.folder import HISTORY
 from launch.recipe.aside import move_aside
 
 PREVIOUS_FOLDER = "previous"
@@ -59,6 +62,9 @@ def set_aside_others(
 
 def _moved_line(into: Path, paths: list[Path]) -> str:
     names = ", ".join(p.name for p in paths)
+    kept = [name for name in HISTORY if (into / name).exists()]  # moved there by the launcher
+    if kept:
+        names += f"; its history is there too: {', '.join(kept)}"
     if into.name == UNKNOWN_RUN:
         whose = (
             "checkpoints whose run cannot be told (no run id in their sidecar, "

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import distengine.distributed as idist
-from distengine.checkpoint import open_checkpoint
+from distengine.checkpoint import list_checkpoints, open_checkpoint
 from distengine.handlers import Checkpoint, find_latest_checkpoint
 from launch.recipe.aside import move_aside
 from launch.recipe.lineage import set_aside_others
@@ -44,6 +44,7 @@ def set_aside(path: str | os.PathLike, reason: str) -> Path:
     """
     path = Path(path)
     target = move_aside(path, path.parent / CORRUPT_FOLDER)
+    reason = reason.removeprefix(f"checkpoint {path} is corrupt: ")  # said once, not twice
     print(f"checkpoint {path} is corrupt ({reason}); moved to {target}", flush=True)
     return target
 
@@ -62,12 +63,17 @@ def choose(folder: Path, run_id: str, moved: list[Path]) -> tuple[Path, dict[str
     )
 
 
-def resume(cfg: Any, to_load: dict[str, Any], trainer: Any) -> Path | None:
+def resume(
+    cfg: Any, to_load: dict[str, Any], trainer: Any, checkpoint: Checkpoint | None = None
+) -> Path | None:
     """Load this run's newest checkpoint into ``to_load`` on every rank; its path, or None.
 
     Rank 0 first moves other runs' checkpoints aside (whatever ``checkpoint.resume``
     says: this run must not overwrite them), then says which: ``resumed from
     <file> (iteration N)``, or that the run starts at iteration 0 and why.
+    ``checkpoint`` (the run's :class:`Checkpoint`) then keeps ``checkpoint.n_saved``
+    over the run, not the attempt: it adopts the run's checkpoints that earlier
+    attempts left (see :func:`adopt`).
     """
     folder, moved = Path(cfg.run_dir) / "checkpoints", []
     if idist.get_rank() == 0:
@@ -90,11 +96,35 @@ def resume(cfg: Any, to_load: dict[str, Any], trainer: Any) -> Path | None:
     Checkpoint.load_objects({"run": to_load["run"]}, state)  # refuses a mismatched run first
     Checkpoint.load_objects(to_load, state)
     check_same_iteration(trainer.state.iteration, path)
+    if checkpoint is not None:
+        adopt(checkpoint, folder, cfg.run_id, Path(path))
     if idist.get_rank() == 0:
         attempt = restart_count()
         said = f"attempt {attempt + 1} (restart {attempt}) " if attempt else ""
         print(f"{said}resumed from {path} (iteration {trainer.state.iteration})", flush=True)
     return Path(path)
+
+
+def adopt(checkpoint: Checkpoint, folder: Path, run_id: str, resumed: Path) -> None:
+    """Hand ``checkpoint`` the run's own checkpoints in ``folder`` (every rank calls it).
+
+    Each attempt's :class:`Checkpoint` starts knowing no file, so without this
+    ``n_saved`` would hold per attempt: two stops and a resume would leave
+    three attempts' worth. Rank 0 lists the files and folders whose metadata
+    names ``run_id`` (never another run's), with their priority (the
+    iteration); every rank gets the same list, so every rank's next save
+    prunes the same ones.
+    """
+    mine = None
+    if idist.get_rank() == 0:
+        found = list_checkpoints(folder, on_corrupt=lambda path, reason: None)
+        mine = sorted(
+            [float(meta.get("priority", meta["iteration"])), path.name]
+            for path, meta in found
+            if meta.get("run_id") == run_id and isinstance(meta.get("iteration"), int)
+        )
+    mine = idist.broadcast(mine, src=0)
+    checkpoint.load_state_dict({"saved": mine, "last": resumed.name})
 
 
 def _say(line: str) -> None:

@@ -179,7 +179,7 @@ def train(cfg: Any) -> dict[str, float]:
     track(trainer)  # the iteration reached, for the launcher's account of a restart
     if cfg.trainer.get("compile"):
         say_compile_times(trainer, evaluator)
-    resumed = resume(cfg, to_save, trainer)
+    resumed = resume(cfg, to_save, trainer, checkpoint)
     history.resumed(trainer.state.iteration)
     last = int(cfg.trainer.max_epochs)
     try:

@@ -111,7 +111,7 @@ def test_load_objects_errors_name_the_keys_and_the_file(tmp_path):
             tmp_path / "model_10.pt",
         )
     (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="broken.pt is corrupt or truncated"):
+    with pytest.raises(ValueError, match="broken.pt is corrupt: it is neither a zip archive"):
         Checkpoint.load_objects({"model": nn.Linear(2, 2)}, tmp_path / "broken.pt")
 
 

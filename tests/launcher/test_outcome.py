@@ -72,13 +72,19 @@ def test_an_interrupted_run_names_its_newest_checkpoint(tmp_path):
 
 
 def test_the_newest_checkpoint_of_a_run_comes_from_the_sidecars(tmp_path):
+    """Only an intact one is named: a_30's bytes differ from its sidecar's CRC-32 (the ranks
+    will set it aside), so the newest is a_25."""
+    from distengine.checkpoint.disk import file_checksum
+
     folder = RunFolder(tmp_path)
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
-    for name, run, iteration in [("a_40", "old", 40), ("a_20", "new", 20), ("a_25", "new", 25)]:
+    runs = [("a_40", "old", 40), ("a_20", "new", 20), ("a_25", "new", 25), ("a_30", "new", 30)]
+    for name, run, iteration in runs:
         (checkpoints / f"{name}.pt").write_bytes(b"x")
-        meta = {"crc32": "0", "iteration": iteration, "run_id": run}
-        (checkpoints / f".{name}.pt.meta.json").write_text(json.dumps(meta))
+        meta = {"crc32": file_checksum(checkpoints / f"{name}.pt"), "iteration": iteration}
+        (checkpoints / f".{name}.pt.meta.json").write_text(json.dumps({**meta, "run_id": run}))
+    (checkpoints / "a_30.pt").write_bytes(b"y")  # damaged after its sidecar was written
     assert folder.newest_checkpoint("new") == (checkpoints / "a_25.pt", 25)
     assert folder.newest_checkpoint("other") is None
 
@@ -90,7 +96,7 @@ def test_a_checkpoint_without_its_sidecar_is_named_from_its_own_contents(tmp_pat
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
     (checkpoints / "a_20.pt").write_bytes(b"x")
-    meta = {"crc32": "0", "iteration": 20, "run_id": "new"}
+    meta = {"crc32": "8cdc1683", "iteration": 20, "run_id": "new"}  # the CRC-32 of b"x"
     (checkpoints / ".a_20.pt.meta.json").write_text(json.dumps(meta))
     engine = {"iteration": 30, "epoch": 3}
     torch.save({"trainer": engine, "run": {"run_id": "new"}}, checkpoints / "a_30.pt")  # no sidecar

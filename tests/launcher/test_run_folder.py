@@ -50,17 +50,25 @@ def test_a_run_resumes_only_from_its_own_checkpoints(tmp_path):
     assert older.returncode == 0, older.stderr
     older_id = json.loads((tmp_path / "run.json").read_text())["run_id"]
     folder, aside = tmp_path / "checkpoints", tmp_path / "checkpoints" / "previous" / older_id
-    before = {n: (folder / n).read_bytes() for n in ("checkpoint_22.pt", "checkpoint_44.pt")}
+    kept = ("checkpoint_22.pt", "checkpoint_44.pt", "run.json", "config.yaml", "metrics.json")
+    before = {n: ((folder if n.endswith(".pt") else tmp_path) / n).read_bytes() for n in kept}
+    events = sorted(p.relative_to(tmp_path) for p in (tmp_path / "tb").rglob("*") if p.is_file())
     new = ["trainer.max_epochs=1", QUIET]
     fresh = launch(f"hydra.run.dir={tmp_path}", *new, "checkpoint.resume=never", check=True)
     assert (
         f"checkpoints of another run (run id {older_id}) moved to {aside}, so that this run "
-        "does not overwrite them: checkpoint_22.pt, checkpoint_44.pt"
+        "does not overwrite them: checkpoint_22.pt, checkpoint_44.pt; its history is there "
+        "too: run.json, config.yaml, metrics.json, tb\n"
     ) in fresh.stdout
     assert "checkpoint.resume=never: starting at iteration 0" in fresh.stdout
     for name, data in before.items():  # nothing was deleted or overwritten
         assert (aside / name).read_bytes() == data
+    for name in kept[:2]:
         assert json.loads((aside / f".{name}.meta.json").read_text())["run_id"] == older_id
+    assert events and all((aside / event).is_file() for event in events)
+    assert [e["epoch"] for e in json.loads((tmp_path / "metrics.json").read_text())["history"]] == [
+        1
+    ]  # the new run's own history
     again = launch(f"hydra.run.dir={tmp_path}", *new, check=True)  # finished: validates only
     assert f"resumed from {folder}/checkpoint_22.pt (iteration 22)" in again.stdout
     assert again.stdout.startswith(  # said by the launcher at once, before any rank starts

@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
+from distengine.checkpoint.consolidate import consolidate
 from distengine.checkpoint.loading import find_latest_checkpoint
-from distengine.checkpoint.sharded import MANIFEST, ShardedStorage, consolidate, read_manifest
+from distengine.checkpoint.sharded import MANIFEST, ShardedStorage, read_manifest
 from distengine.checkpoint.sharded_state import gather_state, restore_state
 from distengine.distributed import get_world_size
 from tests.sharded.common import (
