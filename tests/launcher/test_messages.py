@@ -129,7 +129,13 @@ def test_a_full_disk_is_named_in_one_line_for_each_file_the_launcher_writes(tmp_
 
     runs = RunFolder(tmp_path / "run")
     full(runs.path / f".run.json.{pid}.tmp")
-    job = {"checkpoint": {"resume": "auto"}, "model": {}, "data": {}, "optim": {}}
+    job = {
+        "checkpoint": {"resume": "auto"},
+        "model": {},
+        "data": {},
+        "optim": {},
+        "trainer": {"seed": 0},
+    }
     with pytest.raises(ConfigError) as error:
         runs.start_run(job, 2)
     assert str(error.value) == f"cannot write {runs.path}/run.json: {ENOSPC}"
