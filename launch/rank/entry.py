@@ -27,15 +27,19 @@ from launch.rank import process
 RECIPE_MARGIN_S = 30.0
 
 
-def main(config_path: str) -> Any:
-    """A rank started by the launcher's agent: prepare the process, then :func:`run`."""
+def main(config_path: str) -> None:
+    """A rank started by the launcher's agent: prepare the process, then :func:`run`.
+
+    The task's return value stays here: torch's agent would pickle what this
+    returns, and an entrypoint that returns its model or a lambda would fail.
+    """
     process.die_with_parent()
     process.leave_terminal_group()
     process.reset_signals()
     process.line_buffered()
     process.set_threads()
     process.dump_stacks_on_sigterm()
-    return run(OmegaConf.load(config_path))
+    run(OmegaConf.load(config_path))
 
 
 def run_in_place(cfg: Any) -> Any:
