@@ -60,15 +60,19 @@ _EXIT = struct.Struct("i")
 
 def serve(path: str) -> None:
     """Import :data:`PRELOAD`, then fork a handler per connection until the parent goes."""
+    import ctypes
     import importlib
 
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent went before prctl
+        return
     for name in PRELOAD:
         importlib.import_module(name)
     import torch
 
     # torch's optimizers import torch._dynamo (and sympy) when the first one is made: seconds
     torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    parent = os.getppid()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path + ".new")
     listener.listen(16)
