@@ -66,14 +66,22 @@ def _run_block(block: dict, module: types.ModuleType) -> str:
     except SystemExit as stop:
         if stop.code in (0, None):
             return "ok"
-        traceback.print_exc()
+        _print_from_block(stop)
         return f"exited with {stop.code}"
     except BaseException as error:
-        traceback.print_exc()
+        _print_from_block(error)
         return f"raised {type(error).__name__}"
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+
+
+def _print_from_block(error: BaseException) -> None:
+    """The traceback as python prints it for the block: from the block's own frame on."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    traceback.print_exception(type(error), error.with_traceback(tb), tb)
 
 
 def _redirect(stdout: str, stderr: str) -> None:

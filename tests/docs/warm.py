@@ -159,8 +159,11 @@ def run(request: dict) -> None:
     except KeyboardInterrupt:
         traceback.print_exc()
         code = 130
-    except BaseException:
-        sys.excepthook(*sys.exc_info())
+    except BaseException as error:
+        tb = error.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+            tb = tb.tb_next  # the traceback starts where python's own would
+        sys.excepthook(type(error), error.with_traceback(tb), tb)
         code = 1
     os._exit(_finalize(code))
 
