@@ -13,22 +13,23 @@ How each block is run:
   document's folder, one after the other, and must exit 0, or the code a
   comment on it names (``# exits 2``). A command listed in :data:`NOT_RUN` is
   not run, and a test says so with the reason. The folder is a project as
-  ``make setup`` leaves it: ``Makefile``, ``pyproject.toml`` and ``.venv/bin``
-  (``python``, ``torchrun``, ``tensorboard``) with ``.venv/.installed``, so
-  ``make setup`` has nothing to do; ``python``, ``torchrun`` and
-  ``tensorboard`` are on PATH as after ``source .venv/bin/activate``, except for
-  ``make`` commands (typed in a fresh shell, as the README's are). The same
-  command with the same files runs once per session (README.md and the guide
-  share ``make setup && make train``).
+  ``make setup`` leaves it: ``Makefile``, ``pyproject.toml``, ``.venv/bin``
+  (``python``, ``torchrun``, ``tensorboard``) and what ``make setup`` makes,
+  marked up to date (``make -t``), so ``make setup`` has nothing to do;
+  ``python``, ``torchrun`` and ``tensorboard`` are on PATH as after ``source
+  .venv/bin/activate``, except for ``make`` commands (typed in a fresh shell,
+  as the README's are). The same command with the same files runs once per
+  session (README.md and the guide share ``make setup && make train``).
 - A block whose first line names a file, in any other language (``yaml``):
   written to that path before the document's blocks run; a command of the
   same document must use it.
-- ``text`` right after a python or bash block (only blank lines between), or
-  after ``<!-- output -->`` when prose lies between: what that block prints
-  (stdout; stdout and stderr together for bash), compared by the rules of
-  :mod:`tests.docs.expected` (``...`` elides, ``<name>`` stands for a word,
-  dates, times and paths by shape, numbers with a decimal point within 5%,
-  the words exactly).
+- ``text`` (or ``console``, ``output``) right after a python or bash block
+  (only blank lines between), or after ``<!-- output -->`` when prose lies
+  between: what that block prints (stdout; stdout and stderr together for
+  bash), compared by the rules of :mod:`tests.docs.expected` (``...`` elides,
+  ``<name>`` stands for a word, dates and times match by shape, numbers with a
+  decimal point within 5%, the block's folder is ``/home/you/distengine``, the
+  words exactly).
 - ``print(...)  # <text>``: the comment is what that call prints, each time it
   is called (same rules); a commented call that never runs fails.
 - A warning shown while a python block runs fails it unless a comment on the
