@@ -12,6 +12,7 @@ connections open, at their timeout), and the failure summary names it.
 
 from __future__ import annotations
 
+import gc
 import os
 import runpy
 import sys
@@ -29,7 +30,7 @@ from launch.rank.alone import collectives, warn_if_alone
 RECIPE_MARGIN_S = 30.0
 
 
-def main(config_path: str) -> Any:
+def main(config_path: str) -> None:
     """A rank started by the launcher's agent: prepare the process, then :func:`run`."""
     process.die_with_parent()
     process.leave_terminal_group()
@@ -40,23 +41,31 @@ def main(config_path: str) -> Any:
     process.dump_stacks_on_sigterm()
     cfg = OmegaConf.load(config_path)
     store.hold(float(cfg.dist.timeout_s))  # rank 0: the group's store, on one address only
-    return run(cfg)
+    run(cfg)
 
 
-def run_in_place(cfg: Any) -> Any:
+def run_in_place(cfg: Any) -> None:
     """This process is already one rank (torchrun or srun started it): run the task here."""
-    return run(cfg)
+    run(cfg)
 
 
-def run(cfg: Any) -> Any:
-    """Run the task; mark the rank finished when it returns; leave the process group."""
+def run(cfg: Any) -> None:
+    """Run the task; mark the rank finished when it returns; leave the process group.
+
+    What the task returns is dropped, and its garbage collected, while the
+    process group still exists: a DDP model freed after the group is gone
+    destroys the group holding the GIL, which deadlocks with gloo's thread
+    (torch's agent would also pickle a value returned from here: a model or a
+    lambda failed the rank).
+    """
     import distengine.distributed as idist
     from distengine.distributed.group import TIMEOUT_ENV
 
     os.environ.setdefault(TIMEOUT_ENV, str(float(cfg.dist.timeout_s)))  # scripts' initialize()
     sys.path.insert(0, str(Path.cwd()))  # entrypoints in the user's project import as usual
     try:
-        result = _returning(cfg)
+        _returning(cfg)
+        gc.collect()
     except KeyboardInterrupt:
         idist.finalize()
         raise SystemExit(exit_codes.INTERRUPTED) from None
@@ -66,7 +75,6 @@ def run(cfg: Any) -> Any:
     process.mark_finished()  # before leaving the group: the others may fail at once
     process.finished_signals()
     leave_group()
-    return result
 
 
 def _returning(cfg: Any) -> Any:
