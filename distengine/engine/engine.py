@@ -10,6 +10,7 @@ from typing import Any
 
 from distengine.distributed.env import get_rank, get_world_size
 from distengine.engine import run_control as rc
+from distengine.engine.board import Board, same_length_everywhere
 from distengine.engine.events import AnyEvent, EventEnum, Events, EventsList, FilteredEvent
 from distengine.engine.handlers import (
     EVENT_ARGS,
@@ -92,6 +93,9 @@ class Engine:
         self._empty_restart_at: int | None = None
         self._exhausted = False  # the data's pass ended; the next batch starts a new one
         self._statefuls: dict[str, Any] = {}
+        #: The consensus board: per-iteration checks and running values agreed across ranks
+        #: (see :mod:`distengine.engine.board`); handlers register on it, the run loop drives it.
+        self.board = Board()
 
     @property
     def process_function(self) -> ProcessFunction:
@@ -365,6 +369,7 @@ class Engine:
             self._run_epochs(started=not interrupted)
             self._flow.park()  # type: ignore[union-attr]  # no idle loader workers left behind
         except Exception as error:
+            self.board.drop()
             handlers = list(self._handlers[Events.EXCEPTION_RAISED])
             self._fire(Events.EXCEPTION_RAISED, error)
             if all(is_observer(record.fn) for record in handlers):
@@ -467,6 +472,7 @@ class Engine:
             if started:
                 self._fire_checked(Events.STARTED, rc.AFTER_STARTED)
             self._restore_position()
+            self._start_board(resuming=not started)
             while not self._is_done():
                 self._run_epoch()
             if self._in_epoch:  # max_iters reached inside an epoch (Ignite: a terminate)
@@ -474,6 +480,7 @@ class Engine:
                 raise rc.Terminate()
         except rc.Terminate:
             self._terminated = True
+            self.board.settle()
             self._fire(Events.TERMINATE)
             if self.should_terminate == "skip_completed":
                 return
@@ -482,7 +489,17 @@ class Engine:
             self._fire(Events.INTERRUPT)
             return
         s.times["COMPLETED"] = time.perf_counter() - run_start
+        self.board.complete(s.iteration)
         self._fire(Events.COMPLETED)
+
+    def _start_board(self, resuming: bool) -> None:
+        """The board's run: from the next iteration to the last this rank will reach."""
+        s = self.state
+        last = s.max_iters
+        if last is None and s.max_epochs is not None and s.epoch_length is not None:
+            last = s.max_epochs * s.epoch_length
+        same = same_length_everywhere(s.dataloader)
+        self.board.start(s.iteration + 1, last, same, resuming)
 
     def _run_epoch(self) -> None:
         s = self.state
@@ -502,13 +519,15 @@ class Engine:
             self._exhausted = False
         self._in_epoch = False
         s.times["EPOCH_COMPLETED"] = time.perf_counter() - epoch_start
+        if self.board.active:
+            self.board.settle()  # the values of the epoch's last iteration
         if not skip_completed:
             self._fire(Events.EPOCH_COMPLETED)
         self.should_terminate_single_epoch = False
         self._check_stop(rc.AFTER_EPOCH)
 
     def _run_iterations(self) -> None:
-        s, process = self.state, self._process_function
+        s, process, board = self.state, self._process_function, self.board
         handlers = self._handlers
         with_data = s.dataloader is not None  # Ignite: no data events without data
         get_started, get_completed, started, completed = (
@@ -533,8 +552,12 @@ class Engine:
                 self._fire(Events.ITERATION_STARTED)
                 self._check_stop(rc.IN_ITERATION)
             s.output = process(self, s.batch)  # a handler may have replaced state.batch
+            if board.active:
+                board.read(s.iteration)  # what the ranks agreed after the last iteration
             if completed:
                 self._fire(Events.ITERATION_COMPLETED)
+            if board.active:
+                board.launch(s.iteration)  # what this iteration's handlers posted
             if self.should_terminate or self.should_terminate_single_epoch or self.should_interrupt:
                 self._check_stop(rc.AFTER_ITERATION)
             if s.max_iters is not None and s.iteration >= s.max_iters:

@@ -99,21 +99,27 @@ class TensorboardLogger:
 
         The step is the counter of the event it fires on (``EPOCH_COMPLETED``:
         the epoch), as in PyTorch-Ignite, unless ``global_step_transform``
-        gives another (see :func:`global_step_from_engine`).
+        gives another (see :func:`global_step_from_engine`). A value agreed
+        across ranks on the engine's board (a running average on several ranks)
+        is written once per agreed value: at the iteration it holds for when
+        the step counts iterations, and never again until a newer one arrives.
         """
         step_of = global_step_transform or _event_step
+        written: dict[str, int] = {}  # board values: the iteration of the last one written
 
         def log(engine: Engine, writer: Any, event: Any) -> None:
-            values: dict[str, Any] = {}
             metrics = engine.state.metrics
             names = metrics if metric_names == "all" else (metric_names or [])
-            values.update({n: metrics[n] for n in names if n in metrics})
+            step = step_of(engine, event)
+            steps = {n: step for n in names if n in metrics}
+            _fresh_only(engine, event, global_step_transform is None, steps, written)
+            values = {n: (metrics[n], at) for n, at in steps.items()}
             if output_transform is not None:
                 out = output_transform(engine.state.output)
-                values.update(out if isinstance(out, dict) else {"output": out})
-            step = step_of(engine, event)
-            for name, value in values.items():
-                _add_value(writer, f"{tag}/{name}", value, step)
+                out = out if isinstance(out, dict) else {"output": out}
+                values.update({n: (value, step) for n, value in out.items()})
+            for name, (value, at) in values.items():
+                _add_value(writer, f"{tag}/{name}", value, at)
 
         return self.attach(engine, log, event_name)
 
@@ -284,6 +290,27 @@ def write_hparams(
         metadata.content = data.SerializeToString()
     for summary in (experiment, start, end):
         writer._get_file_writer().add_summary(summary)
+
+
+def _fresh_only(
+    engine: Engine, event: Any, own_step: bool, steps: dict[str, int], written: dict[str, int]
+) -> None:
+    """Drop from ``steps`` the board values already written; the others are written at the
+    iteration they hold for when the step counts ``engine``'s iterations."""
+    board = getattr(engine, "board", None)
+    if board is None:
+        return
+    by_iteration = own_step and engine.state.counter_for(event) in ("iteration", None)
+    for name in list(steps):
+        as_of = board.as_of(name)
+        if as_of is None:
+            continue
+        if written.get(name) == as_of:
+            del steps[name]  # the same agreed value: no new point
+            continue
+        written[name] = as_of
+        if by_iteration:
+            steps[name] = as_of
 
 
 def _scalar(value: Any) -> float | None:

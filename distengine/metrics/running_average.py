@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from distengine.distributed import all_reduce, get_world_size
-from distengine.distributed.consensus import check_every
+from distengine.engine.board import check_every
 from distengine.metrics.metric import Metric
 from distengine.metrics.state import NotComputableError
 
@@ -31,14 +31,19 @@ class RunningAverage(Metric):
     of the per-rank averages is the average of the per-rank means: ranks
     exchange them only when the value is published. With one process
     ``engine.state.metrics[name]`` is refreshed every iteration. With several
-    it is the mean over ranks, refreshed through the engine's consensus board
-    (one asynchronous collective shared with the consensus checks, launched
-    at iteration ``k`` and published at ``k + 1``): about every half second
-    by default, or every ``every`` iterations, and once more when the run
-    completes (the final value is fresh). Every rank holds the same value at
-    every point, and reading it (a progress bar on rank 0, a logger) never
-    triggers a collective. Numbers stay floats; tensors stay 0-d tensors (on
-    the CPU once exchanged).
+    it is the mean over ranks, exchanged through the engine's consensus board
+    (``engine.board``: one asynchronous collective, shared with the consensus
+    checks, launched after iteration ``k``'s handlers and read before
+    ``k + 1``'s). By default (``every=1``) the ranks exchange after every
+    iteration, so what a logger or a bar reads at iteration ``k`` is the mean
+    over ranks as of ``k - 1``, and at an epoch's end as of its last
+    iteration; ``engine.board.as_of(name)`` says which iteration a value holds
+    for. ``every=N`` exchanges at multiples of N only, ``every=None`` about
+    twice a second (a value read in between is the last agreed one). The run's
+    final value is always fresh. Every rank holds the same value at every
+    point, and reading it (a progress bar on rank 0, a logger) never triggers
+    a collective. Numbers stay floats; tensors stay 0-d tensors (on the GPU,
+    on the device: no host read until someone reads the value).
 
     **Metric form** (``src=``): the average of ``src``'s value on each global
     batch, as in PyTorch-Ignite. ``src`` is copied: the copy is updated and
@@ -65,7 +70,7 @@ class RunningAverage(Metric):
         output_transform: Callable[[Any], Any] | None = None,
         epoch_bound: bool = False,
         device: str | torch.device | None = None,
-        every: int | None = None,
+        every: int | None = 1,
     ) -> None:
         if (src is None) == (output_transform is None):
             raise ValueError("give exactly one of src (a Metric) or output_transform")
@@ -137,7 +142,6 @@ class RunningAverage(Metric):
     # ------------------------------------------------------------------- engine use
     def attach(self, engine: Engine, name: str | None = None, usage: str = "batch_wise") -> None:
         """Publish ``engine.state.metrics[name]`` after iterations (``usage`` is ignored)."""
-        from distengine.distributed.consensus import board_of
         from distengine.engine import Events
 
         if self.src is not None:
@@ -150,9 +154,8 @@ class RunningAverage(Metric):
             step = self._step_and_publish if alone and name is not None else self._step
             handles = [engine.add_event_handler(Events.ITERATION_COMPLETED, step, name)]
             if not alone:
-                board_of(engine).value(
-                    self, self.every, self._local, lambda mean: self._publish(engine, name, mean)
-                )
+                publish = lambda mean: self._publish(engine, name, mean)  # noqa: E731
+                engine.board.value(self, self.every, self._local, publish, name=name)
             # the average is part of the run: {"trainer": trainer} in a checkpoint keeps it
             taken = sum(key.startswith("running_average") for key in engine.statefuls())
             self._keys[engine] = f"running_average[{name if name else taken}]"
@@ -171,21 +174,23 @@ class RunningAverage(Metric):
     def _local(self) -> Any:
         return self._fold()
 
-    def _publish(self, engine: Engine, name: str | None, mean: float) -> None:
+    def _publish(self, engine: Engine, name: str | None, mean: float | torch.Tensor) -> None:
+        """Put the mean over ranks in ``state.metrics``: a float for numbers, else a 0-d tensor
+        of the average's dtype (``mean`` is a float read on the host, or a device tensor)."""
         if name is None:
             return
-        if isinstance(self.value, torch.Tensor):
-            engine.state.metrics[name] = torch.tensor(mean, dtype=self.value.dtype)
+        if not isinstance(self.value, torch.Tensor):
+            engine.state.metrics[name] = float(mean)
+        elif isinstance(mean, torch.Tensor):
+            engine.state.metrics[name] = mean.to(self.value.dtype)
         else:
-            engine.state.metrics[name] = mean
+            engine.state.metrics[name] = torch.tensor(mean, dtype=self.value.dtype)
 
     def _restart(self) -> None:
         self.value, self._unfolded = None, []
 
     def detach(self, engine: Engine) -> None:
         """Stop updating on ``engine`` (every rank at the same point) and drop its value."""
-        from distengine.distributed.consensus import board_of
-
         if engine not in self._attached:
             return
         for handle in self._attached.pop(engine):
@@ -193,7 +198,7 @@ class RunningAverage(Metric):
         if self.src is not None:
             super().detach(engine)
         else:
-            board_of(engine).remove(self)
+            engine.board.remove(self)
             engine.unregister_stateful(self._keys.pop(engine))
 
     def is_attached(self, engine: Engine) -> bool:
