@@ -26,10 +26,10 @@ class RunningAverage(Metric):
 
     **Output form** (``output_transform=``, e.g. a running loss): each rank
     keeps the average of its own outputs where they are (a 0-d tensor on the
-    device for tensor outputs, a float for numbers): no host sync and no
-    collective per iteration. The average is linear, so the mean over ranks
-    of the per-rank averages is the average of the per-rank means: ranks
-    exchange them only when the value is published. With one process
+    device for tensor outputs, a float for numbers): no host sync per
+    iteration. The average is linear, so the mean over ranks of the per-rank
+    averages is the average of the per-rank means: ranks exchange only their
+    averages, never their outputs. With one process
     ``engine.state.metrics[name]`` is refreshed every iteration. With several
     it is the mean over ranks, exchanged through the engine's consensus board
     (``engine.board``: one asynchronous collective, shared with the consensus
