@@ -13,13 +13,16 @@ the same answer at the same iteration, and no iteration waits on the network.
 
 When a slot is due: at the first iteration of every ``run()`` (a run resumed
 after ``interrupt()`` too), at the iterations its ``every`` divides, and, for
-``every=None``, about every ``interval_s`` seconds by rank 0's clock (rank 0
-proposes the next iteration inside each exchange, so the schedule is agreed).
-Handlers that stop a run check on that timed schedule by default; a running
-value is exchanged every iteration by default, so what a logger or a bar reads
-at iteration ``k`` is the mean over ranks as of ``k - 1`` (as of the epoch's
-last iteration at its end). On a GPU a value stays on the device (no host
-read); a flag is read on the host only at the iterations it is due.
+``every=None`` (the default of the handlers and of running values), about
+every ``interval_s`` seconds by rank 0's clock, and just before rank 0's
+handlers on ``ITERATION_COMPLETED`` with an ``every``/``once``/``before``/
+``after`` filter fire: rank 0 proposes the next iteration inside each
+exchange, so the schedule is agreed. A logger every 50 iterations thus reads
+values as of the iteration before it; a progress bar redraws only when an
+agreed value is fresh. Values are also agreed at an epoch's end (when the
+ranks' epochs end together) and when a run completes, so what a handler
+reads there is as of that iteration. On a GPU a value stays on the device
+(no host read); a flag is read on the host only at the iterations it is due.
 
 Slots registered before ``run()`` make the ranks agree, when the run starts,
 on the last iteration all of them reach (one tiny all-reduce; none for a
@@ -185,6 +188,9 @@ class Board:
         self._pending: _Exchange | None = None
         #: Whether the board has slots or an exchange in flight (the run loop asks, cheaply).
         self.active = False
+        #: ``readers(after)``: the next iteration after ``after`` at which a handler reads the
+        #: values (the engine's count-filtered ITERATION_COMPLETED handlers); rank 0's is used.
+        self.readers: Callable[[int], int | None] | None = None
         self.exchanges = 0  # collectives launched, for tests and curious users
         self._start_run(1, None, same_everywhere=False)
 
@@ -262,41 +268,56 @@ class Board:
         slot = self._named.get(name)
         return slot.as_of if slot is not None else None
 
+    def shares(self, name: str) -> bool:
+        """Whether ``name`` (in ``engine.state.metrics``) is a value agreed on this board."""
+        return name in self._named
+
     # ------------------------------------------------------------- driving
     def start(
-        self, first: int, last: int | None, same_everywhere: bool = False, resuming: bool = False
+        self,
+        first: int,
+        last: int | None,
+        same_everywhere: bool = False,
+        resuming: bool = False,
+        epoch_length: int | None = None,
     ) -> None:
         """A run starts at iteration ``first`` and ends at ``last`` on this rank (None: unknown).
 
-        With slots and several ranks, agrees now on the smallest ``last`` (one
-        tiny all-reduce) unless the caller knows the ranks run the same
-        iterations (``same_everywhere``). ``resuming`` (after ``interrupt()``)
-        keeps the exchange in flight, read at the first iteration.
+        With slots and several ranks, agrees now on the smallest ``last`` and
+        whether every rank has the same ``last`` and ``epoch_length`` (one tiny
+        all-reduce) unless the caller knows the ranks run the same iterations
+        (``same_everywhere``). ``resuming`` (after ``interrupt()``) keeps the
+        exchange in flight, read at the first iteration.
         """
         if not resuming and self._pending is not None:
             self._pending.wait()  # launched on every rank: let it end, deliver nothing
             self._pending = None
         self._start_run(first, last, same_everywhere)
+        self._epoch_length = epoch_length
         if self._slots:
             self._agree()
         self.active = bool(self._slots) or self._pending is not None
 
     def _start_run(self, first: int, last: int | None, same_everywhere: bool) -> None:
         self._first, self._last_here, self._same = first, last, same_everywhere
-        self._agreed, self._limit, self._uneven = False, math.inf, False
+        self._epoch_length: int | None = None
+        self._agreed, self._limit, self._aligned = False, math.inf, True
         self._launched = False  # no exchange launched in this run yet: the first takes all
         self._next, self._proposing = math.inf, False
         self._last_proposal: tuple[int, float] = (first - 1, self._clock())
         self._gap = 1
 
     def _agree(self) -> None:
-        """The last iteration every rank reaches, and whether some go further."""
+        """The last iteration every rank reaches, and whether the ranks' runs and epochs
+        end together (then an epoch's end is a point every rank reaches at once)."""
         last = math.inf if self._last_here is None else float(self._last_here)
+        length = math.inf if self._epoch_length is None else float(self._epoch_length)
         if _active() and not self._same:
-            packed = torch.tensor([last, -last], dtype=torch.float64, device=comm_device())
+            mine = [last, -last, length, -length]
+            packed = torch.tensor(mine, dtype=torch.float64, device=comm_device())
             dist.all_reduce(packed, dist.ReduceOp.MIN)
-            low, high = packed[0].item(), -packed[1].item()
-            last, self._uneven = low, high != low
+            low, high, short, long = packed.tolist()
+            last, self._aligned = low, (low, short) == (-high, -long)
         self._limit, self._agreed = last, True
 
     def step(self, k: int) -> None:
@@ -333,14 +354,26 @@ class Board:
         if self._pending is not None:
             self._deliver()
 
+    def end_epoch(self, k: int) -> None:
+        """An epoch ended at iteration ``k``: deliver what is in flight and, when the ranks'
+        epochs end together, exchange once more if a value is older than ``k``."""
+        self.settle()
+        if self._aligned and self._stale(k):
+            self.flush(k)
+
     def complete(self, k: int) -> None:
         """The run completed at iteration ``k``: deliver what is in flight, then exchange every
         slot once more if a value could be older than ``k`` on some rank (so final values are
         fresh). Every rank decides alike: the ranks' last iterations were agreed."""
         self.settle()
-        values = [s for s in self._slots.values() if s.kind == "value"]
-        if values and (self._uneven or any(s.as_of != k for s in values)):
+        if self._stale(k) or (not self._aligned and self._has_values()):
             self.flush(k)
+
+    def _has_values(self) -> bool:
+        return any(slot.kind == "value" for slot in self._slots.values())
+
+    def _stale(self, k: int) -> bool:
+        return any(slot.kind == "value" and slot.as_of != k for slot in self._slots.values())
 
     def flush(self, k: int) -> None:
         """Deliver what is in flight, then exchange every slot now, as of iteration ``k``.
@@ -369,7 +402,8 @@ class Board:
         self.exchanges += 1
 
     def _propose(self, k: int) -> float:
-        """Rank 0's iteration for the next timed exchange: about ``interval_s`` from now."""
+        """Rank 0's iteration for the next timed exchange: about ``interval_s`` from now, or
+        the iteration before its next reading handler fires, if that comes first."""
         now = self._clock()
         done, then = self._last_proposal
         if k > done:
@@ -377,7 +411,11 @@ class Board:
             wanted = self.interval_s / per_iteration if per_iteration > 0 else math.inf
             self._gap = int(max(1, min(wanted, self._gap * _MAX_GROWTH)))
         self._last_proposal = (k, now)
-        return float(k + self._gap)
+        proposal = k + self._gap
+        reading = self.readers(k + 1) if self.readers is not None else None
+        if reading is not None:  # this exchange serves k + 1; the next, the one after
+            proposal = min(proposal, reading - 1)
+        return float(proposal)
 
     def _deliver(self) -> None:
         exchange, self._pending = self._pending, None

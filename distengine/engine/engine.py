@@ -94,6 +94,7 @@ class Engine(SavedState):
         #: The consensus board: per-iteration checks and running values agreed across ranks
         #: (see :mod:`distengine.engine.board`); handlers register on it, the run loop drives it.
         self.board = Board()
+        self.board.readers = self._next_reading
 
     @property
     def process_function(self) -> ProcessFunction:
@@ -465,7 +466,19 @@ class Engine(SavedState):
         if last is None and s.max_epochs is not None and s.epoch_length is not None:
             last = s.max_epochs * s.epoch_length
         same = same_length_everywhere(s.dataloader)
-        self.board.start(s.iteration + 1, last, same, resuming)
+        self.board.start(s.iteration + 1, last, same, resuming, s.epoch_length)
+
+    def _next_reading(self, after: int) -> int | None:
+        """The next iteration after ``after`` at which a handler with a count filter
+        (``every``, ``once``, ``before``, ``after``) fires on ``ITERATION_COMPLETED``."""
+        found = None
+        for record in self._handlers[Events.ITERATION_COMPLETED]:
+            next_firing = getattr(record.filter, "next_firing", None)
+            if next_firing is not None:
+                count = next_firing(after)
+                if count is not None and (found is None or count < found):
+                    found = count
+        return found
 
     def _run_epoch(self) -> None:
         s = self.state
@@ -486,7 +499,7 @@ class Engine(SavedState):
         self._in_epoch = False
         s.times["EPOCH_COMPLETED"] = time.perf_counter() - epoch_start
         if self.board.active:
-            self.board.settle()  # the values of the epoch's last iteration
+            self.board.end_epoch(s.iteration)  # values as of the epoch's last iteration
         if not skip_completed:
             self._fire(Events.EPOCH_COMPLETED)
         self.should_terminate_single_epoch = False

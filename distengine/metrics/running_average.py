@@ -33,17 +33,21 @@ class RunningAverage(Metric):
     ``engine.state.metrics[name]`` is refreshed every iteration. With several
     it is the mean over ranks, exchanged through the engine's consensus board
     (``engine.board``: one asynchronous collective, shared with the consensus
-    checks, launched after iteration ``k``'s handlers and read before
-    ``k + 1``'s). By default (``every=1``) the ranks exchange after every
-    iteration, so what a logger or a bar reads at iteration ``k`` is the mean
-    over ranks as of ``k - 1``, and at an epoch's end as of its last
-    iteration; ``engine.board.as_of(name)`` says which iteration a value holds
-    for. ``every=N`` exchanges at multiples of N only, ``every=None`` about
-    twice a second (a value read in between is the last agreed one). The run's
-    final value is always fresh. Every rank holds the same value at every
-    point, and reading it (a progress bar on rank 0, a logger) never triggers
-    a collective. Numbers stay floats; tensors stay 0-d tensors (on the GPU,
-    on the device: no host read until someone reads the value).
+    checks, launched after an iteration's handlers and read before the next
+    iteration's). By default (``every=None``) the ranks agree on it about
+    twice a second, just before each iteration at which a handler with an
+    ``every``/``once`` filter fires on ``ITERATION_COMPLETED`` (a logger, a
+    TensorBoard handler: what it reads at iteration ``k`` is the mean over
+    ranks as of ``k - 1``), at each epoch's end and when the run completes (as
+    of that iteration); a :class:`~distengine.handlers.ProgressBar` redraws
+    when a fresh value arrives. ``engine.board.as_of(name)`` says which
+    iteration a value holds for: a handler without a filter reads the last
+    agreed value. ``every=N`` agrees at multiples of N instead, ``every=1``
+    after every iteration (one small collective per iteration). Every rank
+    holds the same value at every point, and reading it (a progress bar on
+    rank 0, a logger) never triggers a collective. Numbers stay floats;
+    tensors stay 0-d tensors (on the GPU, on the device: no host read until
+    someone reads the value).
 
     **Metric form** (``src=``): the average of ``src``'s value on each global
     batch, as in PyTorch-Ignite. ``src`` is copied: the copy is updated and
@@ -70,7 +74,7 @@ class RunningAverage(Metric):
         output_transform: Callable[[Any], Any] | None = None,
         epoch_bound: bool = False,
         device: str | torch.device | None = None,
-        every: int | None = 1,
+        every: int | None = None,
     ) -> None:
         if (src is None) == (output_transform is None):
             raise ValueError("give exactly one of src (a Metric) or output_transform")

@@ -118,19 +118,25 @@ def published_on_ranks(every, alpha, epochs, length):
 
 
 def expected_on_ranks(world, every, alpha, epochs, length):
-    """Simulate: per-rank averages, their mean exchanged after k's handlers (the run's first
-    iteration and multiples of every), published before k + 1's handlers, and fresh when the
-    run ends (one more exchange unless the last iteration's was one)."""
+    """Simulate the board: per-rank averages, their mean exchanged after k's handlers (the
+    run's first iteration and multiples of every), published before k + 1's handlers, and
+    exchanged once more at an epoch's end when the last exchange was older."""
     n = epochs * length
     per_rank = [ema(outputs_of(r, length) * epochs, alpha) for r in range(world)]
     mean = [sum(p[i] for p in per_rank) / world for i in range(n)]
-    launched = [k for k in range(1, n + 1) if k == 1 or k % every == 0]
-    seen, current = [], None
+    seen, current, as_of, pending, exchanges = [], None, None, None, 0
     for k in range(1, n + 1):
-        if k - 1 in launched:
-            current = mean[k - 2]  # exchanged at k - 1
+        if pending is not None:
+            current, as_of, pending = mean[pending - 1], pending, None
         seen.append(current)
-    return seen, mean[-1], len(launched) + (n not in launched)
+        if k == 1 or k % every == 0:
+            pending, exchanges = k, exchanges + 1
+        if k % length == 0:  # an epoch's end
+            if pending is not None:
+                current, as_of, pending = mean[pending - 1], pending, None
+            if as_of != k:
+                current, as_of, exchanges = mean[k - 1], k, exchanges + 1
+    return seen, mean[-1], exchanges
 
 
 @pytest.mark.parametrize("every", [1, 3, 10])

@@ -8,6 +8,7 @@ first iteration's value for seconds, and TensorBoard repeated it as if new at ev
 
 from __future__ import annotations
 
+import io
 import os
 
 import pytest
@@ -15,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from distengine.engine import Engine, Events
-from distengine.handlers import TensorboardLogger
+from distengine.handlers import ProgressBar, TensorboardLogger
 from distengine.metrics import RunningAverage
 
 ALPHA, LENGTH, EPOCHS, EVERY, INTERRUPT_AT = 0.9, 20, 3, 5, 7
@@ -60,14 +61,25 @@ def logged_run(folder: str):
     tb.attach_output_handler(
         trainer, Events.ITERATION_COMPLETED(every=EVERY), "train", metric_names=["loss"]
     )
+    bar, shown = ProgressBar(file=io.StringIO(), mininterval=0.0), []
+    bar.attach(trainer, metric_names=["loss"])  # drawn on rank 0 only
+    postfix = bar._postfix  # what the bar shows, each time it draws
+
+    def recorded(engine):
+        values = postfix(engine)
+        shown.append((engine.state.iteration, values.get("loss")))
+        return values
+
+    bar._postfix = recorded
     pause = trainer.add_event_handler(
         Events.ITERATION_COMPLETED(once=INTERRUPT_AT), lambda e: e.interrupt()
     )
-    trainer.run(range(LENGTH), max_epochs=1)
+    data = range(LENGTH)
+    trainer.run(data, max_epochs=1)
     pause.remove()
-    trainer.run(range(LENGTH), max_epochs=EPOCHS)  # past the paused run's last iteration
+    trainer.run(data, max_epochs=EPOCHS)  # past the paused run's last iteration
     tb.close()
-    return read, at_epoch_end, float(trainer.state.metrics["loss"])
+    return read, at_epoch_end, float(trainer.state.metrics["loss"]), shown
 
 
 def scalars(folder: str, tag: str) -> list[tuple[int, float]]:
@@ -82,8 +94,8 @@ def test_logged_running_values_are_the_true_mean_over_ranks(ranks2, tmp_path):
     n = LENGTH * EPOCHS
     means = true_means(2, n)
     results = ranks2.run(logged_run, str(tmp_path), timeout=120)
-    assert results[0] == results[1]  # the same values on every rank
-    read, at_epoch_end, final = results[0]
+    assert results[0][:3] == results[1][:3]  # the same values on every rank
+    read, at_epoch_end, final, shown = results[0]
     assert [k for k, _ in read] == list(range(EVERY, n + 1, EVERY))
     for k, value in read:  # as of the previous iteration: one exchange in flight
         assert value == pytest.approx(means[k - 1], rel=1e-5), f"read at {k}"
@@ -96,6 +108,11 @@ def test_logged_running_values_are_the_true_mean_over_ranks(ranks2, tmp_path):
     for step, value in points:
         assert value == pytest.approx(means[step], rel=1e-5), f"TensorBoard step {step}"
     assert len(os.listdir(tmp_path)) == 1  # rank 0's event file only
+    assert results[1][3] == [] and len(shown) >= n // EVERY  # the bar: rank 0, redrawn often
+    assert [v for _, v in shown[:1]] == [None]  # opened at 1: no agreed value yet
+    for k, value in shown[1:]:  # beside iteration k: as of k - 1, or k at an epoch's end
+        fresh = [means[k - 1], means[k]]
+        assert any(value == pytest.approx(m, rel=1e-5) for m in fresh), f"bar at {k}"
 
 
 def logged_with_every(folder: str, every):
