@@ -169,9 +169,10 @@ class Board:
     """Flags OR-ed and values averaged across ranks, in ONE asynchronous collective per exchange.
 
     See the module's description for when slots are exchanged and read. Every
-    engine has one (``engine.board``); a board of your own is driven with
-    :meth:`start`, :meth:`step` (or :meth:`read` then :meth:`launch`),
-    :meth:`settle` and :meth:`complete`, on every rank at the same points.
+    engine has one (``engine.board``), driven by its run loop; a board of your
+    own is driven with :meth:`start`, :meth:`step` (or :meth:`read` then
+    :meth:`launch`), :meth:`end_epoch`, :meth:`settle` and :meth:`complete`, on
+    every rank at the same points.
 
     Example::
 

@@ -156,3 +156,56 @@ def test_the_default_schedule_stops_within_its_first_gap(ranks2, form):
     # exchanges at 1 (the run's first) then at most 16 iterations later: stop by 18 of 300
     first, second = ranks2.run(default_interval_nan, form, timeout=120)
     assert first == second and 3 < first <= 18
+
+
+def preemption_case(when: str) -> tuple[int, bool, list[int]]:
+    """SIGTERM on the last rank at iteration BAD; Preemption attached as ``when`` says."""
+    import os
+    import signal
+
+    from distengine.handlers import Preemption
+
+    rank, world = _rank_and_world()
+    trainer = Engine(lambda engine, batch: batch)
+    trainer.board.interval_s = 0.0
+    stops: list[int] = []
+    preemption = Preemption(on_stop=lambda engine: stops.append(engine.state.iteration))
+
+    @trainer.on(Events.ITERATION_COMPLETED(once=BAD))
+    def sigterm_on_the_last_rank():
+        if rank == world - 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    data = range(LENGTH)
+    try:
+        if when == "before_run":
+            preemption.attach(trainer)
+        elif when == "after_a_run":
+            trainer.run(data, max_epochs=1)
+            preemption.attach(trainer)
+        else:
+            if when == "added_before_interrupt":
+                preemption.attach(trainer)
+            pause = trainer.add_event_handler(
+                Events.ITERATION_COMPLETED(once=INTERRUPT_AT), lambda e: e.interrupt()
+            )
+            trainer.run(data, max_epochs=1)
+            pause.remove()
+            if when == "added_after_interrupt":
+                preemption.attach(trainer)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, _barrier)
+        trainer.run(data, max_epochs=EPOCHS)
+    finally:
+        preemption.restore()
+    return trainer.state.iteration, trainer.state.preempted, stops
+
+
+def preemption_cases() -> dict:
+    return {when: preemption_case(when) for when in WHEN}
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_preemption_stops_every_rank_however_it_is_attached(pools, world):
+    results = [preemption_cases()] if world == 1 else pools.get(world).run(preemption_cases)
+    for got in results:  # the signal in BAD's handlers rides in BAD's exchange
+        assert got == {when: (BAD + 1, True, [BAD + 1]) for when in WHEN}
