@@ -8,8 +8,8 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from distengine.distributed.env import get_rank, get_world_size
 from distengine.engine import run_control as rc
+from distengine.engine.board import Board, same_length_everywhere
 from distengine.engine.events import AnyEvent, EventEnum, Events, EventsList, FilteredEvent
 from distengine.engine.handlers import (
     EVENT_ARGS,
@@ -19,12 +19,11 @@ from distengine.engine.handlers import (
     takes_engine,
 )
 from distengine.engine.resume import DataFlow, capture_rng, data_length, is_one_shot
+from distengine.engine.saved_state import SavedState
 from distengine.engine.state import State
 
 ProcessFunction = Callable[["Engine", Any], Any]
 
-_STATE_DICT_KEYS = ("iteration", "epoch", "epoch_length", "max_epochs", "max_iters", "seed")
-_PROCESS_KEY = "process_function"
 _END_OF_EPOCH = object()
 _MID_ITERATION = (
     Events.GET_BATCH_STARTED,
@@ -34,7 +33,7 @@ _MID_ITERATION = (
 )
 
 
-class Engine:
+class Engine(SavedState):
     """Runs ``process_function(engine, batch)`` over data, firing :class:`Events`.
 
     Only events that have handlers cost anything. Stopping follows
@@ -92,6 +91,10 @@ class Engine:
         self._empty_restart_at: int | None = None
         self._exhausted = False  # the data's pass ended; the next batch starts a new one
         self._statefuls: dict[str, Any] = {}
+        #: The consensus board: per-iteration checks and running values agreed across ranks
+        #: (see :mod:`distengine.engine.board`); handlers register on it, the run loop drives it.
+        self.board = Board()
+        self.board.readers = self._next_reading
 
     @property
     def process_function(self) -> ProcessFunction:
@@ -102,38 +105,6 @@ class Engine:
     def epoch_iteration(self) -> int:
         """Iterations done in the current epoch (1-based while an iteration runs)."""
         return self.state.iteration - self._epoch_start_iteration
-
-    def register_stateful(self, name: str, obj: Any) -> None:
-        """Keep ``obj.state_dict()`` in this engine's state dict under ``name``.
-
-        For state that belongs to the run, such as the metrics attached to the
-        engine (registered as ``"metrics"``): ``load_state_dict`` gives it
-        back to ``obj``. The process function's state, if it has one, is
-        kept under ``"process_function"`` without registering.
-
-        Example::
-
-            trainer.register_stateful("ema", ema_tracker)
-        """
-        if name in _STATE_DICT_KEYS or name == _PROCESS_KEY or not isinstance(name, str):
-            raise ValueError(f"{name!r} cannot name engine state: it is taken or not a str")
-        if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
-            raise TypeError(f"{type(obj).__name__} has no state_dict/load_state_dict")
-        self._statefuls[name] = obj
-
-    def unregister_stateful(self, name: str) -> None:
-        """Stop keeping ``name`` in this engine's state dict (no-op if it is not kept)."""
-        self._statefuls.pop(name, None)
-
-    def statefuls(self) -> dict[str, Any]:
-        """The objects registered with :meth:`register_stateful`, by name."""
-        return dict(self._statefuls)
-
-    def _all_statefuls(self) -> dict[str, Any]:
-        found = dict(self._statefuls)
-        if hasattr(self._process_function, "state_dict"):
-            found[_PROCESS_KEY] = self._process_function
-        return found
 
     # ----------------------------------------------------------------- handlers
     def add_event_handler(
@@ -365,6 +336,7 @@ class Engine:
             self._run_epochs(started=not interrupted)
             self._flow.park()  # type: ignore[union-attr]  # no idle loader workers left behind
         except Exception as error:
+            self.board.drop()
             handlers = list(self._handlers[Events.EXCEPTION_RAISED])
             self._fire(Events.EXCEPTION_RAISED, error)
             if all(is_observer(record.fn) for record in handlers):
@@ -467,6 +439,7 @@ class Engine:
             if started:
                 self._fire_checked(Events.STARTED, rc.AFTER_STARTED)
             self._restore_position()
+            self._start_board(resuming=not started)
             while not self._is_done():
                 self._run_epoch()
             if self._in_epoch:  # max_iters reached inside an epoch (Ignite: a terminate)
@@ -474,6 +447,7 @@ class Engine:
                 raise rc.Terminate()
         except rc.Terminate:
             self._terminated = True
+            self.board.settle()
             self._fire(Events.TERMINATE)
             if self.should_terminate == "skip_completed":
                 return
@@ -482,7 +456,29 @@ class Engine:
             self._fire(Events.INTERRUPT)
             return
         s.times["COMPLETED"] = time.perf_counter() - run_start
+        self.board.complete(s.iteration)
         self._fire(Events.COMPLETED)
+
+    def _start_board(self, resuming: bool) -> None:
+        """The board's run: from the next iteration to the last this rank will reach."""
+        s = self.state
+        last = s.max_iters
+        if last is None and s.max_epochs is not None and s.epoch_length is not None:
+            last = s.max_epochs * s.epoch_length
+        same = same_length_everywhere(s.dataloader)
+        self.board.start(s.iteration + 1, last, same, resuming, s.epoch_length)
+
+    def _next_reading(self, after: int) -> int | None:
+        """The next iteration after ``after`` at which a handler with a count filter
+        (``every``, ``once``, ``before``, ``after``) fires on ``ITERATION_COMPLETED``."""
+        found = None
+        for record in self._handlers[Events.ITERATION_COMPLETED]:
+            next_firing = getattr(record.filter, "next_firing", None)
+            if next_firing is not None:
+                count = next_firing(after)
+                if count is not None and (found is None or count < found):
+                    found = count
+        return found
 
     def _run_epoch(self) -> None:
         s = self.state
@@ -502,13 +498,15 @@ class Engine:
             self._exhausted = False
         self._in_epoch = False
         s.times["EPOCH_COMPLETED"] = time.perf_counter() - epoch_start
+        if self.board.active:
+            self.board.end_epoch(s.iteration)  # values as of the epoch's last iteration
         if not skip_completed:
             self._fire(Events.EPOCH_COMPLETED)
         self.should_terminate_single_epoch = False
         self._check_stop(rc.AFTER_EPOCH)
 
     def _run_iterations(self) -> None:
-        s, process = self.state, self._process_function
+        s, process, board = self.state, self._process_function, self.board
         handlers = self._handlers
         with_data = s.dataloader is not None  # Ignite: no data events without data
         get_started, get_completed, started, completed = (
@@ -533,8 +531,12 @@ class Engine:
                 self._fire(Events.ITERATION_STARTED)
                 self._check_stop(rc.IN_ITERATION)
             s.output = process(self, s.batch)  # a handler may have replaced state.batch
+            if board.active:
+                board.read(s.iteration)  # what the ranks agreed after the last iteration
             if completed:
                 self._fire(Events.ITERATION_COMPLETED)
+            if board.active:
+                board.launch(s.iteration)  # what this iteration's handlers posted
             if self.should_terminate or self.should_terminate_single_epoch or self.should_interrupt:
                 self._check_stop(rc.AFTER_ITERATION)
             if s.max_iters is not None and s.iteration >= s.max_iters:
@@ -600,145 +602,3 @@ class Engine:
             )
         self._empty_restart_at = s.iteration
         return True
-
-    # ------------------------------------------------------------ state dicts
-    def state_dict(self) -> dict[str, Any]:
-        """What an exact resume needs: counters, data position, generators, attached state.
-
-        Save it (e.g. with :class:`~distengine.handlers.Checkpoint`) at any
-        iteration; ``load_state_dict`` then ``run(data)`` continues with exactly
-        the batches, in the same order and with the same random draws, that the
-        uninterrupted run would see (see ``distengine.engine.resume`` for what
-        is covered and what is refused). It also holds the process function's
-        state (e.g. a TrainStep's GradScaler and pending gradients), that of
-        every :meth:`register_stateful` object (the attached metrics) and the
-        ``state`` attributes named in :attr:`state_dict_user_keys`. Only
-        tensors and plain values: it loads with ``weights_only=True``.
-        """
-        state = {k: getattr(self.state, k) for k in _STATE_DICT_KEYS}
-        if self._restored is not None:  # loaded, not run yet: what was loaded
-            position, rng = self._restored["data_position"], self._restored["rng"]
-            rng = rng or capture_rng(self.state.dataloader)
-        elif self._pending_restore is not None:  # about to go on (STARTED handlers)
-            position, rng = self._pending_restore
-        else:
-            position = self._flow.position() if self._flow is not None else None
-            rng = capture_rng(self.state.dataloader)
-        state.update(
-            in_epoch=self._in_epoch,
-            epoch_start_iteration=self._epoch_start_iteration,
-            data_position=position,
-            rng=rng,
-        )
-        for key in self.state_dict_user_keys:
-            state[key] = getattr(self.state, key)
-        for name, obj in self._all_statefuls().items():
-            state[name] = obj.state_dict()
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; the next ``run(data)`` resumes from it.
-
-        Attached state (process function, metrics) is restored now; the data
-        position and the generators when ``run`` goes on, after ``STARTED``.
-        A mid-epoch resume does not fire ``EPOCH_STARTED`` again. A
-        hand-written PyTorch-Ignite dict (``{"epoch": 3, "max_epochs": 10,
-        "epoch_length": 100}``) is refused: it cannot say where the data and
-        the generators stood.
-        """
-        if "rng" not in state_dict and ("epoch" in state_dict or "iteration" in state_dict):
-            raise ValueError(
-                f"this engine state dict ({sorted(state_dict)}) has no data position and "
-                "generator states, so the run cannot resume exactly: load a dict saved by "
-                "Engine.state_dict() (e.g. the engine saved in a Checkpoint)"
-            )
-        missing = [k for k in ("iteration", "epoch", "rng") if k not in state_dict]
-        missing += [k for k in self._all_statefuls() if k not in state_dict]
-        missing += [k for k in self.state_dict_user_keys if k not in state_dict]
-        if missing:
-            raise ValueError(f"engine state dict lacks {missing}; it has {sorted(state_dict)}")
-        if state_dict.get("max_epochs") is None and state_dict.get("max_iters") is None:
-            raise ValueError("engine state dict needs max_epochs or max_iters")
-        for name, obj in self._all_statefuls().items():
-            obj.load_state_dict(state_dict[name])
-        self._load_position(state_dict, state_dict.get("data_position"), state_dict["rng"])
-
-    def _load_position(self, state: dict[str, Any], position: Any, rng: Any) -> None:
-        for key in (*_STATE_DICT_KEYS, *self.state_dict_user_keys):
-            setattr(self.state, key, state.get(key))
-        self._in_epoch = bool(state.get("in_epoch", False))
-        self._epoch_start_iteration = int(state.get("epoch_start_iteration", 0))
-        self._restored = {"data_position": position, "rng": rng}
-        self._flow, self._pending_restore = None, None
-        self._terminated = self._interrupted = False
-
-    def load_per_rank_state_dicts(self, states: list[dict[str, Any]]) -> None:
-        """Resume from the states of a run saved on another number of ranks (contract C1).
-
-        Counters and data position are global and must agree across the saved
-        states: every rank takes them, and skips as many of its batches as
-        each saved rank had used. With the same global batch (which the new
-        number of ranks must divide) and an ``"even"`` loader, the run thus
-        continues at the same global sample, on any number of ranks. Attached
-        state goes to each object's own ``load_per_rank_state_dicts`` (metrics
-        merge their ranks' accumulations; a training step outside an
-        accumulation window takes rank 0's scaler); an object that is not per
-        rank gets rank 0's state. Random generators cannot be redistributed:
-        rank r continues saved rank r's streams when it has one, the others
-        keep their own, and rank 0 warns that the run is not bitwise the one
-        the saved number of ranks would have made (dropout, augmentation).
-
-        Example::
-
-            Checkpoint.load_objects({"trainer": trainer}, path)   # saved on 2 ranks, run on 3
-        """
-        self._check_same_position(states)
-        absent = [k for k in self._all_statefuls() if k not in states[0]]
-        absent += [k for k in self.state_dict_user_keys if k not in states[0]]
-        if absent:
-            raise ValueError(f"engine state dict lacks {absent}; it has {sorted(states[0])}")
-        for name, obj in self._all_statefuls().items():
-            entries = [state[name] for state in states]
-            if hasattr(obj, "load_per_rank_state_dicts"):
-                obj.load_per_rank_state_dicts(entries)
-            elif getattr(obj, "checkpoint_per_rank", False):
-                raise ValueError(
-                    f"engine state {name!r} ({type(obj).__name__}) differs per rank and has no "
-                    f"load_per_rank_state_dicts: it cannot be resumed on {get_world_size()} "
-                    f"rank(s) from {len(states)}; resume with {len(states)} rank(s)"
-                )
-            else:
-                obj.load_state_dict(entries[0])
-        rank = get_rank()
-        mine = states[rank] if rank < len(states) else None
-        position = states[0].get("data_position")
-        if position is not None:
-            pass_rng = (mine or states[0])["data_position"]["rng"]
-            position = {**position, "rng": pass_rng}
-        self._load_position(states[0], position, mine["rng"] if mine else None)
-        if rank == 0:
-            warnings.warn(
-                f"resuming on {get_world_size()} rank(s) from states saved on {len(states)}: the "
-                f"data continues at the same global position (iteration {states[0]['iteration']}"
-                f", epoch {states[0]['epoch']}), but the ranks' random streams (dropout, "
-                "augmentation) differ from the saved run's, so the result is not bitwise the "
-                "one it would have reached",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-
-    @staticmethod
-    def _check_same_position(states: list[dict[str, Any]]) -> None:
-        keys = ("iteration", "epoch", "in_epoch", "epoch_start_iteration", "max_epochs")
-        for key in keys + ("max_iters", "epoch_length"):
-            seen = {repr(state.get(key)) for state in states}
-            if len(seen) > 1:
-                raise ValueError(
-                    f"the saved ranks disagree on {key} ({sorted(seen)}): the checkpoint's "
-                    "engine states are not of one run and cannot be resumed on another world size"
-                )
-        missing = [k for k in ("iteration", "epoch", "rng") if k not in states[0]]
-        if states[0].get("max_epochs") is None and states[0].get("max_iters") is None:
-            missing.append("max_epochs or max_iters")
-        if missing:
-            raise ValueError(f"engine state dict lacks {missing}; it has {sorted(states[0])}")

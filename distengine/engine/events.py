@@ -165,6 +165,9 @@ def make_filter(
     ``before=b`` it fires at ``a + 1, a + 1 + k, ...`` below ``b`` (``after``
     defaults to 0, so ``every=5, before=25`` fires at 1, 6, 11, 16, 21).
     ``every`` and ``once`` must be positive ints, ``before``/``after`` ints >= 0.
+    These built-in filters depend on the count only and carry ``next_firing(count)``,
+    the next count they pass (None: never), which the engine's board uses to agree on
+    running values just before a handler reads them.
     """
     given = {
         k: v
@@ -212,6 +215,7 @@ def _once_filter(once: int | Sequence[int]) -> EventFilter:
         return count in wanted
 
     once_filter.__qualname__ = f"once={sorted(wanted)}"
+    once_filter.next_firing = lambda count: min((w for w in wanted if w > count), default=None)  # type: ignore[attr-defined]
     return once_filter
 
 
@@ -225,10 +229,17 @@ def _range_filter(every: int | None, before: int | None, after: int | None) -> E
             return count % step == 0
 
         every_filter.__qualname__ = f"every={every}"
+        every_filter.next_firing = lambda count: (count // step + 1) * step  # type: ignore[attr-defined]
         return every_filter
 
     def range_filter(engine: Engine, count: int) -> bool:
         return lo < count < hi and (count - lo - 1) % step == 0
 
+    def next_firing(count: int) -> int | None:
+        first = max(count + 1, lo + 1)
+        first += (step - (first - lo - 1) % step) % step
+        return first if first < hi else None
+
     range_filter.__qualname__ = f"every={every}, after={after}, before={before}"
+    range_filter.next_firing = next_firing  # type: ignore[attr-defined]
     return range_filter

@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from distengine.distributed.consensus import board_of, check_every
 from distengine.engine import Engine, Events, observer
+from distengine.engine.board import board_of, check_every
 
 #: Exit code of a rank (and of the launcher) after a stop with a checkpoint saved: "run again".
 EXIT_PREEMPTED = 75

@@ -67,7 +67,9 @@ class ProgressBar:
     outputs and metrics are read only when drawn (tensors from the device
     then), never through a collective: values such as a
     :class:`~distengine.metrics.RunningAverage` are already agreed across
-    ranks. A run that is terminated closes its bar at its position. With
+    ranks, and the bar redraws when such a value is fresh (as of the
+    iteration before the one it shows), never beside a newer iteration. A
+    run that is terminated closes its bar at its position. With
     ``persist=False`` the bar is cleared when it closes (an evaluator's bar
     under the trainer's leaves no line behind).
 
@@ -98,6 +100,7 @@ class ProgressBar:
         self._next_draw = 0.0
         self._next_line = 0.0
         self._fired = 0
+        self._stamps: tuple = ()  # the iterations of the agreed values last drawn
 
     @property
     def file(self) -> TextIO:
@@ -144,10 +147,27 @@ class ProgressBar:
         now = time.monotonic()
         if now < self._next_draw and self._bar is not None:
             return
+        fresh = self._fresh(engine)  # remembers the agreed values' iterations it draws
+        if not fresh and self._bar is not None:
+            return  # an agreed value would be shown beside a newer iteration
         self._next_draw = now + self.mininterval
         if self._bar is None:
             self._open(engine)
         self._draw(engine, now)
+
+    def _fresh(self, engine: Engine) -> bool:
+        """Whether the shown values agreed on the engine's board (running averages on several
+        ranks) are newer than at the last redraw, or none is shown."""
+        board = getattr(engine, "board", None)
+        if board is None:
+            return True
+        metrics = engine.state.metrics
+        names = metrics if self.metric_names == "all" else (self.metric_names or [])
+        stamps = tuple(board.as_of(name) for name in names if board.shares(name))
+        if not stamps or stamps == self._stamps:
+            return not stamps
+        self._stamps = stamps
+        return True
 
     def _open(self, engine: Engine) -> None:
         self._kind = console.console_kind(self.file)

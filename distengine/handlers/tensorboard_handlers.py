@@ -130,6 +130,7 @@ class OutputHandler(BaseHandler):
         self.output_transform = output_transform
         self.global_step_transform = global_step_transform or event_step
         self.state_attributes = state_attributes
+        self._written: dict[str, int] = {}  # board values: the iteration of the last one written
 
     def values(self, engine: Engine) -> dict[str, Any]:
         """What to log, before flattening: the chosen metrics, output and state attributes."""
@@ -157,8 +158,41 @@ class OutputHandler(BaseHandler):
         step = self.global_step_transform(engine, event_name)
         if not isinstance(step, numbers.Integral):
             raise TypeError(f"global_step_transform must return an int, got {step!r}")
-        for key, value in flatten(self.values(engine), self.tag).items():
-            logger.writer.add_scalar(key, value, int(step))
+        values = self.values(engine)
+        steps = {name: int(step) for name in values if name in engine.state.metrics}
+        own_step = self.global_step_transform is event_step
+        stale = fresh_steps(engine, event_name, own_step, steps, self._written)
+        by_step: dict[int, dict[str, Any]] = {}
+        for name, value in values.items():
+            if name not in stale:
+                by_step.setdefault(steps.get(name, int(step)), {})[name] = value
+        for at, group in by_step.items():
+            for key, value in flatten(group, self.tag).items():
+                logger.writer.add_scalar(key, value, at)
+
+
+def fresh_steps(
+    engine: Engine, event: Any, own_step: bool, steps: dict[str, int], written: dict[str, int]
+) -> set[str]:
+    """The board values in ``steps`` already written (a stale value is never a new point);
+    the others move to the iteration they hold for when the step counts ``engine``'s
+    iterations (``own_step``: the event's own counter)."""
+    board = getattr(engine, "board", None)
+    if board is None:
+        return set()
+    by_iteration = own_step and engine.state.counter_for(event) in ("iteration", None)
+    stale = set()
+    for name in steps:
+        as_of = board.as_of(name)
+        if as_of is None:
+            continue
+        if written.get(name) == as_of:
+            stale.add(name)
+            continue
+        written[name] = as_of
+        if by_iteration:
+            steps[name] = as_of
+    return stale
 
 
 def flatten(values: Mapping[str, Any], prefix: str) -> dict[str, float]:

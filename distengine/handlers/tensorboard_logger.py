@@ -116,7 +116,10 @@ class TensorboardLogger:
 
         The step is the counter of the event it fires on (``EPOCH_COMPLETED``:
         the epoch), as in PyTorch-Ignite, unless ``global_step_transform``
-        gives another (see :func:`global_step_from_engine`).
+        gives another (see :func:`global_step_from_engine`). A value agreed
+        across ranks on the engine's board (a running average on several ranks)
+        is written once per agreed value: at the iteration it holds for when
+        the step counts iterations, and never again until a newer one arrives.
         """
         handler = OutputHandler(
             tag, metric_names, output_transform, global_step_transform, state_attributes

@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 
-from distengine.distributed.consensus import any_rank, board_of, check_every
+from distengine.distributed.consensus import any_rank
 from distengine.engine import Engine, Events
+from distengine.engine.board import check_every
 
 #: Events at which a check is posted to the engine's board instead of agreed on the spot.
 ITERATION_EVENTS = (Events.ITERATION_COMPLETED, Events.ITERATION_STARTED)
@@ -39,16 +40,19 @@ def _not_finite(value: Any) -> bool | torch.Tensor:
 class TerminateOnNan:
     """When any rank's output holds NaN or infinity, every rank terminates, at the same iteration.
 
-    On ``ITERATION_COMPLETED`` each call checks the (transformed) output where
-    it is (a device tensor stays on the device: no host sync) and posts the
-    result to the engine's consensus board. The ranks agree on it in the
-    board's one asynchronous collective (shared with :class:`Preemption`,
-    :class:`TimeLimit`, running averages): about every half second by default,
-    or every ``every`` iterations; all terminate one iteration after that
-    exchange (PyTorch-Ignite stops at the very iteration of the bad output;
-    ``every=1`` comes closest, one iteration later).
-    ``engine.state.terminated_on_nan`` is then True. Attached to another
-    event it agrees on the spot (one tiny all-reduce).
+    On ``ITERATION_COMPLETED`` (or ``ITERATION_STARTED``) each call checks the
+    (transformed) output where it is (a device tensor stays on the device: no
+    host sync) and posts the result to the engine's consensus board
+    (``engine.board``). The ranks agree on it in the board's one asynchronous
+    collective (shared with :class:`Preemption`, :class:`TimeLimit`, running
+    averages): about every half second by default, or every ``every``
+    iterations; all terminate one iteration after that exchange
+    (PyTorch-Ignite stops at the very iteration of the bad output; ``every=1``
+    comes closest, one iteration later). ``engine.state.terminated_on_nan`` is
+    then True. It works however it is added: :meth:`attach`,
+    ``add_event_handler`` or ``@trainer.on``, before a run, between runs or
+    after ``interrupt()``. Attached to another event it agrees on the spot
+    (one tiny all-reduce).
 
     Example::
 
@@ -70,7 +74,7 @@ class TerminateOnNan:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def _slot(self, engine: Engine) -> Any:
-        board = board_of(engine)
+        board = engine.board
         if not board.has(self):
             board.flag(self, self.every, lambda: self._stop(engine))
         return board

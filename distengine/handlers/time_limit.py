@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import time
 
-from distengine.distributed.consensus import any_rank, board_of, check_every
+from distengine.distributed.consensus import any_rank
 from distengine.engine import Engine
+from distengine.engine.board import check_every
 from distengine.handlers.terminate_on_nan import ITERATION_EVENTS
 
 
 class TimeLimit:
     """Terminate once ``limit_sec`` seconds have passed since it was made, on every rank at once.
 
-    On ``ITERATION_COMPLETED`` the clocks are compared in the engine's
-    consensus board (one asynchronous collective shared with the other
-    checks, about every half second, or every ``every`` iterations): when any
-    rank's clock is past the limit, every rank terminates one iteration after
-    that exchange. Between exchanges a call costs nothing. Attached to
-    another event it agrees on the spot (one tiny all-reduce).
+    On ``ITERATION_COMPLETED`` (or ``ITERATION_STARTED``) the clocks are
+    compared in the engine's consensus board (``engine.board``: one
+    asynchronous collective shared with the other checks, about every half
+    second, or every ``every`` iterations): when any rank's clock is past the
+    limit, every rank terminates one iteration after that exchange. Between
+    exchanges a call costs nothing. It works however it is added
+    (:meth:`attach`, ``add_event_handler``, ``@trainer.on``, before a run,
+    between runs or after ``interrupt()``). Attached to another event it
+    agrees on the spot (one tiny all-reduce).
 
     Example::
 
@@ -35,11 +39,12 @@ class TimeLimit:
         return time.monotonic() - self.start > self.limit_sec
 
     def attach(self, engine: Engine) -> None:
-        """Check ``engine`` at its board's exchanges (set up before the run)."""
+        """Check ``engine`` at its board's exchanges (the same as adding it to
+        ``ITERATION_COMPLETED``, with the board set up before the run)."""
         self._slot(engine)
 
     def _slot(self, engine: Engine) -> None:
-        board = board_of(engine)
+        board = engine.board
         if not board.has(self):
             board.flag(self, self.every, engine.terminate, poll=self._over)
 

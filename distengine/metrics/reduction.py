@@ -1,12 +1,24 @@
 """Reduce the states of many metrics across ranks in as few collectives as possible.
 
-Round 1 packs every fixed-shape state into one flat buffer per (dtype,
-reduction op) and all-reduces each buffer once. States whose layout differs
-per rank (``cat`` states of uneven length, ``lazy`` states a rank may never
-have filled) add a small int64 "layout" block to round 1: each rank writes its
-row, the sum gives every rank every row. Round 2 then sums one buffer per
-dtype in which each rank fills only its own slice of the concatenations (and
-its lazy states), which gathers uneven shards, empty ones included.
+Exactly what it costs, with several ranks:
+
+- **Round 1, one collective**: every fixed-shape state, whatever its dtype and
+  reduction (sum, max, min), travels as bytes in ONE ``all_gather``, with
+  the layout of the states whose shape differs per rank; each rank then
+  combines the world's copies itself, in rank order, so every rank gets the
+  same result. States past a budget (:data:`GATHER_BUDGET` bytes received
+  per rank, counted in declaration order) are all-reduced instead: one
+  collective per (dtype, reduction) among them.
+- **Round 2, only with** ``cat`` **or lazy states**: one all-reduce (sum) per
+  dtype among those. ``cat`` states of uneven length (and lazy states a rank
+  never filled) are placed by the layout: each rank fills only its own slice,
+  so the sum gathers every rank's shard, empty ones included.
+
+So the metrics of one engine usually cost one collective per evaluation
+(accuracy, loss, top-k, a confusion matrix, precision and recall given
+``num_classes``), two with lazily shaped or concatenated states of one dtype
+(precision, recall, F1 without ``num_classes``: int64 counts; ROC AUC: its
+scores), one more per further dtype among those.
 """
 
 from __future__ import annotations
@@ -39,6 +51,10 @@ _DTYPES = [
     torch.bool,
 ]
 _MAX_DIMS = 6
+
+#: Bytes each rank receives in round 1's gather, at most (world size x bytes gathered); states
+#: past it are all-reduced, one collective per (dtype, reduction).
+GATHER_BUDGET = 1 << 20
 
 
 def _with_dependencies(metrics: Sequence[Metric]) -> list[Metric]:
@@ -96,7 +112,7 @@ def _reduce(members: list[Metric]) -> dict[int, dict[str, torch.Tensor | None]]:
     fixed = [(m, s, v) for m, s, v in entries if s.reduce != "cat" and not s.lazy]
     varying = [(m, s, v) for m, s, v in entries if s.reduce == "cat" or s.lazy]
     layout = _layout_rows(varying)
-    reduced, layouts = _round_one(fixed, layout)
+    reduced, layouts = _round_one([(v, s.reduce) for _, s, v in fixed], layout)
     for (metric, spec, _), value in zip(fixed, reduced):
         out[id(metric)][spec.name] = value
     if varying:
@@ -105,12 +121,31 @@ def _reduce(members: list[Metric]) -> dict[int, dict[str, torch.Tensor | None]]:
     return out
 
 
+def reduce_tensors(items: Sequence[tuple[torch.Tensor, str]]) -> list[torch.Tensor]:
+    """Each tensor combined across ranks by its reduction (``"sum"``, ``"max"``, ``"min"``).
+
+    One collective for all of them (see the module's description: a gather of
+    their bytes, or all-reduces past the budget); every tensor must have the
+    same shape and dtype on every rank. The inputs are left as they are; the
+    results live on each input's device. With one process: the inputs.
+
+    Example::
+
+        correct, total = reduce_tensors([(self.correct, "sum"), (self.total, "sum")])
+    """
+    for _, op in items:
+        if op not in _OPS:
+            raise ValueError(f"reduction must be one of {sorted(_OPS)}, got {op!r}")
+    if not (is_distributed() and get_world_size() > 1):
+        return [value for value, _ in items]
+    return _round_one(list(items), None)[0]
+
+
 def _layout_rows(varying) -> torch.Tensor | None:
     """This rank's layout of each varying state: [dtype code + 1, ndim, *shape]."""
     if not varying:
         return None
-    width = 2 + _MAX_DIMS
-    rows = torch.zeros(get_world_size(), len(varying), width, dtype=torch.int64)
+    rows = torch.zeros(len(varying), 2 + _MAX_DIMS, dtype=torch.int64)
     for i, (_, spec, value) in enumerate(varying):
         if value is None:
             continue
@@ -119,37 +154,81 @@ def _layout_rows(varying) -> torch.Tensor | None:
                 f"metric state {spec.name!r} of shape {tuple(value.shape)} and {value.dtype} "
                 f"cannot be reduced: at most {_MAX_DIMS} dims of {_DTYPES}"
             )
-        rows[get_rank(), i, 0] = _DTYPES.index(value.dtype) + 1
-        rows[get_rank(), i, 1] = value.dim()
-        rows[get_rank(), i, 2 : 2 + value.dim()] = torch.tensor(value.shape)
+        rows[i, 0] = _DTYPES.index(value.dtype) + 1
+        rows[i, 1] = value.dim()
+        rows[i, 2 : 2 + value.dim()] = torch.tensor(value.shape)
     return rows
 
 
-def _round_one(fixed, layout):
-    """All-reduce the fixed states, one flat buffer per (dtype, op); the layout rides along."""
-    device = comm_device()
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for i, (_, spec, value) in enumerate(fixed):
-        groups[(value.dtype, spec.reduce)].append(i)
-    if layout is not None:
-        groups.setdefault((torch.int64, "sum"), [])
+def _round_one(fixed: list[tuple[torch.Tensor, str]], layout: torch.Tensor | None):
+    """Fixed states combined across ranks (gathered, or all-reduced past the budget), and
+    every rank's layout rows (world, n, width) when ``layout`` is given."""
+    world = get_world_size()
+    gathered, reduced, budget = [], [], GATHER_BUDGET
+    for i, (value, _) in enumerate(fixed):
+        size = world * value.numel() * value.element_size()
+        if size <= budget:
+            gathered.append(i)
+            budget -= size
+        else:
+            reduced.append(i)
     results: list[torch.Tensor | None] = [None] * len(fixed)
     layouts = None
-    for (dtype, op), indices in groups.items():
-        parts = [fixed[i][2].reshape(-1).to(device) for i in indices]
-        with_layout = layout is not None and (dtype, op) == (torch.int64, "sum")
-        if with_layout:
-            parts.append(layout.reshape(-1).to(device))
-        buffer = torch.cat(parts) if parts else torch.zeros(0, dtype=dtype, device=device)
+    pieces = [fixed[i][0] for i in gathered] + ([layout] if layout is not None else [])
+    if pieces:
+        everyone = _gather(pieces)
+        for i, stacked in zip(gathered, everyone):
+            value, op = fixed[i]
+            results[i] = _combine(stacked, op).to(value.device)
+        if layout is not None:
+            layouts = everyone[-1].cpu()
+    for i, value in zip(reduced, _all_reduced([fixed[i] for i in reduced])):
+        results[i] = value
+    return results, layouts
+
+
+def _gather(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Every rank's copy of each tensor, stacked on a new first dim: ONE all_gather of bytes."""
+    device = comm_device()
+    flat = [t.detach().reshape(-1).contiguous().view(torch.uint8) for t in tensors]
+    local = torch.cat([f.to(device) for f in flat])
+    out = torch.empty(get_world_size(), local.numel(), dtype=torch.uint8, device=device)
+    dist.all_gather(list(out.unbind(0)), local)
+    stacked, offset = [], 0
+    for t, f in zip(tensors, flat):
+        piece = out[:, offset : offset + f.numel()].contiguous()
+        stacked.append(piece.view(t.dtype).view(out.shape[0], *t.shape))
+        offset += f.numel()
+    return stacked
+
+
+def _combine(stacked: torch.Tensor, op: str) -> torch.Tensor:
+    """The world's copies (first dim) combined, in rank order."""
+    if op == "max":
+        return stacked.amax(0)
+    if op == "min":
+        return stacked.amin(0)
+    if stacked.dtype == torch.bool:
+        return stacked.any(0)
+    return stacked.sum(0, dtype=stacked.dtype)
+
+
+def _all_reduced(fixed: list[tuple[torch.Tensor, str]]) -> list[torch.Tensor]:
+    """All-reduce states, one flat buffer per (dtype, op)."""
+    device = comm_device()
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, (value, op) in enumerate(fixed):
+        groups[(value.dtype, op)].append(i)
+    results: list[torch.Tensor] = [None] * len(fixed)  # type: ignore[list-item]
+    for (_, op), indices in groups.items():
+        buffer = torch.cat([fixed[i][0].reshape(-1).to(device) for i in indices])
         dist.all_reduce(buffer, _OPS[op])
         offset = 0
         for i in indices:
-            value = fixed[i][2]
+            value = fixed[i][0]
             results[i] = buffer[offset : offset + value.numel()].view_as(value).to(value.device)
             offset += value.numel()
-        if with_layout:
-            layouts = buffer[offset:].view_as(layout).cpu()
-    return results, layouts
+    return results
 
 
 def _agreed(layouts: torch.Tensor, i: int, name: str):

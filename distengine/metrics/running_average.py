@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from distengine.distributed import all_reduce, get_world_size
-from distengine.distributed.consensus import check_every
+from distengine.engine.board import check_every
 from distengine.metrics.metric import Metric
 from distengine.metrics.state import NotComputableError
 
@@ -26,19 +26,28 @@ class RunningAverage(Metric):
 
     **Output form** (``output_transform=``, e.g. a running loss): each rank
     keeps the average of its own outputs where they are (a 0-d tensor on the
-    device for tensor outputs, a float for numbers): no host sync and no
-    collective per iteration. The average is linear, so the mean over ranks
-    of the per-rank averages is the average of the per-rank means: ranks
-    exchange them only when the value is published. With one process
+    device for tensor outputs, a float for numbers): no host sync per
+    iteration. The average is linear, so the mean over ranks of the per-rank
+    averages is the average of the per-rank means: ranks exchange only their
+    averages, never their outputs. With one process
     ``engine.state.metrics[name]`` is refreshed every iteration. With several
-    it is the mean over ranks, refreshed through the engine's consensus board
-    (one asynchronous collective shared with the consensus checks, launched
-    at iteration ``k`` and published at ``k + 1``): about every half second
-    by default, or every ``every`` iterations, and once more when the run
-    completes (the final value is fresh). Every rank holds the same value at
-    every point, and reading it (a progress bar on rank 0, a logger) never
-    triggers a collective. Numbers stay floats; tensors stay 0-d tensors (on
-    the CPU once exchanged).
+    it is the mean over ranks, exchanged through the engine's consensus board
+    (``engine.board``: one asynchronous collective, shared with the consensus
+    checks, launched after an iteration's handlers and read before the next
+    iteration's). By default (``every=None``) the ranks agree on it about
+    twice a second, just before each iteration at which a handler with an
+    ``every``/``once`` filter fires on ``ITERATION_COMPLETED`` (a logger, a
+    TensorBoard handler: what it reads at iteration ``k`` is the mean over
+    ranks as of ``k - 1``), at each epoch's end and when the run completes (as
+    of that iteration); a :class:`~distengine.handlers.ProgressBar` redraws
+    when a fresh value arrives. ``engine.board.as_of(name)`` says which
+    iteration a value holds for: a handler without a filter reads the last
+    agreed value. ``every=N`` agrees at multiples of N instead, ``every=1``
+    after every iteration (one small collective per iteration). Every rank
+    holds the same value at every point, and reading it (a progress bar on
+    rank 0, a logger) never triggers a collective. Numbers stay floats;
+    tensors stay 0-d tensors (on the GPU, on the device: no host read until
+    someone reads the value).
 
     **Metric form** (``src=``): the average of ``src``'s value on each global
     batch, as in PyTorch-Ignite. ``src`` is copied: the copy is updated and
@@ -137,7 +146,6 @@ class RunningAverage(Metric):
     # ------------------------------------------------------------------- engine use
     def attach(self, engine: Engine, name: str | None = None, usage: str = "batch_wise") -> None:
         """Publish ``engine.state.metrics[name]`` after iterations (``usage`` is ignored)."""
-        from distengine.distributed.consensus import board_of
         from distengine.engine import Events
 
         if self.src is not None:
@@ -150,9 +158,8 @@ class RunningAverage(Metric):
             step = self._step_and_publish if alone and name is not None else self._step
             handles = [engine.add_event_handler(Events.ITERATION_COMPLETED, step, name)]
             if not alone:
-                board_of(engine).value(
-                    self, self.every, self._local, lambda mean: self._publish(engine, name, mean)
-                )
+                publish = lambda mean: self._publish(engine, name, mean)  # noqa: E731
+                engine.board.value(self, self.every, self._local, publish, name=name)
             # the average is part of the run: {"trainer": trainer} in a checkpoint keeps it
             taken = sum(key.startswith("running_average") for key in engine.statefuls())
             self._keys[engine] = f"running_average[{name if name else taken}]"
@@ -171,21 +178,23 @@ class RunningAverage(Metric):
     def _local(self) -> Any:
         return self._fold()
 
-    def _publish(self, engine: Engine, name: str | None, mean: float) -> None:
+    def _publish(self, engine: Engine, name: str | None, mean: float | torch.Tensor) -> None:
+        """Put the mean over ranks in ``state.metrics``: a float for numbers, else a 0-d tensor
+        of the average's dtype (``mean`` is a float read on the host, or a device tensor)."""
         if name is None:
             return
-        if isinstance(self.value, torch.Tensor):
-            engine.state.metrics[name] = torch.tensor(mean, dtype=self.value.dtype)
+        if not isinstance(self.value, torch.Tensor):
+            engine.state.metrics[name] = float(mean)
+        elif isinstance(mean, torch.Tensor):
+            engine.state.metrics[name] = mean.to(self.value.dtype)
         else:
-            engine.state.metrics[name] = mean
+            engine.state.metrics[name] = torch.tensor(mean, dtype=self.value.dtype)
 
     def _restart(self) -> None:
         self.value, self._unfolded = None, []
 
     def detach(self, engine: Engine) -> None:
         """Stop updating on ``engine`` (every rank at the same point) and drop its value."""
-        from distengine.distributed.consensus import board_of
-
         if engine not in self._attached:
             return
         for handle in self._attached.pop(engine):
@@ -193,7 +202,7 @@ class RunningAverage(Metric):
         if self.src is not None:
             super().detach(engine)
         else:
-            board_of(engine).remove(self)
+            engine.board.remove(self)
             engine.unregister_stateful(self._keys.pop(engine))
 
     def is_attached(self, engine: Engine) -> bool:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import distengine.distributed as idist
-from distengine.distributed.consensus import Board
+from distengine.engine.board import Board
 
 
 def rank_dependent_answers():
@@ -21,6 +21,8 @@ def rank_dependent_answers():
         "decide_tuple": idist.decide((10 * r, None if r == 0 else 1.5, r == 0)),
         "decide_tensor": idist.decide(torch.full((2,), float(r)), src=n - 1).tolist(),
         "decide_object": idist.decide({"rank": r}, src=1),
+        "decide_exact": idist.decide((2**53 + 1 + r, 2**63 - 1 - r, -(2**63) + r, -0.0, 0.1 + r)),
+        "decide_huge": idist.decide([2**70 + r, 1.5]),
     }
 
 
@@ -37,10 +39,35 @@ def test_every_rank_gets_the_same_answer(ranks):
         "decide_tuple": (0, None, True),
         "decide_tensor": [float(n - 1)] * 2,
         "decide_object": {"rank": 1},
+        "decide_exact": (2**53 + 1, 2**63 - 1, -(2**63), -0.0, 0.1),
+        "decide_huge": [2**70, 1.5],
     }
     results = ranks.run(rank_dependent_answers)
     assert results == [expected] * n
     assert all(type(r["decide_int"]) is int for r in results)
+    assert all(str(r["decide_exact"][3]) == "-0.0" for r in results)  # every bit of a float
+
+
+def decide_counted(value):
+    import torch.distributed as dist
+
+    calls = []
+    originals = {name: getattr(dist, name) for name in ("broadcast", "broadcast_object_list")}
+    for name, fn in originals.items():
+        setattr(dist, name, lambda *a, fn=fn, **k: calls.append(1) or fn(*a, **k))
+    try:
+        agreed = idist.decide(value)
+    finally:
+        for name, fn in originals.items():
+            setattr(dist, name, fn)
+    return agreed, len(calls)
+
+
+def test_decide_keeps_src_types_and_costs_one_tiny_broadcast(ranks2):
+    value = (True, 3, 2.5, None, 2**62 + 1)
+    assert ranks2.run(decide_counted, value) == [(value, 1)] * 2
+    assert ranks2.run(decide_counted, float("inf")) == [(float("inf"), 1)] * 2
+    assert ranks2.run(decide_counted, 2**64) == [(2**64, 2)] * 2  # beyond 64 bits: a second
 
 
 def test_one_process_answers_from_the_local_value():
@@ -70,9 +97,9 @@ class Recorder:
                     self.board.post(key, flag)
             self.board.step(k)
             if k in epoch_ends:
-                self.board.flush()
+                self.board.flush(k)
         self.k = "end"
-        self.board.finish()
+        self.board.settle()
         return self.events
 
 
@@ -84,17 +111,33 @@ def test_board_exchanges_at_agreed_iterations_and_delivers_one_later():
     rec.value("loss", every=4, poll=lambda: float(rec.k))
     posts = [(2, "nan", torch.tensor(True)), (3, "nan", torch.tensor(False))]
     events = rec.run(range(1, 14), posts=posts, last=13)
-    # exchanges at 1 (first of the run), 4, 6, 8, 12; each read at the next iteration
+    # exchanges at 1 (the run's first: every slot), 4, 6, 8, 12 (the slots due there only);
+    # each read at the next iteration
     assert events == [
         (2, "loss", 1.0),
         (5, "nan"),  # posted at 2 (a device flag), OR-ed with 3's, exchanged at 4
         (5, "loss", 4.0),
-        (7, "loss", 6.0),
-        (9, "loss", 8.0),
+        (9, "loss", 8.0),  # 6 exchanged "stop" only
         (13, "stop"),  # polled at 12
         (13, "loss", 12.0),
     ]
     assert board.exchanges == 5
+    assert board.as_of("loss") is None  # a value without a name
+
+
+def test_a_named_value_says_which_iteration_it_holds_for():
+    board = Board()
+    seen = []
+    board.value("k", every=1, poll=lambda: float(k), on_agree=seen.append, name="kk")
+    board.start(1, 5)
+    for k in range(1, 6):
+        board.read(k)
+        seen.append(("as of", board.as_of("kk")))
+        board.launch(k)
+    board.complete(5)  # the exchange of the last iteration is read: fresh, no flush
+    delivered = [1.0, ("as of", 1), 2.0, ("as of", 2), 3.0, ("as of", 3), 4.0, ("as of", 4)]
+    assert seen == [("as of", None), *delivered, 5.0]
+    assert board.as_of("kk") == 5 and board.exchanges == 5
 
 
 def test_a_flush_exchanges_at_once_and_no_exchange_starts_at_the_last_iteration():
@@ -103,7 +146,7 @@ def test_a_flush_exchanges_at_once_and_no_exchange_starts_at_the_last_iteration(
     rec.flag("nan", every=5)
     events = rec.run(range(1, 11), posts=[(3, "nan", True)], last=10, epoch_ends=(4, 8))
     assert events == [(4, "nan")]  # flushed at 4, not waiting for 5
-    assert board.exchanges == 1 + 2 + 1  # first, two flushes, 5 (not 10: the last)
+    assert board.exchanges == 1 + 2 + 2  # first, two flushes, 5 and 10 (read at the end)
 
 
 def test_board_values_absent_on_every_rank_are_not_delivered_and_slots_can_go():
@@ -127,7 +170,7 @@ def uneven_board(length_of):
     board.start(1, last)
     for k in range(1, last + 1):
         board.step(k)
-    board.flush()  # the end of the epoch: every rank's, at a different iteration
+    board.complete(last)  # the end of the run: every rank's, at a different iteration
     return seen, board.exchanges
 
 
@@ -136,8 +179,10 @@ def test_board_uses_only_iterations_every_rank_reaches(ranks):
     results = ranks.run(uneven_board, lengths, timeout=30)  # a mismatch would hang
     shortest = min(lengths)
     for (seen, exchanges), length in zip(results, lengths):
-        assert seen == [4, 5][: shortest - 3] + [length]  # exchanged 3, 4 (< shortest); flush
-        assert exchanges == shortest - 1 + 1
+        # exchanged 1 to 4 (the shortest's last); 3 and 4 raise it, read at 4 and 5 (the
+        # shortest reads 4's when its run ends); no value: no exchange at the end
+        assert seen == [4, min(5, length)]
+        assert exchanges == shortest
 
 
 def test_a_timed_board_exchanges_about_every_interval_by_rank_0s_clock():

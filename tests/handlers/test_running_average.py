@@ -98,8 +98,6 @@ def test_state_dict_detach_and_argument_errors():
 
 # ------------------------------------------------------------------------- several ranks
 def published_on_ranks(every, alpha, epochs, length):
-    from distengine.distributed.consensus import board_of
-
     rank = dist.get_rank()
     data = [torch.tensor(v) for v in outputs_of(rank, length)]
     trainer = Engine(lambda e, b: b)
@@ -116,22 +114,29 @@ def published_on_ranks(every, alpha, epochs, length):
     for value in data:
         direct.update(value)
     seen = [v if v is None else float(v) for v in seen]
-    return seen, final, board_of(trainer).exchanges, float(direct.compute())
+    return seen, final, trainer.board.exchanges, float(direct.compute())
 
 
 def expected_on_ranks(world, every, alpha, epochs, length):
-    """Simulate: per-rank averages, their mean exchanged at k (the run's first iteration and
-    multiples of every, never the last), published at k + 1, and fresh when the run ends."""
+    """Simulate the board: per-rank averages, their mean exchanged after k's handlers (the
+    run's first iteration and multiples of every), published before k + 1's handlers, and
+    exchanged once more at an epoch's end when the last exchange was older."""
     n = epochs * length
     per_rank = [ema(outputs_of(r, length) * epochs, alpha) for r in range(world)]
     mean = [sum(p[i] for p in per_rank) / world for i in range(n)]
-    launched = [k for k in range(1, n) if k == 1 or k % every == 0]
-    seen, current = [], None
+    seen, current, as_of, pending, exchanges = [], None, None, None, 0
     for k in range(1, n + 1):
-        if k - 1 in launched:
-            current = mean[k - 2]  # exchanged at k - 1
+        if pending is not None:
+            current, as_of, pending = mean[pending - 1], pending, None
         seen.append(current)
-    return seen, mean[-1], len(launched) + 1  # + the exchange when the run completes
+        if k == 1 or k % every == 0:
+            pending, exchanges = k, exchanges + 1
+        if k % length == 0:  # an epoch's end
+            if pending is not None:
+                current, as_of, pending = mean[pending - 1], pending, None
+            if as_of != k:
+                current, as_of, exchanges = mean[k - 1], k, exchanges + 1
+    return seen, mean[-1], exchanges
 
 
 @pytest.mark.parametrize("every", [1, 3, 10])

@@ -69,31 +69,71 @@ def test_lazily_shaped_counts_reduce_correctly_too(ranks2):
         assert_matches(metrics, expected)
 
 
-def six_metrics_collectives(num_classes):
-    from distengine.metrics import ConfusionMatrix, TopKCategoricalAccuracy
+def common_metrics_collectives(num_classes, confusion_classes=10):
+    """Collectives of one evaluation with accuracy, loss, precision, recall, F1, a confusion
+    matrix and top-3 attached (the values are checked against one process elsewhere)."""
+    from distengine.metrics import ConfusionMatrix, Fbeta, Recall, TopKCategoricalAccuracy
 
     evaluator = Engine(lambda e, b: b)
     Accuracy().attach(evaluator, "acc")
     Loss(torch.nn.functional.cross_entropy).attach(evaluator, "loss")
     Precision(average="macro", num_classes=num_classes).attach(evaluator, "precision")
-    from distengine.metrics import Recall
-
     Recall(average="macro", num_classes=num_classes).attach(evaluator, "recall")
-    ConfusionMatrix(10).attach(evaluator, "cm")
+    Fbeta(num_classes=num_classes).attach(evaluator, "f1")
+    ConfusionMatrix(confusion_classes).attach(evaluator, "cm")
     TopKCategoricalAccuracy(3).attach(evaluator, "top3")
     g = torch.Generator().manual_seed(dist.get_rank())
-    batch = (torch.randn(64, 10, generator=g), torch.randint(0, 10, (64,), generator=g))
-    evaluator.run([batch])  # warm-up
+    n = confusion_classes
+    batch = (torch.randn(64, n, generator=g), torch.randint(0, n, (64,), generator=g))
     with CollectiveCounter() as counter:
         evaluator.run([batch] * 3)
     return counter.count
 
 
-def test_six_metrics_cost_one_collective_per_dtype_and_op(ranks2):
-    # int64 sums (accuracy, counts, matrix, top-k) + float64 sum (loss): 2 collectives
-    assert ranks2.run(six_metrics_collectives, 10) == [2, 2]
-    # lazily shaped precision/recall counts add one round (their layout rides in round 1)
-    assert ranks2.run(six_metrics_collectives, None) == [3, 3]
+def test_common_metrics_cost_one_collective_per_evaluation(ranks2):
+    # every fixed-shape state (int64 counts, float64 loss) in one gather of bytes
+    assert ranks2.run(common_metrics_collectives, 10) == [1, 1]
+
+
+def test_without_num_classes_they_cost_two(ranks2):
+    # before: 3 (int64 and float64 in round 1, the lazily shaped counts in round 2); now the
+    # layout rides in the one gather, and round 2 sums the int64 counts
+    assert ranks2.run(common_metrics_collectives, None) == [2, 2]
+
+
+def test_states_past_the_gather_budget_are_all_reduced(ranks2):
+    # a 400-class confusion matrix (1.3 MB of int64 per rank): all-reduced, not gathered
+    assert ranks2.run(common_metrics_collectives, 400, 400) == [2, 2]
+
+
+def reduced_exactly():
+    from distengine.metrics.reduction import reduce_tensors
+
+    r = dist.get_rank()
+    items = [
+        (torch.tensor([2**53 + 1, -(r + 1)]), "sum"),  # exact beyond float64's integers
+        (torch.tensor([0.5 + r, -1.0 * r], dtype=torch.float32), "max"),
+        (torch.tensor([r == 1, False]), "sum"),  # bool: any rank
+        (torch.tensor([10 - r], dtype=torch.int8), "min"),
+        (torch.tensor(1.5, dtype=torch.bfloat16), "sum"),
+    ]
+    with CollectiveCounter() as counter:
+        reduced = reduce_tensors(items)
+    unchanged = items[0][0].tolist() == [2**53 + 1, -(r + 1)]
+    return [t.tolist() for t in reduced], [t.dtype for t in reduced], counter.count, unchanged
+
+
+def test_reduce_tensors_combines_any_dtype_and_op_exactly_in_one_collective(ranks):
+    w = ranks.world_size
+    values = [
+        [w * (2**53 + 1), -sum(range(1, w + 1))],
+        [0.5 + w - 1, 0.0],
+        [True, False],
+        [10 - (w - 1)],
+        1.5 * w,
+    ]
+    dtypes = [torch.int64, torch.float32, torch.bool, torch.int8, torch.bfloat16]
+    assert ranks.run(reduced_exactly) == [(values, dtypes, 1, True)] * w
 
 
 def empty_shard_epoch_metrics():
