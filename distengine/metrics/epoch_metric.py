@@ -13,14 +13,21 @@ from distengine.metrics.metric import Metric
 from distengine.metrics.state import NotComputableError
 
 
+class EpochMetricWarning(UserWarning):
+    """Warned when ``compute_fn`` fails on the first batch (``check_compute_fn=True``)."""
+
+
 class EpochMetric(Metric):
     """``compute_fn(y_pred, y)`` on the concatenation of every batch of every rank.
 
-    ``y_pred`` and ``y`` are (N,) or (N, C) tensors. Ranks may hold
+    ``y_pred`` and ``y`` are (N,) or (N, C) tensors; (N, 1) ones are
+    squeezed to (N,), as in PyTorch-Ignite. Ranks may hold
     different numbers of examples, none included; every rank gets the same
     value. ``check_compute_fn=True`` runs ``compute_fn`` once on the first
-    batch and warns if it raises (off by default, unlike PyTorch-Ignite:
-    ``compute_fn`` usually reads values on the host, a sync in an update).
+    batch and warns (:class:`EpochMetricWarning`) if it raises (off by
+    default, unlike PyTorch-Ignite: ``compute_fn`` usually reads values on the
+    host, a sync in an update; a failing ``compute_fn`` still raises at
+    ``compute``). Batches of another dtype than the first raise ValueError.
 
     Example::
 
@@ -54,6 +61,14 @@ class EpochMetric(Metric):
                 )
         if y_pred.shape[0] != y.shape[0]:
             raise ValueError(f"y_pred has {y_pred.shape[0]} rows, y has {y.shape[0]}")
+        y_pred = y_pred.squeeze(-1) if y_pred.dim() == 2 and y_pred.shape[1] == 1 else y_pred
+        y = y.squeeze(-1) if y.dim() == 2 and y.shape[1] == 1 else y
+        for name, kept, t in (("y_pred", self.predictions, y_pred), ("y", self.targets, y)):
+            if kept and kept[-1].dtype != t.dtype:
+                raise ValueError(
+                    f"{type(self).__name__}: {name} of dtype {t.dtype} after batches of "
+                    f"{kept[-1].dtype}; give every batch the same dtype"
+                )
         self.predictions.append(y_pred.clone())
         self.targets.append(y.clone())
         if self._check_compute_fn:
@@ -63,7 +78,7 @@ class EpochMetric(Metric):
             except Exception as error:  # noqa: BLE001 - any failure is worth a warning
                 warnings.warn(
                     f"{type(self).__name__}: compute_fn failed on the first batch: {error!r}",
-                    RuntimeWarning,
+                    EpochMetricWarning,
                     stacklevel=2,
                 )
 

@@ -1,4 +1,4 @@
-"""Pointwise regression errors: mean squared, mean absolute, root mean squared."""
+"""Pointwise regression errors: mean squared, mean absolute, root mean squared (per sample)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ from distengine.metrics.state import NotComputableError
 
 
 class _ErrorMean(Metric):
-    """Mean of ``error(y_pred - y)`` over all elements."""
+    """``error(y_pred - y)`` summed over each sample's elements, averaged over the samples.
+
+    As PyTorch-Ignite computes it: the sum over every element divided by the
+    number of samples (``y.shape[0]``), so for outputs of shape ``(N, D)`` the
+    value is ``D`` times the mean over the elements (``torch``'s
+    ``mse_loss``); for ``(N,)`` outputs both are the same. ``y`` may hold the
+    same values as ``y_pred`` in a shape that differs only by dimensions of
+    size 1 (``(N,)`` against ``(N, 1)``).
+    """
 
     name = "error"
 
@@ -26,7 +34,8 @@ class _ErrorMean(Metric):
     ) -> None:
         super().__init__(output_transform, device, skip_unrolling)
         self.add_state("total", torch.tensor(0.0, dtype=torch.float64))
-        self.add_state("n", torch.tensor(0.0, dtype=torch.float64))  # beside total: one collective
+        # the number of samples, beside total: one collective
+        self.add_state("n", torch.tensor(0.0, dtype=torch.float64))
 
     @abstractmethod
     def error(self, diff: torch.Tensor) -> torch.Tensor:
@@ -35,13 +44,18 @@ class _ErrorMean(Metric):
     def update(self, output: Any) -> None:
         y_pred, y = pair(output, self.name)
         self._follow(y_pred)
+        if y.dim() == 0:
+            raise ValueError(f"{self.name} expects a batch (N, ...) of outputs, got 0-d tensors")
+        samples = y.shape[0]  # Ignite's count, before any reshape
         if y_pred.shape != y.shape:
-            raise ValueError(
-                f"{self.name} expects y_pred and y of the same shape, got "
-                f"{tuple(y_pred.shape)} and {tuple(y.shape)}"
-            )
+            if _squeezed(y_pred.shape) != _squeezed(y.shape):
+                raise ValueError(
+                    f"{self.name} expects y_pred and y of the same shape (or shapes that differ "
+                    f"by dimensions of size 1), got {tuple(y_pred.shape)} and {tuple(y.shape)}"
+                )
+            y = y.reshape(y_pred.shape)
         self.total += self.error(y_pred.double() - y.double()).sum()
-        self.tally("n", y.numel())
+        self.tally("n", samples)
 
     def _mean(self) -> torch.Tensor:
         if int(self.n) == 0:
@@ -49,8 +63,20 @@ class _ErrorMean(Metric):
         return self.total / self.n
 
 
+def _squeezed(shape: torch.Size) -> tuple[int, ...]:
+    return tuple(size for size in shape if size != 1)
+
+
 class MeanSquaredError(_ErrorMean):
-    """Mean of ``(y_pred - y) ** 2``. Example: ``MeanSquaredError().attach(evaluator, "mse")``."""
+    """``(y_pred - y) ** 2`` summed per sample, averaged over samples (PyTorch-Ignite's value).
+
+    For ``(N, D)`` outputs this is ``D`` times the element-wise mean (see
+    ``_ErrorMean``); divide by ``D`` for the mean over elements.
+
+    Example::
+
+        MeanSquaredError().attach(evaluator, "mse")
+    """
 
     name = "MeanSquaredError"
 
@@ -62,7 +88,12 @@ class MeanSquaredError(_ErrorMean):
 
 
 class MeanAbsoluteError(_ErrorMean):
-    """Mean of ``|y_pred - y|``. Example: ``MeanAbsoluteError().attach(evaluator, "mae")``."""
+    """``|y_pred - y|`` summed per sample, averaged over samples (PyTorch-Ignite's value).
+
+    Example::
+
+        MeanAbsoluteError().attach(evaluator, "mae")
+    """
 
     name = "MeanAbsoluteError"
 
@@ -74,7 +105,12 @@ class MeanAbsoluteError(_ErrorMean):
 
 
 class RootMeanSquaredError(MeanSquaredError):
-    """Square root of the mean squared error: ``RootMeanSquaredError().attach(ev, "rmse")``."""
+    """Square root of :class:`MeanSquaredError` (so, as in PyTorch-Ignite, per sample).
+
+    Example::
+
+        RootMeanSquaredError().attach(evaluator, "rmse")
+    """
 
     name = "RootMeanSquaredError"
 

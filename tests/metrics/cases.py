@@ -176,9 +176,10 @@ def references(d: dict[str, torch.Tensor]) -> dict:
         "f1_weighted": sk.f1_score(y, pred, average="weighted", zero_division=0),
         "f1_from_pr": np.mean(2 * p_cls * r_cls / (p_cls + r_cls)),
         "loss": nn.functional.cross_entropy(d["logits"].double(), d["labels"]).item(),
-        "mse": np.mean(reg_diff**2),
-        "mae": np.mean(np.abs(reg_diff)),
-        "rmse": np.sqrt(np.mean(reg_diff**2)),
+        # PyTorch-Ignite's: summed over each sample's outputs, averaged over samples
+        "mse": np.mean((reg_diff**2).sum(1)),
+        "mae": np.mean(np.abs(reg_diff).sum(1)),
+        "rmse": np.sqrt(np.mean((reg_diff**2).sum(1))),
         "top2": sk.top_k_accuracy_score(y, d["logits"].numpy(), k=2, labels=list(range(C))),
         "cm": cm,
         "cm_recall": cm / cm.sum(1, keepdims=True),
