@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -48,6 +50,23 @@ def _shown(name: str, value: Any) -> dict[str, Any]:
     return {name: value}
 
 
+def _warn_if_lines(file: Any, interval: float) -> None:
+    """Say why a bar that is not on a terminal prints lines (Ignite writes redraws there).
+
+    Not under ``python -m launch``, which tells its ranks how their output is shown.
+    """
+    if console.console_kind(file) != "lines" or os.environ.get(console.CONSOLE_ENV):
+        return
+    name = getattr(file, "name", type(file).__name__)
+    warnings.warn(
+        f"ProgressBar: {name} is not a terminal: the bar is written as a plain line every "
+        f"{interval:g} s (line_interval_s) and when it closes (with persist=True, or after a "
+        "line), not redrawn with carriage returns as PyTorch-Ignite's tqdm output is",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 class ProgressBar:
     """Shows epoch, iteration, the output (e.g. the loss) and chosen metrics, on rank 0.
 
@@ -59,8 +78,11 @@ class ProgressBar:
     - on a terminal, or under ``python -m launch`` run from a terminal: one
       live line, redrawn at most every ``mininterval`` seconds;
     - elsewhere (a pipe, a log file, CI, SLURM): a plain line every
-      ``line_interval_s`` seconds and, with ``persist=True``, one when the
-      bar closes; never redraws.
+      ``line_interval_s`` seconds and one when the bar closes (always after
+      such a line, so a log never ends on a stale position; otherwise with
+      ``persist=True``); never redraws. Ignite writes tqdm's redraws there:
+      ``attach`` warns (UserWarning, unless the launcher runs it or
+      ``disable`` is set).
 
     ``disable=None`` (a tqdm option) turns the bar off where nothing draws it
     live (the second case). Between redraws an iteration costs a clock read;
@@ -97,6 +119,7 @@ class ProgressBar:
         self._kind = "terminal"
         self._next_draw = 0.0
         self._next_line = 0.0
+        self._lines_written = 0  # by the open bar, where nothing draws it live
         self._fired = 0
 
     @property
@@ -132,6 +155,8 @@ class ProgressBar:
         self._counter = engine.state.counter_for(start)
         if not self.enabled:
             return
+        if self.tqdm_kwargs.get("disable", False) is False:
+            _warn_if_lines(self.file, self.line_interval_s)
         engine.add_event_handler(event_name, self._advance)
         engine.add_event_handler(closing_event_name, self._close)
         engine.add_event_handler(
@@ -168,6 +193,7 @@ class ProgressBar:
         initial = self._position(engine, total)
         self._bar = tqdm(total=total, initial=initial, bar_format=self.bar_format, **kwargs)
         self._next_line = time.monotonic() + self.line_interval_s
+        self._lines_written = 0
 
     def _position(self, engine: Engine, total: int | None) -> int:
         """Ignite's: the event's counter within the bar (1 to ``total``)."""
@@ -195,6 +221,7 @@ class ProgressBar:
             console.write_frame(self.file, str(bar))
         elif self._kind == "lines" and now >= self._next_line:
             self._next_line = now + self.line_interval_s
+            self._lines_written += 1
             console.write_line(self.file, str(bar))
 
     def _postfix(self, engine: Engine) -> dict[str, Any]:
@@ -223,7 +250,8 @@ class ProgressBar:
             bar.set_postfix(self._postfix(engine), refresh=False)
             bar.n = end
             if self._kind != "terminal":
-                if self.persist:
+                # a log that showed this bar mid-way never ends on that stale position
+                if self.persist or (self._kind == "lines" and self._lines_written):
                     console.write_line(self.file, str(bar))
                 elif self._kind == "frames":
                     console.clear_frame(self.file)
