@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from distengine.metrics.metric import Metric
-from distengine.metrics.state import NotComputableError
+from distengine.metrics.state import no_examples
 
 
 class Average(Metric):
@@ -49,5 +49,5 @@ class Average(Metric):
 
     def compute(self) -> Any:
         if self.total is None or int(self.n) == 0:
-            raise NotComputableError("Average needs at least one output before compute()")
+            raise no_examples("Average")
         return self.total / self.n

@@ -10,7 +10,7 @@ import torch
 from distengine.metrics.inputs import pair, predicted_classes
 from distengine.metrics.metric import Metric
 from distengine.metrics.metrics_lambda import MetricsLambda
-from distengine.metrics.state import NotComputableError
+from distengine.metrics.state import no_examples
 
 NORMALISATIONS = (None, "samples", "recall", "precision")
 
@@ -72,7 +72,7 @@ class ConfusionMatrix(Metric):
 
     def compute(self) -> torch.Tensor:
         if int(self.n) == 0:
-            raise NotComputableError("ConfusionMatrix needs at least one example")
+            raise no_examples("Confusion matrix")
         matrix = self.matrix[1:-1].view(self.num_classes, self.num_classes)
         if self.average is None:
             return matrix.clone()  # not a view of the state that later updates change

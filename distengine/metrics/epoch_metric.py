@@ -10,7 +10,7 @@ import torch
 
 from distengine.metrics.inputs import pair
 from distengine.metrics.metric import Metric
-from distengine.metrics.state import NotComputableError
+from distengine.metrics.state import no_examples
 
 
 class EpochMetricWarning(UserWarning):
@@ -84,5 +84,5 @@ class EpochMetric(Metric):
 
     def compute(self) -> Any:
         if self.predictions is None or len(self.predictions) == 0:
-            raise NotComputableError(f"{type(self).__name__} needs at least one example")
+            raise no_examples(type(self).__name__)
         return self.compute_fn(self.predictions, self.targets)

@@ -10,7 +10,7 @@ import torch
 
 from distengine.metrics.inputs import pair
 from distengine.metrics.metric import Metric
-from distengine.metrics.state import NotComputableError
+from distengine.metrics.state import no_examples
 
 
 class _ErrorMean(Metric):
@@ -59,7 +59,7 @@ class _ErrorMean(Metric):
 
     def _mean(self) -> torch.Tensor:
         if int(self.n) == 0:
-            raise NotComputableError(f"{self.name} needs at least one example before compute()")
+            raise no_examples(self.name)
         return self.total / self.n
 
 

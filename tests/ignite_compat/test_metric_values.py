@@ -52,6 +52,16 @@ CASES = {
         {"is_multilabel": True},
         _batches(lambda: (_i(2, 8, 4, 3), _i(2, 8, 4, 3))),
     ),
+    "accuracy float labels (N, C)": (
+        "Accuracy",
+        {},
+        _batches(lambda: (_r(8, 5), _i(5, 8).float())),
+    ),
+    "precision float labels (N, C)": (
+        "Precision",
+        {"average": "macro"},
+        _batches(lambda: (_r(8, 5), _i(5, 8).float())),
+    ),
     "precision per class (N, C, H)": (
         "Precision",
         {"average": False},
