@@ -12,6 +12,8 @@ Example::
 
 from distengine.metrics.accuracy import Accuracy
 from distengine.metrics.average import Average
+from distengine.metrics.average_precision import AveragePrecision
+from distengine.metrics.cohen_kappa import CohenKappa
 from distengine.metrics.confusion_matrix import (
     ConfusionMatrix,
     DiceCoefficient,
@@ -27,12 +29,13 @@ from distengine.metrics.loss import Loss
 from distengine.metrics.metric import Metric
 from distengine.metrics.metrics_lambda import MetricsLambda
 from distengine.metrics.precision_recall import Fbeta, FbetaScore, Precision, Recall
+from distengine.metrics.precision_recall_curve import PrecisionRecallCurve
 from distengine.metrics.regression import (
     MeanAbsoluteError,
     MeanSquaredError,
     RootMeanSquaredError,
 )
-from distengine.metrics.roc_auc import ROC_AUC
+from distengine.metrics.roc_auc import ROC_AUC, RocCurve
 from distengine.metrics.running_average import RunningAverage
 from distengine.metrics.state import NotComputableError
 from distengine.metrics.top_k import TopKCategoricalAccuracy
@@ -50,8 +53,10 @@ __all__ = [
     "ROC_AUC",
     "Accuracy",
     "Average",
+    "AveragePrecision",
     "BatchFiltered",
     "BatchWise",
+    "CohenKappa",
     "ConfusionMatrix",
     "DiceCoefficient",
     "EpochMetric",
@@ -68,7 +73,9 @@ __all__ = [
     "MetricsLambda",
     "NotComputableError",
     "Precision",
+    "PrecisionRecallCurve",
     "Recall",
+    "RocCurve",
     "RootMeanSquaredError",
     "RunningAverage",
     "RunningBatchWise",

@@ -6,11 +6,14 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from distengine.metrics.inputs import pair
 from distengine.metrics.metric import Metric
-from distengine.metrics.state import no_examples
+from distengine.metrics.state import NotComputableError, no_examples
+
+__all__ = ["CurveMetric", "EpochMetric", "EpochMetricWarning", "NotComputableError"]
 
 
 class EpochMetricWarning(UserWarning):
@@ -23,11 +26,12 @@ class EpochMetric(Metric):
     ``y_pred`` and ``y`` are (N,) or (N, C) tensors; (N, 1) ones are
     squeezed to (N,), as in PyTorch-Ignite. Ranks may hold
     different numbers of examples, none included; every rank gets the same
-    value. ``check_compute_fn=True`` runs ``compute_fn`` once on the first
-    batch and warns (:class:`EpochMetricWarning`) if it raises (off by
-    default, unlike PyTorch-Ignite: ``compute_fn`` usually reads values on the
-    host, a sync in an update; a failing ``compute_fn`` still raises at
-    ``compute``). Batches of another dtype than the first raise ValueError.
+    value. ``check_compute_fn=True`` (the default, as in PyTorch-Ignite) runs
+    ``compute_fn`` on the metric's first batch and warns
+    (:class:`EpochMetricWarning`) if it raises: once per metric, where Ignite
+    checks every epoch's first batch (``compute_fn`` usually reads values on
+    the host: a sync in an update). Batches of another dtype than the first
+    raise ValueError.
 
     Example::
 
@@ -39,7 +43,7 @@ class EpochMetric(Metric):
         self,
         compute_fn: Callable[[torch.Tensor, torch.Tensor], Any],
         output_transform: Callable[[Any], Any] = lambda output: output,
-        check_compute_fn: bool = False,
+        check_compute_fn: bool = True,
         device: str | torch.device | None = None,
         skip_unrolling: bool = False,
     ) -> None:
@@ -76,8 +80,9 @@ class EpochMetric(Metric):
             try:
                 self.compute_fn(self.predictions[0], self.targets[0])
             except Exception as error:  # noqa: BLE001 - any failure is worth a warning
-                warnings.warn(
-                    f"{type(self).__name__}: compute_fn failed on the first batch: {error!r}",
+                warnings.warn(  # Ignite's words, and ours
+                    f"Probably, there can be a problem with `compute_fn`:\n {error}. "
+                    f"({type(self).__name__}: compute_fn failed on the first batch)",
                     EpochMetricWarning,
                     stacklevel=2,
                 )
@@ -86,3 +91,21 @@ class EpochMetric(Metric):
         if self.predictions is None or len(self.predictions) == 0:
             raise no_examples(type(self).__name__)
         return self.compute_fn(self.predictions, self.targets)
+
+
+class CurveMetric(EpochMetric):
+    """An :class:`EpochMetric` whose ``compute_fn`` returns arrays (a curve): ``compute``
+    gives them as float64 tensors on the predictions' device, as Ignite's curves do."""
+
+    def compute(self) -> tuple[torch.Tensor, ...]:
+        arrays = super().compute()  # on every rank's examples
+        device = self.predictions.device  # concatenated by now
+        return tuple(
+            torch.tensor(np.ascontiguousarray(a), dtype=torch.float64, device=device)
+            for a in arrays
+        )
+
+
+def as_numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor as scikit-learn takes it."""
+    return t.detach().cpu().numpy()

@@ -111,7 +111,9 @@ class RunningAverage(Metric):
             for x in pending:
                 self.value = self.alpha * self.value + (1.0 - self.alpha) * x
         elif len(pending) == 1 and isinstance(self.value, torch.Tensor) and tensors:
-            self.value = torch.lerp(self.value, tensors[0].to(self.value.dtype), 1.0 - self.alpha)
+            # Ignite's formula, so one process publishes Ignite's values to the last bit
+            current = tensors[0].to(self.value.dtype)
+            self.value = self.value * self.alpha + (1.0 - self.alpha) * current
         else:
             self.value = _folded(self.value, pending, self.alpha)
         return self.value

@@ -102,6 +102,34 @@ CASES = {
     "roc auc (N,)": ("ROC_AUC", {}, _batches(lambda: (_r(8), _i(2, 8)))),
     "roc auc (N, 1)": ("ROC_AUC", {}, _batches(lambda: (_r(8, 1), _i(2, 8, 1)))),
     "roc auc multilabel (N, 3)": ("ROC_AUC", {}, _batches(lambda: (_r(8, 3), _i(2, 8, 3)))),
+    "average precision (N,)": ("AveragePrecision", {}, _batches(lambda: (_r(8), _i(2, 8)))),
+    "average precision multilabel (N, 3)": (
+        "AveragePrecision",
+        {},
+        _batches(lambda: (_r(8, 3), _i(2, 8, 3))),
+    ),
+    "roc curve (N,)": ("RocCurve", {}, _batches(lambda: (_r(8), _i(2, 8)))),
+    "precision recall curve (N, 1)": (
+        "PrecisionRecallCurve",
+        {},
+        _batches(lambda: (_r(8, 1), _i(2, 8, 1))),
+    ),
+    "cohen kappa (N,)": ("CohenKappa", {}, _batches(lambda: (_i(3, 8), _i(3, 8)))),
+    "cohen kappa (N, 1) quadratic": (
+        "CohenKappa",
+        {"weights": "quadratic"},
+        _batches(lambda: (_i(4, 8, 1), _i(4, 8, 1))),
+    ),
+    "cohen kappa num_classes linear": (
+        "CohenKappa",
+        {"weights": "linear", "num_classes": 4},
+        _batches(lambda: (_i(4, 8), _i(4, 8))),
+    ),
+    "cohen kappa label beyond num_classes": (
+        "CohenKappa",
+        {"num_classes": 3},
+        _batches(lambda: (_i(4, 8) + 0 * _i(1, 8) + 1, _i(3, 8))),
+    ),
     "confusion matrix (N, C, H)": (
         "ConfusionMatrix",
         {"num_classes": 5},
@@ -127,7 +155,7 @@ CASES = {
         _batches(lambda: (_r(8, 3), _i(2, 8, 3))),
     ),
 }
-# built from a ConfusionMatrix (a Metric argument): checked in test_against_ignite.py
+# built from a ConfusionMatrix (a Metric argument): below, and in test_against_ignite.py
 FROM_CONFUSION_MATRIX = {"IoU", "mIoU", "JaccardIndex", "DiceCoefficient"}
 # built from other metrics (checked on an engine below) or the base class
 COMPOSED = {"MetricsLambda", "RunningAverage", "Metric"}
@@ -135,9 +163,9 @@ COMPOSED = {"MetricsLambda", "RunningAverage", "Metric"}
 
 def _computed(module, name, kwargs, batches):
     metric = getattr(module, name)(**kwargs)
-    for batch in batches:
-        metric.update(batch)
     try:
+        for batch in batches:
+            metric.update(batch)
         return metric.compute()
     except Exception as error:  # noqa: BLE001 - compared below: both raise, or neither
         return error
@@ -146,6 +174,11 @@ def _computed(module, name, kwargs, batches):
 def _assert_same(mine, theirs, case, same_type=True):
     if isinstance(theirs, Exception) or isinstance(mine, Exception):
         assert isinstance(theirs, Exception) and isinstance(mine, Exception), (case, mine, theirs)
+        return
+    if isinstance(theirs, tuple):  # curves: (x, y, thresholds)
+        assert isinstance(mine, tuple) and len(mine) == len(theirs), (case, mine)
+        for a, b in zip(mine, theirs):
+            _assert_same(a, b, case, same_type)
         return
     if same_type:
         assert isinstance(mine, torch.Tensor) == isinstance(theirs, torch.Tensor), (case, mine)
@@ -162,6 +195,32 @@ def test_metric_gives_ignites_number(case):
         theirs = _computed(im, name, kwargs, batches)
     mine = _computed(dm, name, kwargs, batches)
     _assert_same(mine, theirs, case)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("IoU", {}),
+        ("mIoU", {"ignore_index": 1}),
+        ("JaccardIndex", {}),
+        ("DiceCoefficient", {}),
+        ("cmAccuracy", {}),
+        ("cmPrecision", {}),
+        ("cmRecall", {"average": False}),
+    ],
+)
+def test_confusion_matrix_functions_give_ignites_values_and_types(name, kwargs):
+    import ignite.metrics.confusion_matrix as icm
+
+    batches = _batches(lambda: (_r(8, 4, 3), _i(4, 8, 3)))
+    values = []
+    for module, functions in ((dm, dm), (im, icm)):
+        cm = module.ConfusionMatrix(4)
+        made = getattr(functions, name)(cm, **kwargs)  # before the updates: Ignite resets cm
+        for batch in batches:
+            cm.update(batch)
+        values.append(made.compute())
+    _assert_same(*values, name)
 
 
 def test_every_metric_both_have_is_compared():
