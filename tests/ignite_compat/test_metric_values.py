@@ -237,7 +237,7 @@ def test_a_metric_distengine_lacks_fails_loudly():
             exec(f"from distengine.metrics import {name}", {})
 
 
-def _log(engines, metrics):
+def _log(engines, metrics, usages):
     g = torch.Generator().manual_seed(3)
     data = [
         (
@@ -261,6 +261,11 @@ def _log(engines, metrics):
     }
     for name, metric in made.items():
         metric.attach(engine, name)
+    per_epoch = usages.SingleEpochRunningBatchWise()
+    metrics.RunningAverage(output_transform=lambda out: out[2]).attach(
+        engine, "epoch_loss", usage=per_epoch
+    )
+    metrics.RunningAverage(metrics.Accuracy(pair)).attach(engine, "epoch_acc", usage=per_epoch)
     log = []
     for event in (engines.Events.ITERATION_COMPLETED, engines.Events.EPOCH_COMPLETED):
         engine.add_event_handler(
@@ -273,10 +278,19 @@ def _log(engines, metrics):
 def test_composed_metrics_publish_ignites_numbers_on_an_engine():
     """Values alike at every event. Types alike at the epoch's end, except a running average
     of tensor outputs: it stays a 0-d tensor (no host sync per batch: a listed difference)."""
-    mine, theirs = _log(de, dm), _log(ie, im)
+    import ignite.metrics.metric as ignite_usages
+
+    mine, theirs = _log(de, dm, dm), _log(ie, im, ignite_usages)
     assert [event for event, _ in mine] == [event for event, _ in theirs]
     for step, ((event, a), (_, b)) in enumerate(zip(mine, theirs)):
         assert set(a) == set(b), step
         for name in b:
-            same_type = event == "EPOCH_COMPLETED" and name != "running_loss"
+            same_type = event == "EPOCH_COMPLETED" and name not in ("running_loss", "epoch_loss")
             _assert_same(a[name], b[name], (step, name), same_type)
+
+
+def test_running_average_usages_distengine_lacks_raise():
+    engine = de.Engine(lambda e, batch: batch)
+    for usage in (dm.RunningEpochWise(), "epoch_wise", dm.BatchWise()):
+        with pytest.raises(ValueError, match="RunningAverage takes usage=RunningBatchWise"):
+            dm.RunningAverage(output_transform=lambda out: out).attach(engine, "avg", usage=usage)
