@@ -21,6 +21,7 @@ Example::
 
     python tools/ignite_suite.py                         # engine, metrics, handlers, contrib
     python tools/ignite_suite.py metrics/test_accuracy.py engine/test_engine.py
+    python tools/ignite_suite.py metrics/test_loss.py::test_compute --no-ignite-count
     python tools/ignite_suite.py --json out.json --sdist ~/pytorch-ignite-0.5.5.tar.gz
 """
 
@@ -123,13 +124,14 @@ def rewrite(text: str) -> str:
 
 
 def prepare(sdist: Path, folders: list[str], workdir: Path, change_imports: bool = True) -> Path:
-    """Copy Ignite's harness and ``folders`` (paths under tests/ignite) into ``workdir``."""
+    """Copy Ignite's harness and ``folders`` (paths under tests/ignite, or node ids
+    ``file.py::test_name`` whose file is copied) into ``workdir``."""
     source = sdist / "tests"
     target = workdir / "tests"
     for harness in ("__init__.py", "ignite/__init__.py", "ignite/conftest.py"):
         (target / harness).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source / harness, target / harness)
-    for folder in folders:
+    for folder in dict.fromkeys(target.split("::")[0] for target in folders):
         path = source / "ignite" / folder
         if not path.exists():
             raise SystemExit(f"ignite_suite: {folder!r} is not under {source / 'ignite'}")
@@ -314,7 +316,11 @@ def render(report: dict, seconds: float, max_groups: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("targets", nargs="*", help=f"under tests/ignite (default {FOLDERS})")
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        help=f"folders, files or file.py::test_name under tests/ignite (default {FOLDERS})",
+    )
     parser.add_argument("--sdist", help="Ignite's sdist: a folder or a .tar.gz")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression")
     parser.add_argument("--json", help="write the full report (every failure) to this file")
