@@ -285,13 +285,19 @@ def summary(results: list[dict], expected: Counter | None) -> dict:
     for file, counts in per_file.items():
         per_folder[folder_of(file)].update(counts)
     groups: dict[str, list[str]] = defaultdict(list)
+    weights: Counter = Counter()  # tests lost: a module that does not import loses them all
     for result in results:
         if result["outcome"] in ("failed", "error", "uncollected"):
-            groups[group_of(result["cause"])].append(f"{result['file']}::{result['name']}")
+            cause = group_of(result["cause"])
+            groups[cause].append(f"{result['file']}::{result['name']}")
+            lost = per_file[result["file"]].get("ignite_collects", 1)
+            weights[cause] += max(lost, 1) if result["outcome"] == "uncollected" else 1
     return {
         "folders": {k: dict(v) for k, v in sorted(per_folder.items())},
         "files": {k: dict(v) for k, v in sorted(per_file.items())},
-        "causes": sorted(([k, v] for k, v in groups.items()), key=lambda kv: -len(kv[1])),
+        "causes": sorted(
+            ([k, v, weights[k]] for k, v in groups.items()), key=lambda kv: (-kv[2], kv[0])
+        ),
     }
 
 
@@ -304,14 +310,67 @@ def render(report: dict, seconds: float, max_groups: int) -> str:
         lines.append(f"{folder:<24}" + "".join(f"{counts.get(c, 0):>16}" for c in columns))
     lines.append(f"{'total':<24}" + "".join(f"{total.get(c, 0):>16}" for c in columns))
     lines.append(f"({seconds:.0f} s)\n")
-    lines.append("failures and errors by cause:")
-    for cause, tests in report["causes"][:max_groups]:
-        lines.append(f"{len(tests):>5}  {cause}")
+    lines.append("failures and errors by cause (tests lost, a few of them):")
+    for cause, tests, lost in report["causes"][:max_groups]:
+        lines.append(f"{lost:>5}  {cause}")
         lines.extend(f"         {test}" for test in tests[:3])
     rest = report["causes"][max_groups:]
     if rest:
-        lines.append(f"  ... {len(rest)} more causes ({sum(len(t) for _, t in rest)} tests)")
+        lines.append(f"  ... {len(rest)} more causes ({sum(c[2] for c in rest)} tests)")
     return "\n".join(lines)
+
+
+TITLE = "## PyTorch-Ignite's own tests on distengine"
+REPORT = ROOT / "benchmarks" / "REPORT.md"
+
+
+def markdown(report: dict, reference: dict | None, max_groups: int) -> str:
+    """The report as a REPORT.md section: counts per folder and the largest failure causes."""
+    import datetime
+    import platform
+
+    import torch
+
+    columns = ["passed", "failed", "error", "skipped"]
+    head = ["folder", *columns] + (["passes on Ignite 0.5.5"] if reference else [])
+    lines = [
+        f"{TITLE} ({datetime.date.today().isoformat()}; Python {platform.python_version()}, "
+        f"torch {torch.__version__}; CPU, no distributed tests, as Ignite's CI)",
+        "",
+        "`python tools/ignite_suite.py`: Ignite's tests/ignite/{engine,metrics,handlers,"
+        "contrib} with only their imports changed. A module that does not import counts "
+        "all its tests as errors.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    total: Counter = Counter()
+    ignite_total = 0
+    for folder, counts in report["folders"].items():
+        total.update(counts)
+        row = [folder, *(str(counts.get(c, 0)) for c in columns)]
+        if reference:
+            passes = reference["folders"].get(folder, {}).get("passed", 0)
+            ignite_total += passes
+            row.append(str(passes))
+        lines.append("| " + " | ".join(row) + " |")
+    row = ["**total**", *(f"**{total.get(c, 0)}**" for c in columns)]
+    lines.append("| " + " | ".join(row + ([f"**{ignite_total}**"] if reference else [])) + " |")
+    lines += ["", "Largest causes of the failures and errors left:", ""]
+    for cause, tests, lost in report["causes"][:max_groups]:
+        lines.append(f"- {lost} × `{cause}` (e.g. `{tests[0]}`)")
+    return "\n".join(lines)
+
+
+def write_report(section: str) -> None:
+    """Replace this tool's section of benchmarks/REPORT.md (or add it at the end)."""
+    text = REPORT.read_text() if REPORT.exists() else "# distengine benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(TITLE)}.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    REPORT.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -331,6 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--on-ignite", action="store_true", help="run the unchanged tests on Ignite itself"
     )
+    parser.add_argument(
+        "--reference", help="the --json of an --on-ignite run: adds what passes on Ignite"
+    )
+    parser.add_argument(
+        "--report", action="store_true", help=f"write the counts into {REPORT.name}"
+    )
     args = parser.parse_args(argv)
     sdist = find_sdist(args.sdist)
     folders = args.targets or FOLDERS
@@ -341,6 +406,10 @@ def main(argv: list[str] | None = None) -> int:
     print(render(report, time.perf_counter() - start, args.groups))
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, **report}, indent=1))
+    if args.report:
+        reference = json.loads(Path(args.reference).read_text()) if args.reference else None
+        write_report(markdown(report, reference, max_groups=12))
+        print(f"wrote its section of {REPORT}")
     return 0
 
 
