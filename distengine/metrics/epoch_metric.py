@@ -57,11 +57,11 @@ class EpochMetric(Metric):
 
     def update(self, output: Any) -> None:
         y_pred, y = pair(output, type(self).__name__)
-        for name, t in (("y_pred", y_pred), ("y", y)):
+        for what, t in (("Predictions", y_pred), ("Targets", y)):
             if t.dim() not in (1, 2):
-                raise ValueError(
-                    f"{type(self).__name__} expects {name} of shape (N,) or (N, C), "
-                    f"got {tuple(t.shape)}"
+                raise ValueError(  # Ignite's words
+                    f"{what} should be of shape (batch_size, n_targets) or (batch_size, ): "
+                    f"{type(self).__name__} got {tuple(t.shape)}"
                 )
         if y_pred.shape[0] != y.shape[0]:
             raise ValueError(f"y_pred has {y_pred.shape[0]} rows, y has {y.shape[0]}")

@@ -13,9 +13,9 @@ __all__ = ["REDUCTIONS", "NotComputableError", "StateSpec", "no_examples"]
 REDUCTIONS = ("sum", "max", "min", "cat")
 
 
-def no_examples(metric: str) -> NotComputableError:
+def no_examples(metric: str, what: str = "example") -> NotComputableError:
     """The error of ``compute`` before any example, in PyTorch-Ignite's words."""
-    return NotComputableError(f"{metric} must have at least one example before it can be computed.")
+    return NotComputableError(f"{metric} must have at least one {what} before it can be computed.")
 
 
 @dataclass(frozen=True)

@@ -294,3 +294,59 @@ def test_running_average_usages_distengine_lacks_raise():
     for usage in (dm.RunningEpochWise(), "epoch_wise", dm.BatchWise()):
         with pytest.raises(ValueError, match="RunningAverage takes usage=RunningBatchWise"):
             dm.RunningAverage(output_transform=lambda out: out).attach(engine, "avg", usage=usage)
+
+
+REGRESSION = [
+    ("CanberraMetric", {}),
+    ("FractionalAbsoluteError", {}),
+    ("FractionalBias", {}),
+    ("GeometricMeanAbsoluteError", {}),
+    ("GeometricMeanRelativeAbsoluteError", {}),
+    ("KendallRankCorrelation", {}),
+    ("KendallRankCorrelation", {"variant": "c"}),
+    ("ManhattanDistance", {}),
+    ("MaximumAbsoluteError", {}),
+    ("MeanAbsoluteRelativeError", {}),
+    ("MeanError", {}),
+    ("MeanNormalizedBias", {}),
+    ("MedianAbsoluteError", {}),
+    ("MedianAbsolutePercentageError", {}),
+    ("MedianRelativeAbsoluteError", {}),
+    ("PearsonCorrelation", {}),
+    ("R2Score", {}),
+    ("SpearmanRankCorrelation", {}),
+    ("WaveHedgesDistance", {}),
+]
+REGRESSION_DATA = {
+    "(N,)": _batches(lambda: (_r(9).abs() + 0.1, _r(9).abs() + 0.1)),
+    "(N, 1) of another sign": _batches(lambda: (_r(8, 1), _r(8, 1))),
+    "a y of 0": [(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0]))],
+    "(N, 3)": _batches(lambda: (_r(8, 3), _r(8, 3))),
+    "integers": _batches(lambda: (_i(5, 8), _i(5, 8))),
+}
+
+
+@pytest.mark.parametrize("data", list(REGRESSION_DATA))
+@pytest.mark.parametrize("name, kwargs", REGRESSION, ids=lambda v: str(v) if v else "")
+def test_regression_metrics_give_ignites_numbers(name, kwargs, data):
+    import ignite.metrics.regression as ir
+
+    import distengine.metrics.regression as dr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # both warn where compute_fn fails on a first batch
+        theirs = _computed(ir, name, kwargs, REGRESSION_DATA[data])
+        mine = _computed(dr, name, kwargs, REGRESSION_DATA[data])
+    _assert_same(mine, theirs, (name, data))
+
+
+def test_every_regression_metric_of_ignite_is_compared():
+    import ignite.metrics.regression as ir
+
+    compared = {name for name, _ in REGRESSION} | {
+        "MeanAbsoluteError",
+        "MeanSquaredError",
+        "RootMeanSquaredError",
+    }
+    public = {name for name in dir(ir) if name[0].isupper()}
+    assert len(public) >= 18 and public - compared == set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import stats
 from sklearn import metrics as sk
 from torch import nn
 
@@ -28,6 +29,13 @@ from distengine.metrics import (
     cmPrecision,
     cmRecall,
     mIoU,
+)
+from distengine.metrics.regression import (
+    MaximumAbsoluteError,
+    MedianAbsoluteError,
+    PearsonCorrelation,
+    R2Score,
+    SpearmanRankCorrelation,
 )
 
 N, C = 97, 4
@@ -72,6 +80,10 @@ def _ignoring(out):
 
 def _regression(out):
     return out["reg_pred"], out["reg_true"]
+
+
+def _column(out):
+    return out["reg_pred"][:, 0], out["reg_true"][:, 0]
 
 
 def _auc(out):
@@ -131,6 +143,11 @@ def make_metrics(num_classes: int | None = C) -> dict:
         "avg": Average(lambda out: out["reg_pred"]),
         "auc": ROC_AUC(_auc),
         "spread": EpochMetric(_spread, _regression),
+        "r2": R2Score(_column),
+        "pearson": PearsonCorrelation(output_transform=_column),
+        "max_ae": MaximumAbsoluteError(_column),
+        "median_ae": MedianAbsoluteError(_column),
+        "spearman": SpearmanRankCorrelation(_column),
     }
 
 
@@ -145,6 +162,7 @@ def references(d: dict[str, torch.Tensor]) -> dict:
     y_kept, pred_kept = d["ignored"][keep].numpy(), pred[keep.numpy()]
     bt, bp = d["bin_true"].numpy(), d["bin_pred"].numpy()
     mlt, mlp = d["ml_true"].numpy(), d["ml_pred"].numpy()
+    col_pred, col_true = d["reg_pred"][:, 0].double().numpy(), d["reg_true"][:, 0].double().numpy()
     p_cls = sk.precision_score(y, pred, average=None, zero_division=0)
     r_cls = sk.recall_score(y, pred, average=None, zero_division=0)
     return {
@@ -194,6 +212,11 @@ def references(d: dict[str, torch.Tensor]) -> dict:
         "avg": d["reg_pred"].double().mean(0).numpy(),
         "auc": sk.roc_auc_score(d["bin_true"], d["scores"]),
         "spread": (d["reg_pred"].max() - d["reg_pred"].min()).item(),
+        "r2": sk.r2_score(col_true, col_pred),
+        "pearson": stats.pearsonr(col_pred, col_true).statistic,
+        "max_ae": sk.max_error(col_true, col_pred),
+        "median_ae": sk.median_absolute_error(col_true, col_pred),
+        "spearman": stats.spearmanr(col_pred, col_true).statistic,
     }
 
 
