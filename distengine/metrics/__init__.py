@@ -10,6 +10,7 @@ Example::
     evaluator.state.metrics     # {"accuracy": 0.97, "loss": 0.11}, the same on every rank
 """
 
+from distengine.metrics.accumulation import GeometricAverage, VariableAccumulation
 from distengine.metrics.accuracy import Accuracy
 from distengine.metrics.average import Average
 from distengine.metrics.average_precision import AveragePrecision
@@ -24,6 +25,7 @@ from distengine.metrics.confusion_matrix import (
     cmRecall,
     mIoU,
 )
+from distengine.metrics.divergences import Entropy, JSDivergence, KLDivergence, MutualInformation
 from distengine.metrics.epoch_metric import EpochMetric
 from distengine.metrics.loss import Loss
 from distengine.metrics.metric import Metric
@@ -37,6 +39,7 @@ from distengine.metrics.regression import (
 )
 from distengine.metrics.roc_auc import ROC_AUC, RocCurve
 from distengine.metrics.running_average import RunningAverage
+from distengine.metrics.similarity import CosineSimilarity, MeanPairwiseDistance
 from distengine.metrics.state import NotComputableError
 from distengine.metrics.top_k import TopKCategoricalAccuracy
 from distengine.metrics.usage import (
@@ -50,7 +53,6 @@ from distengine.metrics.usage import (
 )
 
 __all__ = [
-    "ROC_AUC",
     "Accuracy",
     "Average",
     "AveragePrecision",
@@ -58,22 +60,30 @@ __all__ = [
     "BatchWise",
     "CohenKappa",
     "ConfusionMatrix",
+    "CosineSimilarity",
     "DiceCoefficient",
+    "Entropy",
     "EpochMetric",
     "EpochWise",
     "Fbeta",
     "FbetaScore",
+    "GeometricAverage",
     "IoU",
+    "JSDivergence",
     "JaccardIndex",
+    "KLDivergence",
     "Loss",
     "MeanAbsoluteError",
+    "MeanPairwiseDistance",
     "MeanSquaredError",
     "Metric",
     "MetricUsage",
     "MetricsLambda",
+    "MutualInformation",
     "NotComputableError",
     "Precision",
     "PrecisionRecallCurve",
+    "ROC_AUC",
     "Recall",
     "RocCurve",
     "RootMeanSquaredError",
@@ -82,6 +92,7 @@ __all__ = [
     "RunningEpochWise",
     "SingleEpochRunningBatchWise",
     "TopKCategoricalAccuracy",
+    "VariableAccumulation",
     "cmAccuracy",
     "cmPrecision",
     "cmRecall",

@@ -130,6 +130,27 @@ CASES = {
         {"num_classes": 3},
         _batches(lambda: (_i(4, 8) + 0 * _i(1, 8) + 1, _i(3, 8))),
     ),
+    "cosine similarity (N, 3, 2)": (
+        "CosineSimilarity",
+        {},
+        _batches(lambda: (_r(8, 3, 2), _r(8, 3, 2))),
+    ),
+    "mean pairwise distance p=1": (
+        "MeanPairwiseDistance",
+        {"p": 1},
+        _batches(lambda: (_r(8, 3), _r(8, 3))),
+    ),
+    "entropy (N, C, H)": ("Entropy", {}, _batches(lambda: (_r(8, 4, 3), _i(4, 8, 3)))),
+    "mutual information (N, C)": ("MutualInformation", {}, _batches(lambda: (_r(8, 4), _i(4, 8)))),
+    "kl divergence (N, C, H)": ("KLDivergence", {}, _batches(lambda: (_r(8, 4, 3), _r(8, 4, 3)))),
+    "js divergence (N, C)": ("JSDivergence", {}, _batches(lambda: (_r(8, 4), _r(8, 4)))),
+    "geometric average (N, 3)": ("GeometricAverage", {}, _batches(lambda: _r(8, 3).abs() + 0.1)),
+    "geometric average numbers": ("GeometricAverage", {}, [1.5, 2.0, 4.0]),
+    "variable accumulation": (
+        "VariableAccumulation",
+        {"op": lambda a, x: a + x.sum() if isinstance(x, torch.Tensor) else a + x},
+        _batches(lambda: _r(8, 3)),
+    ),
     "confusion matrix (N, C, H)": (
         "ConfusionMatrix",
         {"num_classes": 5},
