@@ -13,7 +13,9 @@ from distengine.metrics import (
     Accuracy,
     Average,
     ConfusionMatrix,
+    CosineSimilarity,
     DiceCoefficient,
+    Entropy,
     EpochMetric,
     Fbeta,
     IoU,
@@ -21,6 +23,7 @@ from distengine.metrics import (
     Loss,
     MeanAbsoluteError,
     MeanSquaredError,
+    MutualInformation,
     Precision,
     Recall,
     RootMeanSquaredError,
@@ -148,6 +151,9 @@ def make_metrics(num_classes: int | None = C) -> dict:
         "max_ae": MaximumAbsoluteError(_column),
         "median_ae": MedianAbsoluteError(_column),
         "spearman": SpearmanRankCorrelation(_column),
+        "entropy": Entropy(_multiclass),
+        "mutual_information": MutualInformation(_multiclass),
+        "cosine": CosineSimilarity(output_transform=_regression),
     }
 
 
@@ -163,6 +169,9 @@ def references(d: dict[str, torch.Tensor]) -> dict:
     bt, bp = d["bin_true"].numpy(), d["bin_pred"].numpy()
     mlt, mlp = d["ml_true"].numpy(), d["ml_pred"].numpy()
     col_pred, col_true = d["reg_pred"][:, 0].double().numpy(), d["reg_true"][:, 0].double().numpy()
+    probs = torch.softmax(d["logits"].double(), 1).numpy()
+    entropies, marginal = -(probs * np.log(probs)).sum(1), probs.mean(0)
+    rp, rt = d["reg_pred"].double().numpy(), d["reg_true"].double().numpy()
     p_cls = sk.precision_score(y, pred, average=None, zero_division=0)
     r_cls = sk.recall_score(y, pred, average=None, zero_division=0)
     return {
@@ -217,6 +226,11 @@ def references(d: dict[str, torch.Tensor]) -> dict:
         "max_ae": sk.max_error(col_true, col_pred),
         "median_ae": sk.median_absolute_error(col_true, col_pred),
         "spearman": stats.spearmanr(col_pred, col_true).statistic,
+        "entropy": np.mean(entropies),
+        "mutual_information": -(marginal * np.log(marginal)).sum() - np.mean(entropies),
+        "cosine": np.mean(
+            (rp * rt).sum(1) / (np.linalg.norm(rp, axis=1) * np.linalg.norm(rt, axis=1))
+        ),
     }
 
 
