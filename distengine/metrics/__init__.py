@@ -28,6 +28,7 @@ from distengine.metrics.confusion_matrix import (
 from distengine.metrics.divergences import Entropy, JSDivergence, KLDivergence, MutualInformation
 from distengine.metrics.epoch_metric import EpochMetric
 from distengine.metrics.loss import Loss
+from distengine.metrics.matthews_corrcoef import MatthewsCorrCoef
 from distengine.metrics.metric import Metric
 from distengine.metrics.metrics_lambda import MetricsLambda
 from distengine.metrics.precision_recall import Fbeta, FbetaScore, Precision, Recall
@@ -73,6 +74,7 @@ __all__ = [
     "JaccardIndex",
     "KLDivergence",
     "Loss",
+    "MatthewsCorrCoef",
     "MeanAbsoluteError",
     "MeanPairwiseDistance",
     "MeanSquaredError",

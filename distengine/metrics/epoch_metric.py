@@ -48,7 +48,7 @@ class EpochMetric(Metric):
         skip_unrolling: bool = False,
     ) -> None:
         if not callable(compute_fn):
-            raise TypeError(f"compute_fn must be callable, got {compute_fn!r}")
+            raise TypeError(f"Argument compute_fn should be callable, got {compute_fn!r}")
         super().__init__(output_transform, device, skip_unrolling)
         self.compute_fn = compute_fn
         self._check_compute_fn = check_compute_fn
@@ -69,9 +69,11 @@ class EpochMetric(Metric):
         y = y.squeeze(-1) if y.dim() == 2 and y.shape[1] == 1 else y
         for name, kept, t in (("y_pred", self.predictions, y_pred), ("y", self.targets, y)):
             if kept and kept[-1].dtype != t.dtype:
-                raise ValueError(
-                    f"{type(self).__name__}: {name} of dtype {t.dtype} after batches of "
-                    f"{kept[-1].dtype}; give every batch the same dtype"
+                stored = "predictions" if name == "y_pred" else "targets"
+                raise ValueError(  # Ignite's words
+                    f"Incoherent types between input {name} and stored {stored}: "
+                    f"{kept[-1].dtype} vs {t.dtype} ({type(self).__name__}: give every batch "
+                    "the same dtype)"
                 )
         self.predictions.append(y_pred.clone())
         self.targets.append(y.clone())

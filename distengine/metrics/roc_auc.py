@@ -38,7 +38,8 @@ def binary_roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     n_neg = positive.numel() - n_pos
     if n_pos == 0 or n_neg == 0:
         raise NotComputableError(
-            f"ROC AUC needs positive and negative examples, got {n_pos} and {n_neg}"
+            "ROC AUC needs positive and negative examples: Only one class is present in y_true "
+            f"({n_pos} positive, {n_neg} negative)"
         )
     ranks = _average_ranks(scores.reshape(-1).double())
     return ((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).item()

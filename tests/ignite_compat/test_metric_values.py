@@ -151,6 +151,8 @@ CASES = {
         {"op": lambda a, x: a + x.sum() if isinstance(x, torch.Tensor) else a + x},
         _batches(lambda: _r(8, 3)),
     ),
+    "matthews (N,)": ("MatthewsCorrCoef", {}, _batches(lambda: (_i(3, 8), _i(3, 8)))),
+    "matthews scores (N, C)": ("MatthewsCorrCoef", {}, _batches(lambda: (_r(8, 3), _i(3, 8)))),
     "confusion matrix (N, C, H)": (
         "ConfusionMatrix",
         {"num_classes": 5},
