@@ -257,6 +257,7 @@ def _cause(element: ET.Element) -> str:
 def group_of(cause: str) -> str:
     """A cause with numbers, addresses and long literals blanked, so alike failures group."""
     cause = cause.split("\n")[0]
+    cause = re.sub(r" \(/[^)]*\.py\)", "", cause)  # where the module lives on this machine
     cause = re.sub(r"0x[0-9a-f]+", "0x…", cause)
     cause = re.sub(r"(?<![\w.])-?\d+(\.\d+)?(e-?\d+)?", "N", cause)
     cause = re.sub(r"tensor\(\[.*", "tensor([…", cause)
