@@ -5,10 +5,12 @@ numbers) that ``reset`` sets, ``update`` accumulates and ``compute`` reads
 through ``@sync_all_reduce("_sum", "_num_examples:MAX", ...)``. Here the
 attributes that ``compute``'s decorator names join the engine's one reduction
 of all its metrics (one collective per dtype and op, shared with every other
-metric of the engine); ``compute`` sees them reduced, as Python numbers where
-they were numbers, and the local values are back afterwards (as in Ignite
-0.5.5). ``PRODUCT`` attributes, and the attributes of other decorated methods,
-are reduced when the method is called (one collective per op).
+metric of the engine; summed tensors of one or more dimensions add a second
+round, in which their shapes are checked to agree across ranks); ``compute``
+sees them reduced, as Python numbers where they were numbers, and the local
+values are back afterwards (as in Ignite 0.5.5). ``PRODUCT`` attributes, and
+the attributes of other decorated methods, are reduced when the method is
+called (one collective per op).
 
 Example::
 
@@ -217,7 +219,12 @@ def declare_shadows(metric: Metric) -> None:
                 continue
         tensor = _as_tensor(value)
         shadow = _SHADOW + name
-        metric._specs[shadow] = StateSpec(shadow, op.lower(), torch.zeros_like(tensor))
+        # a summed tensor that is not a scalar may differ in shape across ranks (it comes from
+        # user code): declared lazy, its shape is checked in the reduction's first round (a
+        # clear error on every rank, never a hang) and it is summed in a second one
+        lazy = op == "SUM" and tensor.dim() > 0
+        default = None if lazy else torch.zeros_like(tensor)
+        metric._specs[shadow] = StateSpec(shadow, op.lower(), default)
         setattr(metric, shadow, tensor)
 
 

@@ -265,6 +265,7 @@ class Metric(ABC):
         start their sum and ``cat`` states empty and share the max/min, so the
         reduced value over the new ranks is the one over the saved ranks.
         """
+        declare_shadows(self)  # Ignite-style attributes travel as declared states too
         merged = {}
         for name, spec in self._specs.items():
             values = [state[name] for state in states if state.get(name) is not None]

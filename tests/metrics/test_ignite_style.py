@@ -186,8 +186,9 @@ def test_custom_metrics_reduce_to_the_single_process_values(ranks):
         assert stats["mean"] == pytest.approx(want["mean"])
         assert stats["types"] == ["int", "float", "float"]  # numbers stay numbers
         # int64 sums (accuracy, custom, n), float64 sums, MAX, MIN: one collective each,
-        # shared by the three metrics (Ignite: one per attribute, 7 here)
-        assert collectives == 4
+        # shared by the three metrics, and a second round for the (3,) vector _sum, whose
+        # shape the first checked (Ignite: one collective per attribute, 7 here)
+        assert collectives == 5
         start, stop = _shard(world, rank)
         n_local, kind, total_local = local
         assert kind == "int" and 0 < n_local <= stop - start  # local state is back, unreduced
@@ -229,6 +230,41 @@ def test_misdeclared_attributes_raise_on_every_rank_as_in_ignite(ranks2):
         for result in ranks2.run(misdeclared, kind):
             assert result[0] == error and pattern in result[1]
     assert misdeclared("missing") is None  # one process: nothing to reduce, as in Ignite
+
+
+def uneven_vector_state():
+    class PerClass(Metric):
+        @reinit__is_reduced
+        def reset(self):
+            self._counts = torch.zeros(3 + dist.get_rank())  # a shape that depends on the rank
+
+        def update(self, output):
+            self._counts += 1
+
+        @sync_all_reduce("_counts")
+        def compute(self):
+            return self._counts.tolist()
+
+    from distengine.metrics import Average
+
+    average = Average()  # a lazily shaped state of distengine's own, shaped by the outputs
+    average.update(torch.ones(2, 3 + dist.get_rank()))
+    messages = []
+    for metric in (PerClass(), average):
+        if isinstance(metric, PerClass):
+            metric.update(None)
+        try:
+            metric.compute()
+        except ValueError as error:
+            messages.append(str(error))
+    return messages
+
+
+def test_a_state_shaped_differently_on_the_ranks_raises_on_every_rank(ranks2):
+    # Ignite's gloo all_reduce waits for the timeout here; before, a lazy state's shape was
+    # checked only past its first dimension (one rank raised, the other waited)
+    for messages in ranks2.run(uneven_vector_state, timeout=60):
+        assert len(messages) == 2 and all("differs across ranks" in m for m in messages)
 
 
 def test_state_dict_carries_the_attributes_and_keeps_their_types():
