@@ -278,3 +278,19 @@ def test_state_dict_carries_the_attributes_and_keeps_their_types():
     assert type(fresh._num_examples) is int and fresh._num_examples == metric._num_examples
     assert torch.equal(fresh._num_correct, metric._num_correct)
     assert fresh.compute() == value
+
+
+def test_states_saved_on_two_ranks_load_into_one_with_their_sum():
+    shards = []
+    for rank in range(2):  # two ranks' checkpointed states, made here on one process
+        metric = CustomAccuracy(ignored_class=3)
+        for logits, labels, _ in _batches(*_shard(2, rank)):
+            metric.update((logits, labels))
+        shards.append(metric.state_dict())
+    whole = CustomAccuracy(ignored_class=3)
+    whole.load_per_rank_state_dicts(shards)
+    alone = CustomAccuracy(ignored_class=3)
+    for logits, labels, _ in _batches(0, 41):
+        alone.update((logits, labels))
+    assert type(whole._num_examples) is int and whole._num_examples == alone._num_examples
+    assert whole.compute() == alone.compute()
