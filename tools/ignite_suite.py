@@ -87,7 +87,10 @@ def _sdist_root(path: Path) -> Path | None:
         target = Path(tempfile.gettempdir()) / f"ignite-sdist-{path.stat().st_size}"
         if not target.is_dir():
             with tarfile.open(path) as archive:
-                archive.extractall(target, filter="data")
+                try:
+                    archive.extractall(target, filter="data")
+                except TypeError:  # a Python without extraction filters (before 3.10.12)
+                    archive.extractall(target)  # noqa: S202 - PyPI's own sdist
         return _sdist_root(target)
     return None
 
