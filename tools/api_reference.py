@@ -16,6 +16,7 @@ MODULES = [
     "distengine.engine",
     "distengine.distributed",
     "distengine.metrics",
+    "distengine.metrics.regression",
     "distengine.handlers",
     "distengine.checkpoint",
     "distengine.exceptions",

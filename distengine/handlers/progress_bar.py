@@ -59,8 +59,11 @@ class ProgressBar:
     - on a terminal, or under ``python -m launch`` run from a terminal: one
       live line, redrawn at most every ``mininterval`` seconds;
     - elsewhere (a pipe, a log file, CI, SLURM): a plain line every
-      ``line_interval_s`` seconds and, with ``persist=True``, one when the
-      bar closes; never redraws.
+      ``line_interval_s`` seconds and one when the bar closes (always after
+      such a line, so a log never ends on a stale position; otherwise with
+      ``persist=True``); never redraws. Ignite writes tqdm's redraws there:
+      ``attach`` warns (UserWarning, unless the launcher runs it or
+      ``disable`` is set).
 
     ``disable=None`` (a tqdm option) turns the bar off where nothing draws it
     live (the second case). Between redraws an iteration costs a clock read;
@@ -99,6 +102,7 @@ class ProgressBar:
         self._kind = "terminal"
         self._next_draw = 0.0
         self._next_line = 0.0
+        self._lines_written = 0  # by the open bar, where nothing draws it live
         self._fired = 0
         self._stamps: tuple = ()  # the iterations of the agreed values last drawn
 
@@ -188,6 +192,7 @@ class ProgressBar:
         initial = self._position(engine, total)
         self._bar = tqdm(total=total, initial=initial, bar_format=self.bar_format, **kwargs)
         self._next_line = time.monotonic() + self.line_interval_s
+        self._lines_written = 0
 
     def _position(self, engine: Engine, total: int | None) -> int:
         """Ignite's: the event's counter within the bar (1 to ``total``)."""
@@ -215,6 +220,7 @@ class ProgressBar:
             console.write_frame(self.file, str(bar))
         elif self._kind == "lines" and now >= self._next_line:
             self._next_line = now + self.line_interval_s
+            self._lines_written += 1
             console.write_line(self.file, str(bar))
 
     def _postfix(self, engine: Engine) -> dict[str, Any]:
@@ -243,7 +249,8 @@ class ProgressBar:
             bar.set_postfix(self._postfix(engine), refresh=False)
             bar.n = end
             if self._kind != "terminal":
-                if self.persist:
+                # a log that showed this bar mid-way never ends on that stale position
+                if self.persist or (self._kind == "lines" and self._lines_written):
                     console.write_line(self.file, str(bar))
                 elif self._kind == "frames":
                     console.clear_frame(self.file)

@@ -10,8 +10,11 @@ Example::
     evaluator.state.metrics     # {"accuracy": 0.97, "loss": 0.11}, the same on every rank
 """
 
+from distengine.metrics.accumulation import GeometricAverage, VariableAccumulation
 from distengine.metrics.accuracy import Accuracy
 from distengine.metrics.average import Average
+from distengine.metrics.average_precision import AveragePrecision
+from distengine.metrics.cohen_kappa import CohenKappa
 from distengine.metrics.confusion_matrix import (
     ConfusionMatrix,
     DiceCoefficient,
@@ -22,19 +25,23 @@ from distengine.metrics.confusion_matrix import (
     cmRecall,
     mIoU,
 )
+from distengine.metrics.divergences import Entropy, JSDivergence, KLDivergence, MutualInformation
 from distengine.metrics.epoch_metric import EpochMetric
 from distengine.metrics.gpu_info import GpuInfo
 from distengine.metrics.loss import Loss
+from distengine.metrics.matthews_corrcoef import MatthewsCorrCoef
 from distengine.metrics.metric import Metric
 from distengine.metrics.metrics_lambda import MetricsLambda
 from distengine.metrics.precision_recall import Fbeta, FbetaScore, Precision, Recall
+from distengine.metrics.precision_recall_curve import PrecisionRecallCurve
 from distengine.metrics.regression import (
     MeanAbsoluteError,
     MeanSquaredError,
     RootMeanSquaredError,
 )
-from distengine.metrics.roc_auc import ROC_AUC
+from distengine.metrics.roc_auc import ROC_AUC, RocCurve
 from distengine.metrics.running_average import RunningAverage
+from distengine.metrics.similarity import CosineSimilarity, MeanPairwiseDistance
 from distengine.metrics.state import NotComputableError
 from distengine.metrics.top_k import TopKCategoricalAccuracy
 from distengine.metrics.usage import (
@@ -49,34 +56,47 @@ from distengine.metrics.usage import (
 
 __all__ = [
     "GpuInfo",
-    "ROC_AUC",
     "Accuracy",
     "Average",
+    "AveragePrecision",
     "BatchFiltered",
     "BatchWise",
+    "CohenKappa",
     "ConfusionMatrix",
+    "CosineSimilarity",
     "DiceCoefficient",
+    "Entropy",
     "EpochMetric",
     "EpochWise",
     "Fbeta",
     "FbetaScore",
+    "GeometricAverage",
     "IoU",
+    "JSDivergence",
     "JaccardIndex",
+    "KLDivergence",
     "Loss",
+    "MatthewsCorrCoef",
     "MeanAbsoluteError",
+    "MeanPairwiseDistance",
     "MeanSquaredError",
     "Metric",
     "MetricUsage",
     "MetricsLambda",
+    "MutualInformation",
     "NotComputableError",
     "Precision",
+    "PrecisionRecallCurve",
+    "ROC_AUC",
     "Recall",
+    "RocCurve",
     "RootMeanSquaredError",
     "RunningAverage",
     "RunningBatchWise",
     "RunningEpochWise",
     "SingleEpochRunningBatchWise",
     "TopKCategoricalAccuracy",
+    "VariableAccumulation",
     "cmAccuracy",
     "cmPrecision",
     "cmRecall",

@@ -9,7 +9,7 @@ import torch
 
 from distengine.metrics.inputs import binary_error, class_last, classified, hits, non_binary
 from distengine.metrics.metric import Metric
-from distengine.metrics.state import NotComputableError
+from distengine.metrics.state import no_examples
 
 
 class Accuracy(Metric):
@@ -45,6 +45,11 @@ class Accuracy(Metric):
         super().reset()
         self._kind, self._checked_shapes = None, None
 
+    @property
+    def _type(self) -> str | None:
+        """Ignite's name for the kind of data seen: binary, multiclass or multilabel."""
+        return self._kind
+
     def update(self, output: Any) -> None:
         y_pred, y, kind = classified(self, output, self.is_multilabel, "Accuracy")
         self._follow(y_pred)
@@ -63,7 +68,7 @@ class Accuracy(Metric):
     def compute(self) -> float:
         correct, total, invalid = torch.stack([self.correct, self.total, self.invalid]).tolist()
         if total == 0:
-            raise NotComputableError("Accuracy needs at least one example before compute()")
+            raise no_examples("Accuracy")
         if invalid:
             raise binary_error("Accuracy", invalid)
         return correct / total

@@ -8,11 +8,16 @@ from typing import Any
 import torch
 
 from distengine.metrics.metric import Metric
-from distengine.metrics.state import NotComputableError
+from distengine.metrics.state import no_examples
 
 
 class Average(Metric):
-    """Mean of the outputs: numbers and 0-d tensors count once, (N, ...) tensors N times.
+    """Mean of the outputs, as PyTorch-Ignite's ``Average``: a number, a 0-d or a 1-d tensor
+    is one example, a tensor ``(N, ...)`` of 2 or more dimensions is ``N`` examples
+    (so a 1-d output is averaged element by element over the batches).
+
+    ``compute`` returns a float64 tensor (0-d for numbers and 0-d outputs);
+    ``engine.state.metrics`` gets a float for a 0-d value.
 
     Example::
 
@@ -35,7 +40,7 @@ class Average(Metric):
         value = output.detach() if isinstance(output, torch.Tensor) else torch.tensor(output)
         self._follow(value)
         value = value.double()
-        if value.dim() == 0:
+        if value.dim() <= 1:
             total, n = value, 1
         else:
             total, n = value.sum(0), value.shape[0]
@@ -44,6 +49,5 @@ class Average(Metric):
 
     def compute(self) -> Any:
         if self.total is None or int(self.n) == 0:
-            raise NotComputableError("Average needs at least one output before compute()")
-        mean = self.total / self.n
-        return mean.item() if mean.dim() == 0 else mean
+            raise no_examples("Average")
+        return self.total / self.n

@@ -10,7 +10,7 @@ import torch
 from distengine.metrics.inputs import pair, predicted_classes
 from distengine.metrics.metric import Metric
 from distengine.metrics.metrics_lambda import MetricsLambda
-from distengine.metrics.state import NotComputableError
+from distengine.metrics.state import no_examples
 
 NORMALISATIONS = (None, "samples", "recall", "precision")
 
@@ -72,7 +72,7 @@ class ConfusionMatrix(Metric):
 
     def compute(self) -> torch.Tensor:
         if int(self.n) == 0:
-            raise NotComputableError("ConfusionMatrix needs at least one example")
+            raise no_examples("Confusion matrix")
         matrix = self.matrix[1:-1].view(self.num_classes, self.num_classes)
         if self.average is None:
             return matrix.clone()  # not a view of the state that later updates change
@@ -147,13 +147,14 @@ def JaccardIndex(cm: ConfusionMatrix, ignore_index: int | None = None) -> Metric
 
 
 def mIoU(cm: ConfusionMatrix, ignore_index: int | None = None) -> MetricsLambda:  # noqa: N802
-    """Mean IoU over classes (``ignore_index`` left out).
+    """Mean IoU over classes (``ignore_index`` left out), a 0-d float64 tensor as in Ignite
+    (``engine.state.metrics`` gets a float).
 
     Example::
 
         mIoU(ConfusionMatrix(num_classes=21), ignore_index=0).attach(evaluator, "miou")
     """
-    return MetricsLambda(lambda per_class: per_class.mean().item(), IoU(cm, ignore_index))
+    return MetricsLambda(lambda per_class: per_class.mean(), IoU(cm, ignore_index))
 
 
 def DiceCoefficient(cm: ConfusionMatrix, ignore_index: int | None = None) -> MetricsLambda:  # noqa: N802
@@ -182,9 +183,9 @@ def cmAccuracy(cm: ConfusionMatrix) -> MetricsLambda:  # noqa: N802
     """
     _checked(cm, (None, "samples"), "cmAccuracy")
 
-    def accuracy(matrix: torch.Tensor) -> float:
+    def accuracy(matrix: torch.Tensor) -> torch.Tensor:
         m = matrix.double()
-        return _ratio(m.diag().sum(), m.sum()).item()
+        return _ratio(m.diag().sum(), m.sum())
 
     return MetricsLambda(accuracy, cm)
 
@@ -220,6 +221,6 @@ def _per_class_mean(cm: ConfusionMatrix, dim: int, average: bool) -> MetricsLamb
     def per_class(matrix: torch.Tensor) -> Any:
         m = matrix.double()
         values = _ratio(m.diag(), m.sum(dim))
-        return values.mean().item() if average else values
+        return values.mean() if average else values
 
     return MetricsLambda(per_class, cm)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from numbers import Number
 from typing import Any
 
 import torch
+
+
+class DataKindChanged(ValueError, RuntimeError):  # noqa: N818 - a ValueError, as the others
+    """A classification metric fed binary, multiclass or multilabel data after another kind
+    (a RuntimeError too: what PyTorch-Ignite raises there)."""
 
 
 def pair(output: Any, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,8 +58,6 @@ def classification_kind(
     if y_pred.dim() == y.dim() + 1 and y_pred.shape[:1] + y_pred.shape[2:] == y.shape:
         if y_pred.shape[1] == 1:
             return "binary"
-        if y.is_floating_point():
-            raise TypeError(f"{metric} expects integer class labels y, got {y.dtype}")
         return "multiclass"
     if y_pred.shape == y.shape:
         return "binary"
@@ -92,8 +96,19 @@ def classified(metric: Any, output: Any, multilabel: bool, name: str):
     if shapes != metric._checked_shapes:
         kind = classification_kind(y_pred, y, multilabel, name)
         if metric._kind is not None and metric._kind != kind:
-            raise ValueError(f"{name} was updated with {metric._kind} data, now with {kind} data")
+            raise DataKindChanged(
+                f"{name} was updated with {metric._kind} data, now with {kind} data"
+            )
+        if kind == "multiclass" and y.is_floating_point():
+            warnings.warn(  # Ignite's warning; its labels are compared as integers too
+                f"{name}: `y` should be of dtype long when entry type is multiclass, got "
+                f"{y.dtype}: its labels are cast with y.long()",
+                RuntimeWarning,
+                stacklevel=4,
+            )
         metric._kind, metric._checked_shapes = kind, shapes
+    if metric._kind == "multiclass" and y.is_floating_point():
+        y = y.long()
     return y_pred, y, metric._kind
 
 

@@ -9,7 +9,7 @@ import torch
 
 from distengine.metrics.inputs import pair
 from distengine.metrics.metric import Metric
-from distengine.metrics.state import NotComputableError
+from distengine.metrics.state import no_examples
 
 
 class Loss(Metric):
@@ -56,5 +56,5 @@ class Loss(Metric):
 
     def compute(self) -> float:
         if int(self.n) == 0:
-            raise NotComputableError("Loss needs at least one example before compute()")
+            raise no_examples("Loss")
         return (self.total / self.n).item()

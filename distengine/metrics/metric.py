@@ -11,13 +11,40 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from distengine.distributed import get_rank
+from distengine.metrics.ignite_style import (
+    declare_shadows,
+    reinit__is_reduced,
+    restore_from_shadows,
+    sync_all_reduce,
+)
 from distengine.metrics.inputs import moved, picked, unrolled
 from distengine.metrics.reduction import reduced_states
 from distengine.metrics.state import REDUCTIONS, StateSpec
+from distengine.metrics.usage import (
+    BatchFiltered,
+    BatchWise,
+    EpochWise,
+    MetricUsage,
+    RunningBatchWise,
+    RunningEpochWise,
+    SingleEpochRunningBatchWise,
+)
+
+__all__ = [
+    "BatchFiltered",
+    "BatchWise",
+    "EpochWise",
+    "Metric",
+    "MetricUsage",
+    "RunningBatchWise",
+    "RunningEpochWise",
+    "SingleEpochRunningBatchWise",
+    "reinit__is_reduced",
+    "sync_all_reduce",
+]
 
 if TYPE_CHECKING:
     from distengine.engine import Engine
-    from distengine.metrics.usage import MetricUsage
 
 
 def _reducing(compute: Callable[[Metric], Any]) -> Callable[[Metric], Any]:
@@ -83,6 +110,12 @@ class Metric(ABC):
                 return (self.total / self.n).item()
 
         MeanAbsolute().attach(evaluator, "mae")
+
+    A metric written PyTorch-Ignite's way (state in plain attributes set by
+    ``reset``, ``compute`` decorated with ``@sync_all_reduce(...)``, see
+    :mod:`distengine.metrics.ignite_style`) works too: as in Ignite, the
+    constructor calls ``reset()`` and such a metric's ``device`` defaults to
+    the CPU (its inputs are left where they are).
     """
 
     #: Each rank accumulates its own state: a checkpoint keeps every rank's.
@@ -99,16 +132,35 @@ class Metric(ABC):
         if not callable(output_transform):
             raise TypeError(f"output_transform must be callable, got {output_transform!r}")
         self._output_transform = output_transform
+        if device is None and self._ignite_style:
+            device = "cpu"  # Ignite's default, which its style of metric relies on
         self._device = torch.device(device) if device is not None else None
-        self._input_device = self._device
+        self._input_device = None if self._ignite_style else self._device
+        self._double_dtype = torch.float64  # as Ignite's metrics read it
         self._skip_unrolling = skip_unrolling
         self._specs: dict[str, StateSpec] = {}
         self._synced = False
         self._cache: dict[int, Any] = {}
         self._host_counts: dict[str, int] = {}
+        if self._reset_on_init and type(self).reset is not Metric.reset:
+            self.reset()  # as Ignite's constructor does: a subclass's reset sets its state
+
+    #: Whether the constructor calls an overridden ``reset`` (as Ignite's does).
+    _reset_on_init = True
+    #: Whether a subclass uses Ignite's decorators (its state lives in plain attributes).
+    _ignite_style = False
+    #: The ``@sync_all_reduce`` compute whose attributes join the engine's one reduction.
+    _ignite_sync_method: Callable[..., Any] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        methods = [cls.__dict__.get(name) for name in ("reset", "update", "compute")]
+        if any(getattr(method, "_decorated", False) for method in methods):
+            cls._ignite_style = True
+        if getattr(cls.__dict__.get("compute"), "_sync_all_reduce", None):
+            cls._ignite_sync_method = cls.__dict__["compute"]
+        elif "compute" in cls.__dict__:
+            cls._ignite_sync_method = None
         if "compute" in cls.__dict__ and not getattr(
             cls.__dict__["compute"], "__isabstractmethod__", False
         ):
@@ -149,6 +201,7 @@ class Metric(ABC):
 
     def flush_counts(self) -> None:
         """Fold host-side counts into their state tensors (before a reduction or a save)."""
+        declare_shadows(self)  # Ignite-style attributes, as states the reduction carries
         for name, n in self._host_counts.items():
             setattr(self, name, getattr(self, name) + n)
         self._host_counts.clear()
@@ -186,6 +239,7 @@ class Metric(ABC):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; errors name missing or unexpected keys."""
+        declare_shadows(self)
         missing = set(self._specs) - set(state_dict)
         unexpected = set(state_dict) - set(self._specs)
         if missing or unexpected:
@@ -201,6 +255,7 @@ class Metric(ABC):
                 value = value.to(device)
             setattr(self, name, value)
         self._host_counts.clear()
+        restore_from_shadows(self)
 
     def load_per_rank_state_dicts(self, states: list[dict[str, Any]]) -> None:
         """Restore the states of another number of ranks (contract C1), so the value is kept.
@@ -210,6 +265,7 @@ class Metric(ABC):
         start their sum and ``cat`` states empty and share the max/min, so the
         reduced value over the new ranks is the one over the saved ranks.
         """
+        declare_shadows(self)  # Ignite-style attributes travel as declared states too
         merged = {}
         for name, spec in self._specs.items():
             values = [state[name] for state in states if state.get(name) is not None]

@@ -22,15 +22,18 @@ class MetricsLambda(Metric):
         f1.attach(evaluator, "f1")      # or: (2 * precision * recall / (precision + recall)).mean()
     """
 
+    #: Making it never resets its arguments (Ignite's constructor does: IoU(cm) empties cm).
+    _reset_on_init = False
+
     def __init__(
         self, fn: Callable[..., Any], *args: Any, skip_unrolling: bool = False, **kwargs: Any
     ) -> None:
-        super().__init__(skip_unrolling=skip_unrolling)
         if not callable(fn):
             raise TypeError(f"MetricsLambda needs a callable, got {fn!r}")
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
+        super().__init__(skip_unrolling=skip_unrolling)
 
     def dependencies(self) -> list[Metric]:
         return [a for a in (*self.args, *self.kwargs.values()) if isinstance(a, Metric)]

@@ -19,7 +19,7 @@ from distengine.metrics.inputs import (
 )
 from distengine.metrics.metric import Metric
 from distengine.metrics.metrics_lambda import MetricsLambda
-from distengine.metrics.state import NotComputableError
+from distengine.metrics.state import no_examples
 
 AVERAGES = (False, None, True, "micro", "macro", "weighted", "samples")
 KINDS = ("binary", "multiclass", "multilabel")
@@ -72,8 +72,23 @@ class _ClassCounts(Metric):
     def reset(self) -> None:
         super().reset()
         self._kind, self._checked_shapes = None, None
+        self._updated = False  # Ignite's flag: an update went through since the reset
+
+    @property
+    def _type(self) -> str | None:
+        """Ignite's name for the kind of data seen: binary, multiclass or multilabel."""
+        return self._kind
+
+    @property
+    def _average(self) -> bool | str | None:
+        """Ignite's name for ``average`` (``True`` reads ``"macro"``)."""
+        return self.average
 
     def update(self, output: Any) -> None:
+        self._check_and_count(output)
+        self._updated = True
+
+    def _check_and_count(self, output: Any) -> None:
         y_pred, y, kind = classified(self, output, self.is_multilabel, self.name)
         self._follow(y_pred)
         if kind != "multilabel" and self.average == "samples":
@@ -126,7 +141,7 @@ class _ClassCounts(Metric):
         *rows, invalid = totals.tolist()
         kinds = [kind for kind, n in zip(KINDS, rows) if n > 0]
         if not kinds:
-            raise NotComputableError(f"{self.name} needs at least one example before compute()")
+            raise no_examples(self.name)
         if len(kinds) > 1:
             raise ValueError(f"{self.name} was fed different kinds of data on the ranks: {kinds}")
         if invalid:

@@ -231,15 +231,16 @@ def _all_reduced(fixed: list[tuple[torch.Tensor, str]]) -> list[torch.Tensor]:
     return results
 
 
-def _agreed(layouts: torch.Tensor, i: int, name: str):
-    """(dtype, trailing shape, rows per rank) of varying state ``i``, checked across ranks."""
+def _agreed(layouts: torch.Tensor, i: int, name: str, whole: bool = False):
+    """(dtype, trailing shape, rows per rank) of varying state ``i``, checked across ranks
+    (``whole``: a lazy state, whose full shape must agree)."""
     rows = layouts[:, i]
     present = [r for r in range(rows.shape[0]) if rows[r, 0] > 0]
     if not present:
         return None
     shapes = {tuple(rows[r, 2 : 2 + rows[r, 1]].tolist()) for r in present}
     codes = {int(rows[r, 0]) for r in present}
-    if len(codes) > 1 or len({s[1:] for s in shapes}) > 1:
+    if len(codes) > 1 or len({s[1:] for s in shapes}) > 1 or (whole and len(shapes) > 1):
         raise ValueError(f"metric state {name!r} differs across ranks: shapes {sorted(shapes)}")
     lengths = [int(rows[r, 2]) if rows[r, 0] > 0 else 0 for r in range(rows.shape[0])]
     return _DTYPES[codes.pop() - 1], next(iter(shapes)), lengths
@@ -248,7 +249,10 @@ def _agreed(layouts: torch.Tensor, i: int, name: str):
 def _round_two(varying, layouts):
     """Sum one buffer per dtype holding lazy states and this rank's slice of each concatenation."""
     device = comm_device()
-    plans = [_agreed(layouts, i, spec.name) for i, (_, spec, _) in enumerate(varying)]
+    plans = [
+        _agreed(layouts, i, spec.name, spec.reduce != "cat")
+        for i, (_, spec, _) in enumerate(varying)
+    ]
     by_dtype: dict[torch.dtype, list[int]] = defaultdict(list)
     for i, plan in enumerate(plans):
         if plan is not None:

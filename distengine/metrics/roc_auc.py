@@ -1,4 +1,4 @@
-"""Area under the ROC curve, computed from ranks (no scikit-learn needed)."""
+"""The ROC curve, and the area under it computed from ranks (no scikit-learn needed)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from distengine.metrics.epoch_metric import EpochMetric
+from distengine.metrics.epoch_metric import CurveMetric, EpochMetric, as_numpy
 from distengine.metrics.state import NotComputableError
 
 
@@ -38,7 +38,8 @@ def binary_roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     n_neg = positive.numel() - n_pos
     if n_pos == 0 or n_neg == 0:
         raise NotComputableError(
-            f"ROC AUC needs positive and negative examples, got {n_pos} and {n_neg}"
+            "ROC AUC needs positive and negative examples: Only one class is present in y_true "
+            f"({n_pos} positive, {n_neg} negative)"
         )
     ranks = _average_ranks(scores.reshape(-1).double())
     return ((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).item()
@@ -72,3 +73,30 @@ class ROC_AUC(EpochMetric):  # noqa: N801 - the name users know from PyTorch-Ign
         skip_unrolling: bool = False,
     ) -> None:
         super().__init__(roc_auc, output_transform, check_compute_fn, device, skip_unrolling)
+
+
+def roc_curve_compute_fn(y_preds: torch.Tensor, y_targets: torch.Tensor) -> tuple[Any, ...]:
+    """scikit-learn's ``roc_curve``: false and true positive rates, thresholds."""
+    from sklearn.metrics import roc_curve
+
+    return roc_curve(as_numpy(y_targets), as_numpy(y_preds))
+
+
+class RocCurve(CurveMetric):
+    """``(fpr, tpr, thresholds)`` as float64 tensors, as PyTorch-Ignite's (binary ``y``).
+
+    Example::
+
+        RocCurve().attach(evaluator, "roc")      # state.metrics["roc"] = (fpr, tpr, thresholds)
+    """
+
+    def __init__(
+        self,
+        output_transform: Callable[[Any], Any] = lambda output: output,
+        check_compute_fn: bool = False,
+        device: str | torch.device | None = None,
+        skip_unrolling: bool = False,
+    ) -> None:
+        super().__init__(
+            roc_curve_compute_fn, output_transform, check_compute_fn, device, skip_unrolling
+        )

@@ -16,6 +16,7 @@ from distengine.metrics.state import NotComputableError
 
 if TYPE_CHECKING:
     from distengine.engine import Engine
+    from distengine.metrics.usage import MetricUsage
 
 _KEPT = (torch.float32, torch.float64)
 _MAX_UNFOLDED = 1024  # outputs kept aside before they are folded in anyway
@@ -56,7 +57,11 @@ class RunningAverage(Metric):
     computes it every iteration (one collective per iteration with several
     ranks); use the output form for the typical running loss.
 
-    ``epoch_bound=True`` starts afresh every epoch.
+    It starts afresh every epoch when attached with
+    ``usage=SingleEpochRunningBatchWise()`` (or made with ``epoch_bound=True``,
+    which, as in Ignite, overrides ``usage``); the default usage,
+    ``RunningBatchWise()``, runs across epochs. Ignite's other usages
+    (``RunningEpochWise``, ``EpochWise``, ``BatchWise``) raise ValueError.
 
     Example::
 
@@ -72,7 +77,7 @@ class RunningAverage(Metric):
         src: Metric | None = None,
         alpha: float = 0.98,
         output_transform: Callable[[Any], Any] | None = None,
-        epoch_bound: bool = False,
+        epoch_bound: bool | None = None,
         device: str | torch.device | None = None,
         every: int | None = None,
     ) -> None:
@@ -93,6 +98,11 @@ class RunningAverage(Metric):
 
     def dependencies(self) -> list[Metric]:
         return [self.src] if self.src is not None else []
+
+    @property
+    def _value(self) -> Any:
+        """Ignite's name for this rank's current average."""
+        return self._fold()
 
     # ------------------------------------------------------------------ the average
     def update(self, output: Any) -> None:
@@ -120,7 +130,9 @@ class RunningAverage(Metric):
             for x in pending:
                 self.value = self.alpha * self.value + (1.0 - self.alpha) * x
         elif len(pending) == 1 and isinstance(self.value, torch.Tensor) and tensors:
-            self.value = torch.lerp(self.value, tensors[0].to(self.value.dtype), 1.0 - self.alpha)
+            # Ignite's formula, so one process publishes Ignite's values to the last bit
+            current = tensors[0].to(self.value.dtype)
+            self.value = self.value * self.alpha + (1.0 - self.alpha) * current
         else:
             self.value = _folded(self.value, pending, self.alpha)
         return self.value
@@ -144,9 +156,22 @@ class RunningAverage(Metric):
         return all_reduce(float(self.value), "mean")
 
     # ------------------------------------------------------------------- engine use
-    def attach(self, engine: Engine, name: str | None = None, usage: str = "batch_wise") -> None:
-        """Publish ``engine.state.metrics[name]`` after iterations (``usage`` is ignored)."""
+    def attach(
+        self, engine: Engine, name: str | None = None, usage: str | MetricUsage | None = None
+    ) -> None:
+        """Publish ``engine.state.metrics[name]`` after iterations.
+
+        ``usage``: ``RunningBatchWise()`` (the default: across epochs) or
+        ``SingleEpochRunningBatchWise()`` (afresh every epoch), or their names.
+
+        Example::
+
+            RunningAverage(output_transform=lambda loss: loss).attach(
+                trainer, "epoch_loss", usage=SingleEpochRunningBatchWise())
+        """
         from distengine.engine import Events
+
+        restart_each_epoch = _restarts_each_epoch(usage, self.epoch_bound)
 
         if self.src is not None:
             super().attach(engine, name, "batch_wise")
@@ -164,7 +189,7 @@ class RunningAverage(Metric):
             taken = sum(key.startswith("running_average") for key in engine.statefuls())
             self._keys[engine] = f"running_average[{name if name else taken}]"
             engine.register_stateful(self._keys[engine], self)
-        if self.epoch_bound:
+        if restart_each_epoch:
             handles.append(engine.add_event_handler(Events.EPOCH_STARTED, self._restart))
         self._attached[engine] = handles
 
@@ -233,6 +258,22 @@ class RunningAverage(Metric):
         mean = torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in values]).mean(0)
         value = mean.to(like.dtype) if like is not None else float(mean)
         self.load_state_dict({"value": value})
+
+
+def _restarts_each_epoch(usage: str | MetricUsage | None, epoch_bound: bool | None) -> bool:
+    """Whether the average starts afresh every epoch; Ignite's other usages are refused."""
+    from distengine.metrics.usage import RunningBatchWise, SingleEpochRunningBatchWise, as_usage
+
+    chosen = RunningBatchWise() if usage is None else as_usage(usage)
+    if type(chosen) not in (RunningBatchWise, SingleEpochRunningBatchWise):
+        raise ValueError(
+            "RunningAverage takes usage=RunningBatchWise() (the default) or "
+            f"SingleEpochRunningBatchWise(), got {type(chosen).__name__}: distengine does not "
+            "average across epochs (RunningEpochWise) nor within a batch"
+        )
+    if epoch_bound is not None:  # as in Ignite, the deprecated argument wins
+        return epoch_bound
+    return isinstance(chosen, SingleEpochRunningBatchWise)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -8,9 +8,14 @@ import torch
 
 from distengine.exceptions import NotComputableError
 
-__all__ = ["REDUCTIONS", "NotComputableError", "StateSpec"]
+__all__ = ["REDUCTIONS", "NotComputableError", "StateSpec", "no_examples"]
 
 REDUCTIONS = ("sum", "max", "min", "cat")
+
+
+def no_examples(metric: str, what: str = "example") -> NotComputableError:
+    """The error of ``compute`` before any example, in PyTorch-Ignite's words."""
+    return NotComputableError(f"{metric} must have at least one {what} before it can be computed.")
 
 
 @dataclass(frozen=True)

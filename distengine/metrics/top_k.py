@@ -9,7 +9,7 @@ import torch
 
 from distengine.metrics.inputs import pair
 from distengine.metrics.metric import Metric
-from distengine.metrics.state import NotComputableError
+from distengine.metrics.state import no_examples
 
 
 class TopKCategoricalAccuracy(Metric):
@@ -48,5 +48,5 @@ class TopKCategoricalAccuracy(Metric):
 
     def compute(self) -> float:
         if int(self.total) == 0:
-            raise NotComputableError("TopKCategoricalAccuracy needs at least one example")
+            raise no_examples("TopKCategoricalAccuracy")
         return (self.correct.double() / self.total).item()

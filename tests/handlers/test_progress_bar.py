@@ -200,3 +200,55 @@ def test_attach_refuses_what_ignite_refuses():
         )
     with pytest.raises(ValueError, match="metric_names must be None, 'all' or a list"):
         ProgressBar().attach(engine, metric_names="loss")
+
+
+IGNITE_FORMS = {  # each way Ignite's docs attach a bar: (attach kwargs, epochs, final position)
+    "default": ({}, 2, "[100/100] 100%"),
+    "metric names": ({"metric_names": ["a"]}, 2, "[100/100] 100%"),
+    "output": ({"output_transform": lambda out: {"loss": out}}, 2, "[100/100] 100%"),
+    "iteration started every 10": (
+        {"event_name": Events.ITERATION_STARTED(every=10)},
+        2,
+        "[100/100] 100%",
+    ),
+    "iteration completed every 7": (
+        {"event_name": Events.ITERATION_COMPLETED(every=7)},
+        2,
+        "[100/100] 100%",
+    ),
+    "epochs": (
+        {"event_name": Events.EPOCH_COMPLETED, "closing_event_name": Events.COMPLETED},
+        3,
+        "[3/3] 100%",
+    ),
+    "epoch started": (
+        {"event_name": Events.EPOCH_STARTED, "closing_event_name": Events.COMPLETED},
+        3,
+        "[3/3] 100%",
+    ),
+}
+
+
+@pytest.mark.parametrize("persist", [False, True])
+@pytest.mark.parametrize("form", list(IGNITE_FORMS))
+def test_a_log_file_never_ends_on_a_stale_position(monkeypatch, form, persist):
+    """A slow run writing to a file: lines every 30 s, and the last one of each bar is where
+    it closed (the run is done), with or without persist."""
+    clock = [0.0]
+    monkeypatch.setattr("distengine.handlers.progress_bar.time.monotonic", lambda: clock[0])
+    out = stream("lines", monkeypatch)
+
+    def step(engine, batch):
+        clock[0] += 0.4  # a 100-iteration epoch takes 40 s
+        engine.state.metrics["a"] = 1
+        return 0.5
+
+    kwargs, epochs, end = IGNITE_FORMS[form]
+    engine = Engine(step)
+    ProgressBar(persist=persist, file=out).attach(engine, **kwargs)
+    engine.run(range(100), max_epochs=epochs)
+    lines = out.getvalue().splitlines()
+    assert lines and end in lines[-1], out.getvalue()
+    if "closing_event_name" not in kwargs:  # one bar per epoch: each ends full
+        assert [line for line in lines if end in line][: epochs - 1] != []
+        assert sum(end in line for line in lines) == epochs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import stats
 from sklearn import metrics as sk
 from torch import nn
 
@@ -12,7 +13,9 @@ from distengine.metrics import (
     Accuracy,
     Average,
     ConfusionMatrix,
+    CosineSimilarity,
     DiceCoefficient,
+    Entropy,
     EpochMetric,
     Fbeta,
     IoU,
@@ -20,6 +23,7 @@ from distengine.metrics import (
     Loss,
     MeanAbsoluteError,
     MeanSquaredError,
+    MutualInformation,
     Precision,
     Recall,
     RootMeanSquaredError,
@@ -28,6 +32,13 @@ from distengine.metrics import (
     cmPrecision,
     cmRecall,
     mIoU,
+)
+from distengine.metrics.regression import (
+    MaximumAbsoluteError,
+    MedianAbsoluteError,
+    PearsonCorrelation,
+    R2Score,
+    SpearmanRankCorrelation,
 )
 
 N, C = 97, 4
@@ -72,6 +83,10 @@ def _ignoring(out):
 
 def _regression(out):
     return out["reg_pred"], out["reg_true"]
+
+
+def _column(out):
+    return out["reg_pred"][:, 0], out["reg_true"][:, 0]
 
 
 def _auc(out):
@@ -130,7 +145,16 @@ def make_metrics(num_classes: int | None = C) -> dict:
         "cm_rec_per_class": cmRecall(cm, average=False),
         "avg": Average(lambda out: out["reg_pred"]),
         "auc": ROC_AUC(_auc),
-        "spread": EpochMetric(_spread, _regression),
+        # check_compute_fn (Ignite's default) runs compute_fn once on the first batch: a sync
+        "spread": EpochMetric(_spread, _regression, check_compute_fn=False),
+        "r2": R2Score(_column),
+        "pearson": PearsonCorrelation(output_transform=_column),
+        "max_ae": MaximumAbsoluteError(_column),
+        "median_ae": MedianAbsoluteError(_column, check_compute_fn=False),
+        "spearman": SpearmanRankCorrelation(_column, check_compute_fn=False),
+        "entropy": Entropy(_multiclass),
+        "mutual_information": MutualInformation(_multiclass),
+        "cosine": CosineSimilarity(output_transform=_regression),
     }
 
 
@@ -145,6 +169,10 @@ def references(d: dict[str, torch.Tensor]) -> dict:
     y_kept, pred_kept = d["ignored"][keep].numpy(), pred[keep.numpy()]
     bt, bp = d["bin_true"].numpy(), d["bin_pred"].numpy()
     mlt, mlp = d["ml_true"].numpy(), d["ml_pred"].numpy()
+    col_pred, col_true = d["reg_pred"][:, 0].double().numpy(), d["reg_true"][:, 0].double().numpy()
+    probs = torch.softmax(d["logits"].double(), 1).numpy()
+    entropies, marginal = -(probs * np.log(probs)).sum(1), probs.mean(0)
+    rp, rt = d["reg_pred"].double().numpy(), d["reg_true"].double().numpy()
     p_cls = sk.precision_score(y, pred, average=None, zero_division=0)
     r_cls = sk.recall_score(y, pred, average=None, zero_division=0)
     return {
@@ -176,9 +204,10 @@ def references(d: dict[str, torch.Tensor]) -> dict:
         "f1_weighted": sk.f1_score(y, pred, average="weighted", zero_division=0),
         "f1_from_pr": np.mean(2 * p_cls * r_cls / (p_cls + r_cls)),
         "loss": nn.functional.cross_entropy(d["logits"].double(), d["labels"]).item(),
-        "mse": np.mean(reg_diff**2),
-        "mae": np.mean(np.abs(reg_diff)),
-        "rmse": np.sqrt(np.mean(reg_diff**2)),
+        # PyTorch-Ignite's: summed over each sample's outputs, averaged over samples
+        "mse": np.mean((reg_diff**2).sum(1)),
+        "mae": np.mean(np.abs(reg_diff).sum(1)),
+        "rmse": np.sqrt(np.mean((reg_diff**2).sum(1))),
         "top2": sk.top_k_accuracy_score(y, d["logits"].numpy(), k=2, labels=list(range(C))),
         "cm": cm,
         "cm_recall": cm / cm.sum(1, keepdims=True),
@@ -193,6 +222,16 @@ def references(d: dict[str, torch.Tensor]) -> dict:
         "avg": d["reg_pred"].double().mean(0).numpy(),
         "auc": sk.roc_auc_score(d["bin_true"], d["scores"]),
         "spread": (d["reg_pred"].max() - d["reg_pred"].min()).item(),
+        "r2": sk.r2_score(col_true, col_pred),
+        "pearson": stats.pearsonr(col_pred, col_true).statistic,
+        "max_ae": sk.max_error(col_true, col_pred),
+        "median_ae": sk.median_absolute_error(col_true, col_pred),
+        "spearman": stats.spearmanr(col_pred, col_true).statistic,
+        "entropy": np.mean(entropies),
+        "mutual_information": -(marginal * np.log(marginal)).sum() - np.mean(entropies),
+        "cosine": np.mean(
+            (rp * rt).sum(1) / (np.linalg.norm(rp, axis=1) * np.linalg.norm(rt, axis=1))
+        ),
     }
 
 

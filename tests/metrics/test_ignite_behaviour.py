@@ -329,7 +329,9 @@ def test_epoch_metric_check_compute_fn_warns_once():
     def broken(y_pred, y):
         raise ZeroDivisionError("boom")
 
+    from distengine.metrics.epoch_metric import EpochMetricWarning  # Ignite's warning class
+
     metric = EpochMetric(broken, check_compute_fn=True)
-    with pytest.warns(RuntimeWarning, match="compute_fn failed on the first batch"):
+    with pytest.warns(EpochMetricWarning, match="compute_fn failed on the first batch"):
         metric.update((torch.zeros(3), torch.zeros(3)))
     metric.update((torch.zeros(3), torch.zeros(3)))  # only once

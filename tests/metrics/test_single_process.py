@@ -138,7 +138,6 @@ def test_state_dict_roundtrip_and_errors():
             (torch.zeros(4, 3), torch.zeros(5, dtype=torch.long)),
             r"got y_pred \(4, 3\) and y \(5,\)",
         ),
-        (Accuracy(), (torch.zeros(4, 3), torch.zeros(4)), "integer class labels"),
         (Accuracy(), torch.zeros(3), r"expects output \(y_pred, y\)"),
         (
             ConfusionMatrix(3),
@@ -169,6 +168,16 @@ def test_bad_inputs_name_the_shapes(metric, output, message):
         metric.update(output)
 
 
+def test_float_class_labels_warn_as_in_ignite_and_count_as_integers():
+    logits, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 2, 1, 0])
+    for metric in (Accuracy(), Precision(average=False)):
+        with pytest.warns(RuntimeWarning, match="`y` should be of dtype long"):
+            metric.update((logits, labels.float()))
+        exact = type(metric)() if isinstance(metric, Accuracy) else Precision(average=False)
+        exact.update((logits, labels))
+        assert torch.equal(torch.as_tensor(metric.compute()), torch.as_tensor(exact.compute()))
+
+
 def test_bad_arguments_and_empty_compute():
     with pytest.raises(ValueError, match="average must be one of"):
         Precision(average="median")
@@ -176,7 +185,7 @@ def test_bad_arguments_and_empty_compute():
         ConfusionMatrix(1)
     with pytest.raises(ValueError, match="exactly one of"):
         RunningAverage()
-    with pytest.raises(NotComputableError, match="Accuracy needs at least one example"):
+    with pytest.raises(NotComputableError, match="Accuracy must have at least one example"):
         Accuracy().compute()
     with pytest.raises(NotComputableError):
         Average().compute()
