@@ -87,8 +87,7 @@ NOT_RUN = {
     # source distribution, with CIFAR10 (downloaded) and torchvision
     "python main.py run --backend=gloo --nproc_per_node=2": _CIFAR10,
     "torchrun --nproc_per_node=2 main.py run --backend=gloo": _CIFAR10,
-    "python -m launch task.script=main.py dist.nproc_per_node=2 "
-    "\"task.args=['run','--backend','gloo','--num_epochs','4']\"": _CIFAR10,
+    "python -m launch task.script=main.py dist.nproc_per_node=2 -- run --backend=gloo": _CIFAR10,
 }
 
 #: Blocks shown and not run (other than text and diagrams), by document and first line, and why.

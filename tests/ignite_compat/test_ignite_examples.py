@@ -182,16 +182,17 @@ def test_cifar10_on_one_process(cifar, tmp_path):
 def launched(cifar, tmp_path_factory) -> Path:
     """The example run uninterrupted by `python -m launch` on 2 ranks: its output folder.
 
-    Its arguments go through ``task.args=[...]`` (Hydra's list syntax, each quoted).
+    Its arguments follow ``--``, as a torchrun user types them.
     """
     folder, args = cifar
     tmp = tmp_path_factory.mktemp("launched")
     script_args = ["run", *args, "--backend", "gloo", "--output_path", str(tmp / "out")]
     result = launch(
         f"task.script={folder / 'main.py'}",
-        "task.args=[" + ",".join(f"'{a}'" for a in script_args) + "]",
         "dist.nproc_per_node=2",
         f"hydra.run.dir={tmp / 'run'}",
+        "--",
+        *script_args,
         timeout=300,
         env=ie.example_env(),
     )
