@@ -118,6 +118,21 @@ def train_and_kill_rank_1_once(cfg) -> None:
     _with_fault(cfg, fault)
 
 
+def train_and_sigterm_launcher_once(cfg) -> None:
+    """At iteration 31 of the first run, rank 0 sends SIGTERM to the launcher (a preemption)."""
+    import signal
+
+    marker = Path(cfg.run_dir) / "preempted_once"
+
+    def fault(engine):
+        time.sleep(ITERATION_S)
+        if idist.get_rank() == 0 and engine.state.iteration == 31 and not marker.exists():
+            marker.write_text("1")
+            os.kill(launcher_pid(), signal.SIGTERM)
+
+    _with_fault(cfg, fault)
+
+
 #: Extra time per training iteration in the stop tests. The ranks agree on a stop about every
 #: half second of training; at this pace a signal at iteration 31 is acted on well before the
 #: run's last iteration (88), as in any real run, however fast the machine.

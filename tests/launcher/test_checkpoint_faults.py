@@ -44,7 +44,8 @@ def test_two_stops_in_a_row_keep_n_saved_and_the_run_ends_bitwise(tmp_path, unin
             break
         assert run.returncode == 75, run.stderr
         said = re.search(
-            rf"Job stopped by SIGTERM in {tmp_path} at iteration (\d+); checkpoint saved: "
+            rf"Job stopped by SIGTERM in {tmp_path} at iteration (\d+)(?: \([^)]*\))?; checkpoint "
+            r"saved: "
             r"(\S+)\nTo resume: ",
             run.stderr,
         )

@@ -356,6 +356,8 @@ def test_compile_times_are_said_around_the_first_iteration_and_validation(capsys
 
 
 def test_a_finished_run_is_said_by_the_launcher_from_its_newest_checkpoint(tmp_path):
+    from distengine.checkpoint.disk import file_checksum
+
     folder = RunFolder(tmp_path)
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
@@ -363,7 +365,8 @@ def test_a_finished_run_is_said_by_the_launcher_from_its_newest_checkpoint(tmp_p
     for iteration, epoch in ((66, 3), (88, 4)):
         trainer = {"iteration": iteration, "epoch": epoch, "epoch_length": 22}
         torch.save({"trainer": {"__per_rank__": [trainer] * 2}}, checkpoints / f"c_{epoch}.pt")
-        meta = {"crc32": "0", "iteration": iteration, "run_id": "r"}
+        crc = file_checksum(checkpoints / f"c_{epoch}.pt")  # the launcher names intact files only
+        meta = {"crc32": crc, "iteration": iteration, "run_id": "r"}
         (checkpoints / f".c_{epoch}.pt.meta.json").write_text(json.dumps(meta))
         job["trainer"] = {"max_epochs": 4}
         said = finished_note(folder, job, "r")
