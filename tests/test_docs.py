@@ -191,6 +191,8 @@ def _env(folder: Path, warm: str | None, activated: bool) -> dict[str, str]:
     env["PYTHONPATH"] = str(ROOT)
     env["TMPDIR"] = str(folder / ".tmp")
     env.pop("DOCS_WARM_SOCKET", None)
+    for name in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES"):  # under `make test`:
+        env.pop(name, None)  # a user's fresh shell has none (no "make[1]: Entering ...")
     if warm:
         env["DOCS_WARM_SOCKET"] = warm
     return env
