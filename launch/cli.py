@@ -51,7 +51,12 @@ def fail(message: str, code: int = exit_codes.BAD_INPUT) -> None:
 def check_job(job: dict[str, Any]) -> None:
     """The checks that import code (``_target_`` signatures, the entrypoint, the optimizer),
     use the host or need the number of ranks."""
-    from launch.config.recipe import check_global_batch, check_optimizer, uses_recipe
+    from launch.config.recipe import (
+        check_global_batch,
+        check_model_input,
+        check_optimizer,
+        uses_recipe,
+    )
     from launch.config.targets import check_target, load_entrypoint
     from launch.job.start import world_size
 
@@ -68,6 +73,7 @@ def check_job(job: dict[str, Any]) -> None:
         load_entrypoint(job["task"]["entrypoint"])
     if uses_recipe(job):
         check_optimizer(job["optim"])
+        check_model_input(job)
         check_global_batch(job, world_size(job))
 
 

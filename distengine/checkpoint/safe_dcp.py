@@ -82,17 +82,53 @@ def _allowed() -> dict[tuple[str, str], Any]:
     return found
 
 
-class _MetadataUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves only the names in :func:`_allowed`."""
+@cache
+def _allowed_types() -> frozenset[type]:
+    """The allowed names that are classes: the only objects whose state a pickle may set."""
+    return frozenset(value for value in _allowed().values() if isinstance(value, type))
+
+
+class _MetadataUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    """A pickle unpickler that resolves only the names in :func:`_allowed` and sets state
+    (``BUILD``) only on instances of those classes.
+
+    Python's pure unpickler, because the C one's ``BUILD`` cannot be checked: it would set
+    attributes on whatever object it is given, an allowed class included (a forged file
+    could replace a method of ``pathlib.Path`` for the whole process).
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
 
     def find_class(self, module: str, name: str) -> Any:
         found = _allowed().get((module, name))
         if found is None:
-            raise ForgedMetadataError(f"{module}.{name}")
+            raise ForgedMetadataError(
+                f"names {module}.{name}, which is not one of torch.distributed.checkpoint's "
+                "metadata types (a crafted file?)"
+            )
         return found
 
     def persistent_load(self, pid: Any) -> Any:
-        raise ForgedMetadataError(f"a persistent id ({pid!r})")
+        raise ForgedMetadataError(
+            f"names a persistent id ({pid!r}), which is not one of torch.distributed."
+            "checkpoint's metadata types (a crafted file?)"
+        )
+
+    def load_build(self) -> None:
+        target = self.stack[-2]  # BUILD pops the state, then sets it on the object below
+        if isinstance(target, type):
+            raise ForgedMetadataError(
+                f"sets state on the class {target.__module__}.{target.__qualname__} itself, "
+                "which DCP's metadata never does (a crafted file?)"
+            )
+        if type(target) not in _allowed_types():
+            raise ForgedMetadataError(
+                f"sets state on a {type(target).__name__}, which is not one of "
+                "torch.distributed.checkpoint's metadata types (a crafted file?)"
+            )
+        pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
+
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 def read_dcp_metadata(location: str | os.PathLike) -> Any:
@@ -118,9 +154,7 @@ def read_dcp_metadata(location: str | os.PathLike) -> Any:
             found = _MetadataUnpickler(handle).load()
         except ForgedMetadataError as error:
             raise ForgedMetadataError(
-                f"{path} names {error}, which is not one of torch.distributed.checkpoint's "
-                "metadata types (a crafted file?): it was refused, and nothing it names was "
-                "loaded or run"
+                f"{path} {error}: it was refused, and nothing it names was loaded or run"
             ) from None
         except (
             pickle.UnpicklingError,

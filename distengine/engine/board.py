@@ -27,10 +27,13 @@ reads there is as of that iteration. On a GPU a value stays on the device
 Slots registered before ``run()`` make the ranks agree, when the run starts,
 on the last iteration all of them reach (one tiny all-reduce; none for a
 DataLoader over torch's DistributedSampler): only those iterations exchange,
-so an evaluator over uneven shards is safe. A slot registered during a run
-(a handler added with ``add_event_handler`` registers on its first call)
-makes that agreement at its first exchange, so every rank must then be
-running (a trainer: every rank runs the same iterations).
+so an evaluator over uneven shards is safe. A handler with a ``join_board(engine)``
+method (TerminateOnNan, TimeLimit) registers when it is added to an
+iteration event, however it is added. A slot registered during a run (a
+handler of your own that registers on its first call) makes that agreement
+at its first exchange, so every rank must then be running (a trainer: every
+rank runs the same iterations; not an evaluator over a shard that is empty
+on some rank).
 
 Example::
 

@@ -128,6 +128,10 @@ class Engine(SavedState):
             record = HandlerRecord(handler, args, kwargs, with_engine, one.filter)
             self._handlers[base].append(record)
             entries.append((base, record))
+            if base in (Events.ITERATION_COMPLETED, Events.ITERATION_STARTED):
+                join_board = getattr(handler, "join_board", None)
+                if callable(join_board):  # its board slot now, on every rank alike
+                    join_board(self)
         return RemovableEventHandle(self, entries)
 
     def on(self, event: AnyEvent, *args: Any, **kwargs: Any) -> Callable[[Callable], Callable]:

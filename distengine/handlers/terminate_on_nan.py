@@ -73,6 +73,12 @@ class TerminateOnNan:
         self._slot(engine)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
+    def join_board(self, engine: Engine) -> None:
+        """Register this check on ``engine``'s board (the engine calls it when the handler is
+        added to an iteration event, on every rank alike: a rank whose shard is empty, and so
+        never calls the handler, still takes part in the board's agreement)."""
+        self._slot(engine)
+
     def _slot(self, engine: Engine) -> Any:
         board = engine.board
         if not board.has(self):

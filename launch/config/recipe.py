@@ -114,6 +114,29 @@ def fitted_auto_ranks(job: Mapping[str, Any], counted: int) -> int | None:
     return next((n for n in range(counted - 1, 0, -1) if fits(n)), None)
 
 
+#: The recipe's models that read the digits' 64 features only (not ``data.image=true``).
+FEATURE_MODELS = ("launch.recipe.models.mlp",)
+
+
+def check_model_input(job: Mapping[str, Any]) -> None:
+    """``data.image=true`` only with a model that reads images (a ConfigError otherwise).
+
+    Example::
+
+        check_model_input(job)   # model=mlp data.image=true
+        # ConfigError: data.image=true: model=mlp (launch.recipe.models.mlp) reads the 64
+        # features, not (1, 8, 8) images: use data.image=false, or model=cnn or model=transformer
+    """
+    model, data = job["model"] or {}, job["data"] or {}
+    target = str(model.get("_target_"))
+    if data.get("image") is True and target in FEATURE_MODELS:
+        name = target.rsplit(".", 1)[-1]
+        raise ConfigError(
+            f"data.image=true: model={name} ({target}) reads the 64 features, not (1, 8, 8) "
+            "images: use data.image=false, or model=cnn or model=transformer"
+        )
+
+
 def check_global_batch(job: Mapping[str, Any], world: int) -> None:
     """``data.batch_size`` (the global batch) shared evenly by the job's ``world`` ranks.
 

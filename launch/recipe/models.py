@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from launch.recipe.data import DIGITS_FEATURES
+
 #: The digits have 10 classes: a classifier with fewer outputs fails on its first batch.
 DIGITS_CLASSES = 10
 
@@ -21,6 +23,11 @@ def check_mlp(in_features: int = 64, hidden: int = 128, num_classes: int = 10) -
     The launcher calls it before any rank starts (see ``launch.config.targets``).
     """
     _refuse_below(1, "a positive int", in_features=in_features, hidden=hidden)
+    if in_features != DIGITS_FEATURES:  # a Linear of another width fails on the first batch
+        raise ValueError(
+            f"model.in_features={in_features!r}: expected {DIGITS_FEATURES} (the digits have "
+            f"{DIGITS_FEATURES} features)"
+        )
     _refuse_below(DIGITS_CLASSES, "10 or more (the digits have 10)", num_classes=num_classes)
 
 

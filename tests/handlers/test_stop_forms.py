@@ -209,3 +209,42 @@ def test_preemption_stops_every_rank_however_it_is_attached(pools, world):
     results = [preemption_cases()] if world == 1 else pools.get(world).run(preemption_cases)
     for got in results:  # the signal in BAD's handlers rides in BAD's exchange
         assert got == {when: (BAD + 1, True, [BAD + 1]) for when in WHEN}
+
+
+def empty_shard_evaluation(kind: str, form: str) -> list[int]:
+    """An evaluator over uneven shards, the last rank's empty (a validation set smaller than
+    the ranks): rank 0's output turns NaN (or its clock passes the limit) at iteration 2 of 6.
+    Three runs; each rank's last iteration of each. The ranks agree only on iterations every
+    rank reaches, none here: rank 0 runs its 6 (a rank alone cannot stop the others)."""
+    import time
+
+    rank, world = _rank_and_world()
+    length = 0 if rank == world - 1 else 6
+
+    def step(engine, batch):
+        if kind == "time" and engine.state.iteration >= 2:
+            time.sleep(0.05)
+        bad = kind == "nan" and rank == 0 and engine.state.iteration >= 2
+        return torch.tensor(float("nan") if bad else 1.0)
+
+    evaluator = Engine(step)
+    handler = TerminateOnNan(every=1) if kind == "nan" else TimeLimit(0.05, every=1)
+    _add(handler, evaluator, form)
+    stopped = []
+    for _ in range(3):
+        if kind == "time":
+            handler.start = time.monotonic()
+        evaluator.run(range(length), max_epochs=1)
+        stopped.append(evaluator.state.iteration)
+    return stopped
+
+
+@pytest.mark.parametrize("kind", ["nan", "time"])
+@pytest.mark.parametrize("form", ["attach", "add_event_handler", "on"])
+def test_an_empty_shard_never_hangs_the_ranks_that_check(ranks2, kind, form):
+    """Before, a handler added with ``add_event_handler`` registered with the board at its first
+    call, which a rank with an empty shard never makes: rank 0 then waited for it in the
+    board's agreement until the collective timed out. Now it registers when it is added, on
+    every rank alike, as ``attach`` does."""
+    first, last = ranks2.run(empty_shard_evaluation, kind, form, timeout=30)
+    assert first == [6, 6, 6] and last == [0, 0, 0]

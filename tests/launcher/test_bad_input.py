@@ -152,6 +152,24 @@ CASES = [
     (["model.hidden=-3"], "model.hidden=-3: expected a positive int"),
     (["model=cnn", "model.num_classes=5"], "model.num_classes=5: expected 10 or more"),
     (["data.val_fraction=1.5"], "data.val_fraction=1.5: expected a number in (0, 1)"),
+    # sizes the ranks would fail on after they start (an empty epoch, a shape mismatch)
+    (
+        ["data.batch_size=3000"],
+        "data.batch_size=3000: more than the 1438 training samples (data.val_fraction=0.2 holds "
+        "out 359 of the 1797 digits), so an epoch would have no batch: expected at most 1438",
+    ),
+    (["data.val_fraction=0.999"], "data.batch_size=64: more than the 2 training samples"),
+    (
+        ["data.val_fraction=0.0001"],
+        "data.val_fraction=0.0001 holds out no sample of the 1797 digits (the validation would "
+        "be empty): expected a fraction that holds out one or more (0.001 or more)",
+    ),
+    (["model.in_features=10"], "model.in_features=10: expected 64 (the digits have 64 features)"),
+    (
+        ["data.image=true"],
+        "data.image=true: model=mlp (launch.recipe.models.mlp) reads the 64 features, not "
+        "(1, 8, 8) images: use data.image=false, or model=cnn or model=transformer",
+    ),
     # groups removed, Hydra's own errors kept in one line (with their hints)
     (["~trainer"], "~trainer: the trainer group cannot be removed (set its keys instead)"),
     (["~dist.nnodes"], "~dist.nnodes: keys of dist cannot be removed (each has a default)"),
@@ -206,6 +224,7 @@ END_TO_END = [
     "dist.nproc_per_node=100000",
     "+optim.betas=[0.9]",
     "data.batch_size=1 dist.nproc_per_node=2",
+    "data.batch_size=3000",
     "traner.max_epochs=3",
     "model.hiden=64",
     "~trainer",

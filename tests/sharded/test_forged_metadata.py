@@ -130,3 +130,37 @@ def test_a_crafted_non_tensor_value_in_the_shards_is_refused_and_never_run(tmp_p
     with pytest.raises(ValueError, match=f"{folder} could not be read: {refused}"):
         consolidate(folder, tmp_path / "out.pt")
     assert not marker.exists() and not (tmp_path / "out.pt").exists()
+
+
+def _setattr_pickle(module: str, name: str, attribute: str, then: object) -> bytes:
+    """A pickle that sets ``module.name.attribute = "forged"`` (BUILD with slot state on the
+    class itself), then holds ``then``: DCP's own Metadata, every name in it allowed."""
+
+    def text(value: str) -> bytes:  # BINUNICODE: no memo entry, so the tail's stay right
+        return b"X" + len(value).to_bytes(4, "little") + value.encode()
+
+    head = f"c{module}\n{name}\n".encode() + b"N}" + text(attribute) + text("forged") + b"s\x86b0"
+    return b"\x80\x04" + head + pickle.dumps(then, protocol=4)[2:]
+
+
+@pytest.mark.parametrize(
+    "module, name",
+    [("pathlib", "PosixPath"), ("torch.distributed.checkpoint.metadata", "Metadata")],
+)
+def test_a_crafted_dcp_metadata_cannot_change_an_allowed_class(tmp_path, module, name):
+    """Only allowed names resolve, but pickle's BUILD sets attributes on whatever it is
+    given: on an allowed class it would patch that class for the whole process (a method of
+    ``pathlib.Path`` replaced by a forged file). State is set on instances of DCP's types only."""
+    storage = ShardedStorage(tmp_path)
+    storage.save("checkpoint_1", *gather_state(objects()), {"iteration": 1})
+    folder = tmp_path / "checkpoint_1"
+    cls = getattr(__import__(module, fromlist=[name]), name)
+    forged = _setattr_pickle(module, name, "patched_by_a_checkpoint", read_dcp_metadata(folder))
+    (folder / ".metadata").write_bytes(forged)
+    try:
+        with pytest.raises(ForgedMetadataError, match=f"sets state on the class {module}.{name}"):
+            read_dcp_metadata(folder)
+        assert not hasattr(cls, "patched_by_a_checkpoint")
+    finally:
+        if "patched_by_a_checkpoint" in vars(cls):
+            delattr(cls, "patched_by_a_checkpoint")
