@@ -139,7 +139,10 @@ class OutputHandler(BaseHandler):
         if self.metric_names == "all":
             values.update(metrics)
         elif self.metric_names is not None:
+            board = getattr(engine, "board", None)
             for name in self.metric_names:
+                if name not in metrics and board is not None and board.shares(name):
+                    continue  # a running value the ranks have not agreed on yet: no point
                 if name not in metrics:
                     warnings.warn(
                         f"metric {name!r} is not in the engine's metrics {sorted(metrics)}",

@@ -138,3 +138,32 @@ def test_tensorboard_writes_each_agreed_value_once_at_its_iteration(ranks2, tmp_
     assert [step for step, _ in points] == [1, 6, 12, 18]  # read at 2, 8, 14, 20 (not 20's)
     for step, value in points:
         assert value == pytest.approx(means[step], rel=1e-5)
+
+
+def logged_every_iteration(folder: str) -> list[str]:
+    """A TensorBoard logger on every iteration for ``loss`` (a running value) and ``lost``
+    (a typo); the warnings this rank gave."""
+    import warnings
+
+    rank = dist.get_rank()
+    trainer = Engine(lambda engine, _: torch.tensor(output(rank, engine.state.iteration)))
+    RunningAverage(output_transform=lambda loss: loss, alpha=ALPHA, every=6).attach(trainer, "loss")
+    tb = TensorboardLogger(folder)
+    tb.attach_output_handler(
+        trainer, Events.ITERATION_COMPLETED, "train", metric_names=["loss", "lost"]
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.run(range(LENGTH))
+    tb.close()
+    return [str(w.message) for w in caught]
+
+
+def test_a_running_value_not_agreed_yet_is_not_warned_about_but_a_typo_is(ranks2, tmp_path):
+    """Iteration 1 logs before the ranks' first agreed value: nothing to write, nothing to
+    warn about (it warned "metric 'loss' is not in the engine's metrics []")."""
+    said = ranks2.run(logged_every_iteration, str(tmp_path), timeout=60)
+    for messages in said:
+        assert not [m for m in messages if m.startswith("metric 'loss'")], messages
+    assert [m for m in said[0] if m.startswith("metric 'lost'")], said  # rank 0 logs: a typo is
+    assert [step for step, _ in scalars(str(tmp_path), "train/loss")] == [1, 6, 12, 18]

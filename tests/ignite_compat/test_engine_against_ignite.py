@@ -180,7 +180,9 @@ FILTERS = [
 
 
 @pytest.mark.parametrize(
-    "kwargs", FILTERS, ids=lambda k: ",".join(f"{a}={v}" for a, v in k.items())
+    "kwargs",
+    FILTERS,
+    ids=lambda k: ",".join(f"{a}={'function' if callable(v) else v}" for a, v in k.items()),
 )
 @pytest.mark.parametrize("event", ["ITERATION_COMPLETED", "EPOCH_STARTED"])
 def test_event_filters_fire_where_ignite_fires(event, kwargs):

@@ -76,18 +76,6 @@ def test_ranks_that_fail_twice_succeed_on_the_third_attempt(tmp_path):
     assert re.fullmatch("\n".join(restarts), run.stderr.strip()), run.stderr
 
 
-def test_a_corrupt_latest_checkpoint_is_reported_and_the_previous_one_used(tmp_path, uninterrupted):
-    launch(f"hydra.run.dir={tmp_path}", "trainer.max_epochs=2", *SHORT[1:], check=True)
-    newest = tmp_path / "checkpoints" / "checkpoint_44.pt"
-    newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a full disk
-    (tmp_path / "checkpoints" / ".checkpoint_45.pt.x.tmp").write_bytes(b"partial")  # a cut write
-    run = launch(f"hydra.run.dir={tmp_path}", *SHORT, check=True)
-    assert f"checkpoint {newest} is corrupt (" in run.stdout
-    assert f"moved to {tmp_path}/checkpoints/corrupt/checkpoint_44.pt" in run.stdout
-    assert f"resumed from {tmp_path}/checkpoints/checkpoint_40.pt (iteration 40)" in run.stdout
-    assert_bitwise_equal(final_weights(tmp_path), uninterrupted)
-
-
 def test_a_planted_hang_is_reported_culprit_first_within_the_timeout(tmp_path):
     start = time.monotonic()
     run = launch(
