@@ -32,18 +32,22 @@ NOTES = """## Where distengine is slower
   this 2-core box (every rank writes, then a commit with CRC-32s); its gain is
   memory: each rank holds and writes 1/N of the state. An async save gives the
   time back but holds a host copy of the rank's shards until it is written.
-- Metric updates cost about 1.5x a hand-written accumulation loop that shares
-  work across metrics by hand; PyTorch-Ignite's cost about 3x.
+- Metric updates cost 1.8-2.0x a hand-written accumulation loop that shares
+  work across metrics by hand (2026-12-07; 1.5x on 2026-11-25); PyTorch-Ignite's
+  cost 4.1x (3.2x).
 - The typical loop (a running loss, a progress bar, a handler every 100
   iterations) has no per-iteration collective or host read: the running
   average stays on the device and ranks agree on it where it is read (about
   every half second for the bar, before the every-100 handler, at epoch
   ends: one small asynchronous exchange each). Agreeing after every
-  iteration (`RunningAverage(every=1)`) costs a collective per iteration;
-  on this loaded 2-core box that was 0.77-0.86x raw against 0.89-1.16x
-  (paired per round) for the default. What is left is the engine's own cost
-  per iteration (see "Engine overhead"), which weighs where an iteration is
-  very short.
+  iteration (`RunningAverage(every=1)`) costs a collective per iteration:
+  0.81-0.87x raw against 0.92-0.95x (paired per round) for the default on
+  2026-12-07, where PyTorch-Ignite's typical loop ran at 0.74-0.79x. The
+  goal of 0.97x raw for the typical loop is not shown on this noisy 2-core
+  box (a separate run of 10 rounds gave 0.97x paired, bare trainer 1.00x).
+  What is left is the engine's own cost per iteration (see "Engine
+  overhead") and the progress bar's redraws, which weigh where an iteration
+  is very short.
 """
 
 
