@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 #: Where a rank records its pid (a folder; one empty file per rank, named by its pid).
@@ -29,9 +30,13 @@ PIDS_ENV = "DISTENGINE_RANK_PIDS"
 GRACE_S = 1.0
 
 
-def live_groups() -> dict[int, list[int]]:
-    """Every process group's live (not zombie) members, from one pass over ``/proc``."""
-    groups: dict[int, list[int]] = {}
+def processes() -> Iterator[tuple[int, str, int, int]]:
+    """``(pid, state, parent pid, process group)`` of every process, from ``/proc``.
+
+    Example::
+
+        zombies = [pid for pid, state, _, _ in processes() if state == "Z"]
+    """
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -39,8 +44,15 @@ def live_groups() -> dict[int, list[int]]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if fields[0] != "Z":
-            groups.setdefault(int(fields[2]), []).append(int(entry.name))
+        yield int(entry.name), fields[0], int(fields[1]), int(fields[2])
+
+
+def live_groups() -> dict[int, list[int]]:
+    """Every process group's live (not zombie) members, from one pass over ``/proc``."""
+    groups: dict[int, list[int]] = {}
+    for pid, state, _, group in processes():
+        if state != "Z":
+            groups.setdefault(group, []).append(pid)
     return groups
 
 

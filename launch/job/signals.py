@@ -72,19 +72,14 @@ class EarlyStop(KeyboardInterrupt):
 def rank_pids() -> list[int]:
     """This launcher's ranks: its children (or its forkserver's) that lead their own group."""
     from launch.job.forkserver import server_pid
+    from launch.job.reaper import processes
 
-    parents, found = {os.getpid(), server_pid()}, []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        pid, ppid, pgrp = int(entry.name), int(fields[1]), int(fields[2])
-        if ppid in parents and pgrp == pid and fields[0] != "Z":
-            found.append(pid)
-    return found
+    parents = {os.getpid(), server_pid()}
+    return [
+        pid
+        for pid, state, parent, group in processes()
+        if parent in parents and group == pid and state != "Z"
+    ]
 
 
 def first_message(kind: str) -> str:
