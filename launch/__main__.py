@@ -2,7 +2,11 @@
 
 import gc
 
-from launch.cli import main
+from launch.job.signals import stop_early
+
+stop_early()  # before the slow imports: a stop signal there is a clean stop too (exit 130)
+
+from launch.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     try:

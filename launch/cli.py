@@ -39,7 +39,14 @@ from launch.config.schema import GROUPS, TARGET_GROUPS
 from launch.job.folder import describe_os_error
 from launch.job.forkserver import start_early
 from launch.job.outcome import flush_or_discard
-from launch.job.signals import check_late, describe, stop_early
+from launch.job.signals import (
+    check_early,
+    check_late,
+    describe,
+    early_signal,
+    leave_early,
+    stop_early,
+)
 from launch.rank.inplace import in_place_rank, in_place_world
 
 
@@ -230,10 +237,13 @@ def main() -> None:
     from launch.config.schema import register
 
     if in_place_rank() is None:  # under torchrun or srun, theirs (and the recipe's) to handle
-        stop_early()  # SIGTERM, SIGHUP: a clean stop from the first line on (launch.job.signals)
+        stop_early()  # a clean stop from the first line on (launch.job.signals)
+    else:
+        leave_early()
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra's own write errors reach us whole
     launch: Launch | None = None
     try:
+        check_early()  # a stop signal that came while Python imported the launcher
         launch = Launch(sys.argv[1:])
         if launch.line.help:
             from launch.config.help import help_text
@@ -245,6 +255,9 @@ def main() -> None:
         sys.argv = [sys.argv[0], *launch.argv]
         hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")(launch.run)()
     except ConfigError as error:
+        stopped = early_signal()  # a stop raised inside Hydra can surface as another error
+        if stopped is not None:
+            fail(f"stopped by {describe(stopped)} before the ranks started", exit_codes.INTERRUPTED)
         fail(str(error))
     except OSError as error:  # Hydra writing .hydra/ into the run folder (a full disk)
         folder = launch.folder if launch is not None else None

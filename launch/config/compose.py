@@ -111,16 +111,26 @@ def compose(overrides: list[str], config_dir: str | None = None, name: str = "co
     own (``--config-dir``); ``name``: the primary config (``--config-name``),
     in either folder.
     """
+    from launch.config.group_values import check_group_values
     from launch.config.schema import register
 
     register()
     if config_dir is not None:
         config_folder(config_dir)  # a missing folder is named as such
+    check_group_values(overrides, lambda group: group_options(group, config_dir))
     try:
         return _compose(overrides, config_dir, name)
     except Exception as error:
         retry = lambda kept: _compose(kept, config_dir, name)  # noqa: E731
         raise ConfigError(explain(error, overrides, retry, config_dir)) from None
+
+
+def group_options(group: str, config_dir: str | None = None) -> list[str]:
+    """The config options of ``group`` in the launcher's folder and ``config_dir`` (sorted)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    with hydra_search_path(config_dir):
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
 
 
 def _compose(overrides: list[str], config_dir: str | None, name: str) -> Any:

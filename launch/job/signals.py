@@ -153,16 +153,60 @@ def check_late() -> None:
         raise EarlyStop(_Late.signals[0])
 
 
+class _Early:
+    """Stop signals that came before the ranks started (kept: a raise can be lost)."""
+
+    signals: list[str] = []
+
+
+def _importing(frame: Any) -> bool:
+    """Whether ``frame`` runs inside an import (Python's import machinery is on its stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _early(signum: int, frame: Any) -> None:
+    """Raise :class:`EarlyStop`; inside an import, where an exception can be swallowed (a
+    module lock's callback: the job then ran to its end) or abort the process (torch's C++
+    code), only note it: :func:`check_early` raises it before the ranks start."""
+    name = signal.Signals(signum).name
+    _Early.signals.append(name)
+    if not _importing(frame):
+        raise EarlyStop(name)
+
+
 def stop_early() -> None:
-    """Until the ranks start, a stop signal raises :class:`EarlyStop` (Ctrl-C: as usual)."""
-
-    def early(signum: int, frame: Any) -> None:
-        raise EarlyStop(signal.Signals(signum).name)
-
+    """Until the ranks start, a stop signal raises :class:`EarlyStop` (exit 130), Ctrl-C
+    included (unless it is ignored, as in a shell's background job); installed on
+    ``python -m launch``'s first line (:mod:`launch.__main__`), before the slow imports."""
     _Late.signals = []
     for signum in STOP_SIGNALS:
-        if signum != signal.SIGINT:
-            signal.signal(signum, early)
+        if signum != signal.SIGINT or signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _early)
+
+
+def leave_early() -> None:
+    """Signals back to their defaults (a launcher started by torchrun or srun as one rank:
+    theirs to handle)."""
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is _early:
+            default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            signal.signal(signum, default)
+
+
+def early_signal() -> str | None:
+    """The first stop signal that came before the ranks started (``SIGTERM``), or None."""
+    return _Early.signals[0] if _Early.signals else None
+
+
+def check_early() -> None:
+    """Raise :class:`EarlyStop` if a stop signal came before the ranks started, even one
+    whose exception was lost where it was raised (or turned into another error)."""
+    if _Early.signals:
+        raise EarlyStop(_Early.signals[0])
 
 
 @dataclass
@@ -237,6 +281,7 @@ class StopSignals:
         self.started = True
 
     def __enter__(self) -> StopSignals:
+        check_early()
         for signum in STOP_SIGNALS:
             signal.signal(signum, self._handle)
         return self

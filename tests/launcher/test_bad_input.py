@@ -202,6 +202,21 @@ CASES = [
         ["task.script=README.md", "task.args=[a]", "--", "b"],
         "the script's arguments are given twice: after -- and in task.args; give them once",
     ),
+    # a whole group or a list key given a value of the wrong kind (not OmegaConf's words)
+    (
+        ["checkpoint=5"],
+        "checkpoint=5: expected keys of the checkpoint group (checkpoint.resume=... or "
+        "checkpoint={{resume:...}}); checkpoint accepts resume, n_saved, every_iters",
+    ),
+    (["task=[1]"], "task=[1]: expected keys of the task group (task.script=... or task={{"),
+    (["trainer=5"], "trainer=5: no such option; trainer accepts default"),
+    (["model=null"], "model=null: no such option; model accepts cnn, mlp, transformer"),
+    (["data=[1]"], "data=[1]: no such option; data accepts digits"),
+    (
+        ["task.args=5"],
+        "task.args=5: expected a list, such as task.args=[a,b]; or give the script's arguments "
+        "after --",
+    ),
     (["--config-dir", "{conf}/nope"], "--config-dir {conf}/nope: no such folder"),
     (["--config-dir="], "--config-dir='': expected a folder of configs"),
     (["--config-name", "myexp"], "--config-name myexp: no config named 'myexp' in "),
