@@ -28,6 +28,21 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(no_gpu)
         if "slow" in item.keywords and not slow:
             item.add_marker(not_slow)
+    items.sort(key=lambda item: not _starts_processes(item))  # stable: the long ones first
+
+
+#: Tests that start launchers or interpreters (seconds to a minute each). Run first, so that
+#: ``make test``'s workers end together on the short ones instead of one waiting on the other.
+LONG = (
+    "tests/launcher/",
+    "tests/ignite_compat/test_ignite_examples.py",
+    "tests/test_docs.py",
+    "tests/test_packaging.py",
+)
+
+
+def _starts_processes(item) -> bool:
+    return item.nodeid.startswith(LONG)
 
 
 @pytest.fixture
