@@ -1,18 +1,49 @@
 """An engine whose every pass over the data starts from seeded generators (PyTorch-Ignite's
-``DeterministicEngine``)."""
+``DeterministicEngine``), and :func:`keep_random_state` for handlers that draw."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import torch
 
 from distengine.distributed.utils import manual_seed
 from distengine.engine.engine import Engine
-from distengine.engine.resume import data_length
+from distengine.engine.resume import capture_rng, data_length, restore_rng
 
-__all__ = ["DeterministicEngine"]
+__all__ = ["DeterministicEngine", "keep_random_state"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def keep_random_state(func: F) -> F:
+    """Decorate ``func`` so that it leaves the random generators as it found them.
+
+    torch's (and the current CUDA device's, once CUDA is in use), Python's
+    ``random`` and NumPy's global generators are saved before each call and put
+    back after it, also when it raises: a handler that seeds or draws (a
+    validation run, a sample plot) does not change the training's draws.
+
+    Example::
+
+        @trainer.on(Events.EPOCH_COMPLETED)
+        @keep_random_state
+        def show_samples(engine):
+            torch.manual_seed(0)
+            plot(model(torch.randn(4, 100)))
+    """
+
+    @functools.wraps(func)
+    def keeping(*args: Any, **kwargs: Any) -> Any:
+        saved = capture_rng()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            restore_rng(saved)
+
+    return keeping  # type: ignore[return-value]
 
 
 class DeterministicEngine(Engine):

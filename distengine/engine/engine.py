@@ -165,23 +165,29 @@ class Engine(SavedState):
         records[:] = kept
 
     def register_events(
-        self, *events: EventEnum, event_to_attr: dict[EventEnum, str] | None = None
+        self, *events: EventEnum | str, event_to_attr: dict[Any, str] | None = None
     ) -> None:
-        """Allow handlers on custom events (members of an :class:`EventEnum` subclass).
+        """Allow handlers on custom events: members of an :class:`EventEnum` subclass, or strings.
 
         ``event_to_attr`` names the ``state`` attribute that counts an event
         for its filters (you update it; it starts at 0); without it, filters
-        count the event's firings.
+        count the event's firings. A string event takes no filter (as in Ignite).
 
         Example::
 
             engine.register_events(*TbpttEvents, event_to_attr={TbpttEvents.STEP: "step"})
+            engine.register_events("backward_started")
+            engine.add_event_handler("backward_started", log_grads)
         """
         if event_to_attr is not None and not isinstance(event_to_attr, dict):
             raise ValueError(f"event_to_attr must be a dict, got {type(event_to_attr).__name__}")
+        for index, event in enumerate(events):
+            if not isinstance(event, (EventEnum, str)):
+                raise TypeError(
+                    f"Value at {index} of event_names should be a str or EventEnum member, "
+                    f"got {event!r}"
+                )
         for event in events:
-            if not isinstance(event, EventEnum):
-                raise TypeError(f"custom events must be EventEnum members, got {event!r}")
             self._handlers.setdefault(event, [])
             if event_to_attr and event in event_to_attr:
                 attr = event_to_attr[event]
@@ -193,7 +199,7 @@ class Engine(SavedState):
         """Whether handlers may be added for ``event`` (built-in or registered)."""
         return getattr(event, "event", event) in self._handlers
 
-    def fire_event(self, event: EventEnum) -> None:
+    def fire_event(self, event: EventEnum | str) -> None:
         """Fire a registered custom event; its filters count how often it has fired."""
         if event not in self._handlers:
             raise ValueError(f"unknown event {event!r}: register it with engine.register_events")

@@ -9,8 +9,10 @@ same event with a filter, and ``|`` joins events into an :class:`EventsList`::
     @trainer.on(Events.STARTED | Events.EPOCH_COMPLETED(once=[2, 5]))
     def save(): ...
 
-Custom events are members of a user's ``EventEnum`` subclass, registered with
-``engine.register_events`` and fired with ``engine.fire_event``.
+Custom events are members of a user's ``EventEnum`` subclass (or plain strings),
+registered with ``engine.register_events`` and fired with ``engine.fire_event``.
+Every event, filtered or not, is a :class:`CallableEventWithFilter` (PyTorch-Ignite's
+name for it).
 """
 
 from __future__ import annotations
@@ -26,7 +28,28 @@ if TYPE_CHECKING:
 EventFilter = Callable[["Engine", int], bool]
 
 
-class EventEnum(Enum):
+class CallableEventWithFilter:
+    """An event and its filter (``None``: every firing passes): what a handler is added for.
+
+    The common base of every :class:`EventEnum` member (no filter) and of the
+    :class:`FilteredEvent` that calling a member makes; PyTorch-Ignite's name,
+    for ``isinstance`` checks. An event and the same event with a filter
+    compare equal, as in Ignite.
+
+    Example::
+
+        assert isinstance(Events.STARTED, CallableEventWithFilter)
+        assert isinstance(Events.EPOCH_COMPLETED(every=2), CallableEventWithFilter)
+        assert Events.EPOCH_COMPLETED(every=2) == Events.EPOCH_COMPLETED
+    """
+
+    __slots__ = ()
+
+    def __or__(self, other: AnyEvent) -> EventsList:
+        return EventsList([self]) | other  # type: ignore[list-item]
+
+
+class EventEnum(CallableEventWithFilter, Enum):
     """Base class of event enumerations; subclass it for custom events.
 
     Example::
@@ -48,9 +71,6 @@ class EventEnum(Enum):
     ) -> FilteredEvent:
         """This event, fired only when the filter passes (see :func:`make_filter`)."""
         return FilteredEvent(self, make_filter(event_filter, every, once, before, after))
-
-    def __or__(self, other: AnyEvent) -> EventsList:
-        return EventsList([self]) | other
 
     @property
     def event(self) -> EventEnum:
@@ -91,7 +111,7 @@ class Events(EventEnum):
     COMPLETED = "completed"
 
 
-class FilteredEvent:
+class FilteredEvent(CallableEventWithFilter):
     """An event with a filter ``(engine, count) -> bool``; made by calling an event.
 
     ``count`` is the engine's counter for the event: ``state.iteration`` for
@@ -106,11 +126,26 @@ class FilteredEvent:
         self.event = event
         self.filter = event_filter
 
+    @property
+    def name(self) -> str:
+        """The event's name (``"EPOCH_COMPLETED"``)."""
+        return self.event.name
+
+    @property
+    def value(self) -> Any:
+        """The event's value (``"epoch_completed"``)."""
+        return self.event.value
+
     def __call__(self, *args: Any, **kwargs: Any) -> FilteredEvent:
         raise ValueError(f"{self!r} already has a filter; an event takes one filter call")
 
-    def __or__(self, other: AnyEvent) -> EventsList:
-        return EventsList([self]) | other
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CallableEventWithFilter):
+            return self.event is getattr(other, "event", other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.event)
 
     def __repr__(self) -> str:
         return f"{self.event!r} with filter {self.filter!r}"
