@@ -121,8 +121,8 @@ class Engine(SavedState):
             base = one.event if isinstance(one, FilteredEvent) else one
             if base not in self._handlers:
                 raise ValueError(
-                    f"unknown event {base!r}: register custom events first with "
-                    "engine.register_events(...)"
+                    f"Event {base!r} is not a valid event for this {type(self).__name__}: "
+                    "register custom events first with engine.register_events(...)"
                 )
             with_engine = takes_engine(handler, EVENT_ARGS.get(base, 0), args, kwargs)
             record = HandlerRecord(handler, args, kwargs, with_engine, one.filter)
@@ -158,10 +158,15 @@ class Engine(SavedState):
         """Remove every registration of ``handler`` (compared with ``==``) for ``event``;
         a ValueError if there is none."""
         base = event.event if isinstance(event, FilteredEvent) else event
-        records = self._handlers.get(base, [])
+        if base not in self._handlers:
+            raise ValueError(
+                f"Input event name {base!r} does not exist: not an Events member or a "
+                "registered custom event"
+            )
+        records = self._handlers[base]
         kept = [r for r in records if r.fn != handler]
         if len(kept) == len(records):
-            raise ValueError(f"{handler!r} is not registered for {base!r}")
+            raise ValueError(f"Input handler {handler!r} is not registered for {base!r}")
         records[:] = kept
 
     def register_events(
@@ -202,7 +207,10 @@ class Engine(SavedState):
     def fire_event(self, event: EventEnum | str) -> None:
         """Fire a registered custom event; its filters count how often it has fired."""
         if event not in self._handlers:
-            raise ValueError(f"unknown event {event!r}: register it with engine.register_events")
+            raise ValueError(
+                f"Event {event!r} is not a valid event for this {type(self).__name__}: "
+                "register it with engine.register_events(...)"
+            )
         self._fire_counts[event] = self._fire_counts.get(event, 0) + 1
         self._fire(event)
 
@@ -297,7 +305,9 @@ class Engine(SavedState):
                 trainer.set_data(fine_tuning_loader)
         """
         if not isinstance(data, Iterable):
-            raise TypeError(f"data must be iterable (a list, a DataLoader), got {data!r}")
+            raise TypeError(
+                f"Argument data should be iterable (a list, a DataLoader), got {data!r}"
+            )
         self.state.dataloader = data
         self._flow = DataFlow(data)
         if not self._running:
@@ -327,7 +337,9 @@ class Engine(SavedState):
         unless a handler (other than an :func:`observer`) is registered for it.
         """
         if data is not None and not isinstance(data, Iterable):
-            raise TypeError(f"data must be iterable (a list, a DataLoader), got {data!r}")
+            raise TypeError(
+                f"Argument data should be iterable (a list, a DataLoader), got {data!r}"
+            )
         rc.check_run_args(max_epochs, epoch_length, max_iters)
         rc.apply_limits(self.state, max_epochs, max_iters)
         data, self._next_data = (data if data is not None else self._next_data), None
@@ -394,7 +406,10 @@ class Engine(SavedState):
         if epoch_length is None:
             epoch_length = data_length(data) if data is not None else s.epoch_length
         if data is None and epoch_length is None:
-            raise ValueError("run() without data needs epoch_length (the iterations per epoch)")
+            raise ValueError(
+                "epoch_length should be provided if data is None: run(epoch_length=n) "
+                "processes n batches of None per epoch"
+            )
         s.iteration = s.epoch = 0
         s.max_iters = max_iters
         s.max_epochs = None if max_iters is not None else (max_epochs or 1)
@@ -410,14 +425,18 @@ class Engine(SavedState):
         s = self.state
         if epoch_length is not None and s.epoch_length not in (None, epoch_length):
             raise ValueError(
-                f"epoch_length={epoch_length} differs from the resumed run's {s.epoch_length}"
+                f"Argument epoch_length should be same as in the state: got {epoch_length}, "
+                f"the resumed run's is {s.epoch_length}"
             )
         if data is None and self._restored is None and self._flow is not None:
             data = s.dataloader  # go on over the data in use
         if s.epoch_length is None:
             s.epoch_length = epoch_length if epoch_length is not None else data_length(data)
         if data is None and s.epoch_length is None:
-            raise ValueError("run() without data needs epoch_length (the iterations per epoch)")
+            raise ValueError(
+                "epoch_length should be provided if data is None: run(epoch_length=n) "
+                "processes n batches of None per epoch"
+            )
         source = data if data is not None else rc.NoData(s.epoch_length)  # type: ignore[arg-type]
         if self._restored is not None:
             s.dataloader, self._flow = data, DataFlow(source)

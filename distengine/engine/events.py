@@ -168,7 +168,9 @@ class EventsList:
         elif isinstance(event, (EventEnum, FilteredEvent)):
             self._events.append(event)
         else:
-            raise TypeError(f"cannot combine {event!r} with events: expected an event or events")
+            raise TypeError(
+                f"Argument event should be Events or CallableEventWithFilter, got {event!r}"
+            )
 
     def __or__(self, other: AnyEvent) -> EventsList:
         joined = EventsList(self._events)
@@ -211,13 +213,14 @@ def make_filter(
         ).items()
         if v is not None
     }
-    if not given:
-        raise ValueError("an event filter needs one of: event_filter, every, once, before, after")
-    if event_filter is not None or once is not None:
-        if len(given) > 1:
-            raise ValueError(
-                f"event_filter and once cannot be combined with other filters, got {sorted(given)}"
-            )
+    alone = event_filter is not None or once is not None
+    if not given or (alone and len(given) > 1):
+        raise ValueError(
+            "Only one of the input arguments should be specified, except before, after and "
+            "every (which combine): event_filter, once, or every/before/after; got "
+            f"{sorted(given) or 'none'}"
+        )
+    if alone:
         if event_filter is not None:
             if not callable(event_filter):
                 raise TypeError(

@@ -82,7 +82,7 @@ class State:
         base = getattr(event, "event", event)
         attr = self.counter_for(base)
         if attr is None:
-            raise RuntimeError(f"unknown event {event!r}: no state attribute counts it")
+            raise RuntimeError(f"Unknown event name {event!r}: no state attribute counts it")
         return getattr(self, attr)
 
     def __repr__(self) -> str:
