@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,6 +16,7 @@ from distengine.engine.handlers import (
     EVENT_ARGS,
     HandlerRecord,
     RemovableEventHandle,
+    check_process_function,
     is_observer,
     takes_engine,
 )
@@ -31,6 +33,16 @@ _MID_ITERATION = (
     Events.DATALOADER_STOP_ITERATION,
     Events.ITERATION_STARTED,
 )
+
+
+def _readings_of(engine_ref: weakref.ref[Engine]) -> Callable[[int], int | None]:
+    """The board's ``readers``: the engine's :meth:`Engine._next_reading`, held weakly."""
+
+    def readers(after: int) -> int | None:
+        engine = engine_ref()
+        return engine._next_reading(after) if engine is not None else None
+
+    return readers
 
 
 class Engine(SavedState):
@@ -63,10 +75,11 @@ class Engine(SavedState):
 
     #: Checkpoints save every rank's state (generators, data position) and give each its own.
     checkpoint_per_rank = True
+    #: PyTorch-Ignite's switch: set it to False and :meth:`interrupt` raises a RuntimeError.
+    interrupt_resume_enabled = True
 
     def __init__(self, process_function: ProcessFunction) -> None:
-        if not callable(process_function):
-            raise TypeError(f"process_function must be callable, got {process_function!r}")
+        check_process_function(process_function)
         self._process_function = process_function
         self._handlers: dict[EventEnum, list[HandlerRecord]] = {e: [] for e in Events}
         self._fire_counts: dict[EventEnum, int] = {}
@@ -94,7 +107,7 @@ class Engine(SavedState):
         #: The consensus board: per-iteration checks and running values agreed across ranks
         #: (see :mod:`distengine.engine.board`); handlers register on it, the run loop drives it.
         self.board = Board()
-        self.board.readers = self._next_reading
+        self.board.readers = _readings_of(weakref.ref(self))  # no cycle: freed when unused
 
     @property
     def process_function(self) -> ProcessFunction:
@@ -125,7 +138,7 @@ class Engine(SavedState):
                     "register custom events first with engine.register_events(...)"
                 )
             with_engine = takes_engine(handler, EVENT_ARGS.get(base, 0), args, kwargs)
-            record = HandlerRecord(handler, args, kwargs, with_engine, one.filter)
+            record = HandlerRecord(handler, args, kwargs, with_engine, getattr(one, "filter", None))
             self._handlers[base].append(record)
             entries.append((base, record))
             if base in (Events.ITERATION_COMPLETED, Events.ITERATION_STARTED):
@@ -282,6 +295,11 @@ class Engine(SavedState):
             trainer.run(loader, max_epochs=3)   # returns at iteration 100
             trainer.run(loader, max_epochs=3)   # iterations 101, 102, ...
         """
+        if not self.interrupt_resume_enabled:
+            raise RuntimeError(
+                "Engine 'interrupt/resume' feature is disabled: interrupt() needs "
+                f"{type(self).__name__}.interrupt_resume_enabled = True (the default)"
+            )
         if self._firing in _MID_ITERATION:
             warnings.warn(
                 f"interrupt() called in {self._firing.name} takes effect at the end of this "
@@ -487,6 +505,7 @@ class Engine(SavedState):
         s.times["COMPLETED"] = time.perf_counter() - run_start
         self.board.complete(s.iteration)
         self._fire(Events.COMPLETED)
+        s.times["COMPLETED"] = time.perf_counter() - run_start  # with its handlers, as Ignite
 
     def _start_board(self, resuming: bool) -> None:
         """The board's run: from the next iteration to the last this rank will reach."""
@@ -531,6 +550,7 @@ class Engine(SavedState):
             self.board.end_epoch(s.iteration)  # values as of the epoch's last iteration
         if not skip_completed:
             self._fire(Events.EPOCH_COMPLETED)
+            s.times["EPOCH_COMPLETED"] = time.perf_counter() - epoch_start  # with its handlers
         self.should_terminate_single_epoch = False
         self._check_stop(rc.AFTER_EPOCH)
 

@@ -18,7 +18,7 @@ name for it).
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Union
 
@@ -183,6 +183,9 @@ class EventsList:
     def __len__(self) -> int:
         return len(self._events)
 
+    def __getitem__(self, index: int) -> EventEnum | FilteredEvent:
+        return self._events[index]
+
     def __repr__(self) -> str:
         return " | ".join(map(repr, self._events))
 
@@ -224,7 +227,8 @@ def make_filter(
         if event_filter is not None:
             if not callable(event_filter):
                 raise TypeError(
-                    f"event_filter must be callable (engine, count), got {event_filter!r}"
+                    "Argument event_filter should be a callable (engine, count) -> bool, "
+                    f"got {event_filter!r}"
                 )
             return event_filter
         return _once_filter(once)
@@ -234,19 +238,27 @@ def make_filter(
     return _range_filter(every, before, after)
 
 
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
+
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if value is not None and (
-        not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum
-    ):
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if value is not None and not _is_int(value, minimum):
+        bound = "than zero" if minimum == 1 else "or equal to zero"
+        raise ValueError(
+            f"Argument {name} should be integer and greater {bound} (an int >= {minimum}), "
+            f"got {value!r}"
+        )
 
 
 def _once_filter(once: int | Sequence[int]) -> EventFilter:
-    values = [once] if isinstance(once, numbers.Integral) else list(once)
-    for value in values:
-        _check_int("once", value, minimum=1)
-    if not values:
-        raise ValueError("once must be an int >= 1 or a non-empty list of them, got []")
+    iterable = isinstance(once, Iterable) and not isinstance(once, str)
+    values = list(once) if iterable else [once]
+    if not values or not all(_is_int(value, 1) for value in values):
+        raise ValueError(
+            "Argument once should either be a positive integer or a list of positive integers, "
+            f"got {once!r}"
+        )
     wanted = frozenset(values)
 
     def once_filter(engine: Engine, count: int) -> bool:

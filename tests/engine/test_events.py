@@ -137,10 +137,10 @@ def test_epoch_filter_and_or_composition():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(every=0), "every must be an int >= 1, got 0"),
-        (dict(once=[]), "once must be"),
+        (dict(every=0), "every should be integer and greater than zero .*, got 0"),
+        (dict(once=[]), "once should either be a positive integer .*, got \\[\\]"),
         (dict(once=2, every=3), r"Only one of .* got \['every', 'once'\]"),
-        (dict(before="3"), "before must be an int"),
+        (dict(before="3"), "before should be integer and greater or equal to zero"),
         (dict(), "Only one of .* got none"),
     ],
 )
