@@ -64,7 +64,7 @@ def test_a_resumed_deterministic_run_is_exact(stop_at):
 
 
 def test_it_needs_data_as_in_ignite():
-    with pytest.raises(ValueError, match="DeterministicEngine needs data"):
+    with pytest.raises(ValueError, match="does not support the option of data=None"):
         DeterministicEngine(step).run(max_epochs=1, epoch_length=2)
 
 
