@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Union
 
+from distengine.engine.signature import check_signature
+
 if TYPE_CHECKING:
     from distengine.engine.engine import Engine
 
@@ -230,6 +232,7 @@ def make_filter(
                     "Argument event_filter should be a callable (engine, count) -> bool, "
                     f"got {event_filter!r}"
                 )
+            check_signature(event_filter, "event_filter", ("engine", "event"))
             return event_filter
         return _once_filter(once)
     _check_int("every", every, minimum=1)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from distengine.engine.events import EventEnum, EventFilter, Events
+from distengine.engine.signature import check_signature
 
 if TYPE_CHECKING:
     from distengine.engine.engine import Engine
@@ -87,18 +88,7 @@ def check_process_function(fn: Any) -> None:
             "Engine must be given a processing function in order to run: a callable "
             f"(engine, batch) -> output, got {fn!r}"
         )
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # some builtins have no signature
-        return
-    try:
-        signature.bind(None, None)
-    except TypeError:
-        name = getattr(fn, "__qualname__", type(fn).__name__)
-        raise ValueError(
-            f"Error adding {name!r} as the process function: it takes parameters "
-            f"{list(signature.parameters)} but will be called with ['engine', 'batch']"
-        ) from None
+    check_signature(fn, "process function", ("engine", "batch"))
 
 
 class RemovableEventHandle:

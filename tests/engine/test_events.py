@@ -142,6 +142,7 @@ def test_epoch_filter_and_or_composition():
         (dict(once=2, every=3), r"Only one of .* got \['every', 'once'\]"),
         (dict(before="3"), "before should be integer and greater or equal to zero"),
         (dict(), "Only one of .* got none"),
+        (dict(event_filter=lambda x: x), r"takes parameters \['x'\] but will be called with"),
     ],
 )
 def test_bad_filters_are_rejected_with_the_value(kwargs, message):
