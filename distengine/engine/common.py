@@ -28,6 +28,7 @@ from __future__ import annotations
 import gc
 import numbers
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -109,7 +110,10 @@ def setup_common_training_handlers(
                                               output_path="runs/exp1", output_names=["loss"])
     """
     if output_path is not None and save_handler is not None:
-        raise ValueError("give output_path or save_handler, not both")
+        raise ValueError(
+            "Arguments output_path and save_handler are mutually exclusive: give one, not both "
+            f"(got output_path={output_path!r})"
+        )
     _check_sampler(train_sampler)
     if stop_on_nan:
         TerminateOnNan().attach(trainer)  # the ranks' agreement is set up before the run
@@ -119,7 +123,10 @@ def setup_common_training_handlers(
         trainer.add_event_handler(Events.EPOCH_COMPLETED, empty_cuda_cache)
     if to_save is not None:
         if output_path is None and save_handler is None:
-            raise ValueError("to_save needs output_path or save_handler: where to save it")
+            raise ValueError(
+                "If to_save argument is provided then output_path or save_handler arguments "
+                "should be also defined: where to save it"
+            )
         saver = save_handler or DiskSaver(output_path, require_empty=False)
         checkpoint = Checkpoint(to_save, saver, filename_prefix="training", **kwargs)
         trainer.add_event_handler(Events.ITERATION_COMPLETED(every=save_every_iters), checkpoint)
@@ -149,6 +156,13 @@ setup_common_distrib_training_handlers = setup_common_training_handlers
 def _check_sampler(train_sampler: Any) -> None:
     if train_sampler is None:
         return
+    if get_world_size() < 2 and isinstance(train_sampler, DistributedSampler):
+        warnings.warn(
+            "Argument train_sampler is a distributed sampler, but this process is alone "
+            "(world size 1): it is not given set_epoch",
+            UserWarning,
+            stacklevel=3,
+        )
     if get_world_size() > 1 and not isinstance(train_sampler, DistributedSampler):
         raise TypeError(
             f"train_sampler must be a torch DistributedSampler (it gets set_epoch), "
@@ -177,8 +191,8 @@ def _output_item(output: Any, index: int, name: str) -> Any:
     if isinstance(output, (torch.Tensor, numbers.Number)):
         return output
     raise TypeError(
-        f"the step's output must be a mapping, a sequence, a tensor or a number to take "
-        f"{name!r} from, got {type(output).__name__}"
+        "Unhandled type of update_function's output: it must be a mapping, a sequence, a "
+        f"tensor or a number to take {name!r} from, got {type(output).__name__}"
     )
 
 

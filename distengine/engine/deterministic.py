@@ -1,18 +1,56 @@
 """An engine whose every pass over the data starts from seeded generators (PyTorch-Ignite's
-``DeterministicEngine``)."""
+``DeterministicEngine``), and :func:`keep_random_state` for handlers that draw."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import functools
+import random
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import torch
 
 from distengine.distributed.utils import manual_seed
 from distengine.engine.engine import Engine
-from distengine.engine.resume import data_length
+from distengine.engine.reproducible import ReproducibleBatchSampler, update_dataloader
+from distengine.engine.resume import capture_rng, data_length, restore_rng
 
-__all__ = ["DeterministicEngine"]
+__all__ = [
+    "DeterministicEngine",
+    "ReproducibleBatchSampler",
+    "keep_random_state",
+    "update_dataloader",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def keep_random_state(func: F) -> F:
+    """Decorate ``func`` so that it leaves the random generators as it found them.
+
+    torch's (and the current CUDA device's, once CUDA is in use), Python's
+    ``random`` and NumPy's global generators are saved before each call and put
+    back after it, also when it raises: a handler that seeds or draws (a
+    validation run, a sample plot) does not change the training's draws.
+
+    Example::
+
+        @trainer.on(Events.EPOCH_COMPLETED)
+        @keep_random_state
+        def show_samples(engine):
+            torch.manual_seed(0)
+            plot(model(torch.randn(4, 100)))
+    """
+
+    @functools.wraps(func)
+    def keeping(*args: Any, **kwargs: Any) -> Any:
+        saved = capture_rng()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            restore_rng(saved)
+
+    return keeping  # type: ignore[return-value]
 
 
 class DeterministicEngine(Engine):
@@ -40,7 +78,8 @@ class DeterministicEngine(Engine):
     ) -> None:
         if data is None:
             raise ValueError(
-                "DeterministicEngine needs data: run(data, ...) with a list or a DataLoader"
+                "Deterministic engine does not support the option of data=None: "
+                "run(data, ...) with a list or a DataLoader"
             )
         super()._prepare_fresh(data, max_epochs, epoch_length, max_iters)
         self.state.seed = int(torch.randint(0, int(1e9), (1,)).item())
@@ -60,3 +99,24 @@ class DeterministicEngine(Engine):
         per_pass = data_length(s.dataloader) or s.epoch_length  # Ignite: the data's length
         passes = s.iteration // per_pass if per_pass else s.epoch - 1
         manual_seed(int(s.seed) + passes)  # type: ignore[arg-type]
+
+
+def _get_rng_states() -> list[Any]:
+    """PyTorch-Ignite's private form of the generator states: ``[random, torch, numpy]``."""
+    states: list[Any] = [random.getstate(), torch.get_rng_state()]
+    try:
+        import numpy
+    except ImportError:
+        return states
+    return [*states, numpy.random.get_state()]
+
+
+def _set_rng_states(rng_states: list[Any]) -> None:
+    """Put back what :func:`_get_rng_states` returned (torch's state moved to the CPU)."""
+    random.setstate(rng_states[0])
+    rng_states[1] = rng_states[1].cpu()
+    torch.set_rng_state(rng_states[1])
+    if len(rng_states) > 2:
+        import numpy
+
+        numpy.random.set_state(rng_states[2])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,6 +16,7 @@ from distengine.engine.handlers import (
     EVENT_ARGS,
     HandlerRecord,
     RemovableEventHandle,
+    check_process_function,
     is_observer,
     takes_engine,
 )
@@ -31,6 +33,16 @@ _MID_ITERATION = (
     Events.DATALOADER_STOP_ITERATION,
     Events.ITERATION_STARTED,
 )
+
+
+def _readings_of(engine_ref: weakref.ref[Engine]) -> Callable[[int], int | None]:
+    """The board's ``readers``: the engine's :meth:`Engine._next_reading`, held weakly."""
+
+    def readers(after: int) -> int | None:
+        engine = engine_ref()
+        return engine._next_reading(after) if engine is not None else None
+
+    return readers
 
 
 class Engine(SavedState):
@@ -63,10 +75,11 @@ class Engine(SavedState):
 
     #: Checkpoints save every rank's state (generators, data position) and give each its own.
     checkpoint_per_rank = True
+    #: PyTorch-Ignite's switch: set it to False and :meth:`interrupt` raises a RuntimeError.
+    interrupt_resume_enabled = True
 
     def __init__(self, process_function: ProcessFunction) -> None:
-        if not callable(process_function):
-            raise TypeError(f"process_function must be callable, got {process_function!r}")
+        check_process_function(process_function)
         self._process_function = process_function
         self._handlers: dict[EventEnum, list[HandlerRecord]] = {e: [] for e in Events}
         self._fire_counts: dict[EventEnum, int] = {}
@@ -94,7 +107,7 @@ class Engine(SavedState):
         #: The consensus board: per-iteration checks and running values agreed across ranks
         #: (see :mod:`distengine.engine.board`); handlers register on it, the run loop drives it.
         self.board = Board()
-        self.board.readers = self._next_reading
+        self.board.readers = _readings_of(weakref.ref(self))  # no cycle: freed when unused
 
     @property
     def process_function(self) -> ProcessFunction:
@@ -121,11 +134,11 @@ class Engine(SavedState):
             base = one.event if isinstance(one, FilteredEvent) else one
             if base not in self._handlers:
                 raise ValueError(
-                    f"unknown event {base!r}: register custom events first with "
-                    "engine.register_events(...)"
+                    f"Event {base!r} is not a valid event for this {type(self).__name__}: "
+                    "register custom events first with engine.register_events(...)"
                 )
             with_engine = takes_engine(handler, EVENT_ARGS.get(base, 0), args, kwargs)
-            record = HandlerRecord(handler, args, kwargs, with_engine, one.filter)
+            record = HandlerRecord(handler, args, kwargs, with_engine, getattr(one, "filter", None))
             self._handlers[base].append(record)
             entries.append((base, record))
             if base in (Events.ITERATION_COMPLETED, Events.ITERATION_STARTED):
@@ -158,30 +171,41 @@ class Engine(SavedState):
         """Remove every registration of ``handler`` (compared with ``==``) for ``event``;
         a ValueError if there is none."""
         base = event.event if isinstance(event, FilteredEvent) else event
-        records = self._handlers.get(base, [])
+        if base not in self._handlers:
+            raise ValueError(
+                f"Input event name {base!r} does not exist: not an Events member or a "
+                "registered custom event"
+            )
+        records = self._handlers[base]
         kept = [r for r in records if r.fn != handler]
         if len(kept) == len(records):
-            raise ValueError(f"{handler!r} is not registered for {base!r}")
+            raise ValueError(f"Input handler {handler!r} is not registered for {base!r}")
         records[:] = kept
 
     def register_events(
-        self, *events: EventEnum, event_to_attr: dict[EventEnum, str] | None = None
+        self, *events: EventEnum | str, event_to_attr: dict[Any, str] | None = None
     ) -> None:
-        """Allow handlers on custom events (members of an :class:`EventEnum` subclass).
+        """Allow handlers on custom events: members of an :class:`EventEnum` subclass, or strings.
 
         ``event_to_attr`` names the ``state`` attribute that counts an event
         for its filters (you update it; it starts at 0); without it, filters
-        count the event's firings.
+        count the event's firings. A string event takes no filter (as in Ignite).
 
         Example::
 
             engine.register_events(*TbpttEvents, event_to_attr={TbpttEvents.STEP: "step"})
+            engine.register_events("backward_started")
+            engine.add_event_handler("backward_started", log_grads)
         """
         if event_to_attr is not None and not isinstance(event_to_attr, dict):
             raise ValueError(f"event_to_attr must be a dict, got {type(event_to_attr).__name__}")
+        for index, event in enumerate(events):
+            if not isinstance(event, (EventEnum, str)):
+                raise TypeError(
+                    f"Value at {index} of event_names should be a str or EventEnum member, "
+                    f"got {event!r}"
+                )
         for event in events:
-            if not isinstance(event, EventEnum):
-                raise TypeError(f"custom events must be EventEnum members, got {event!r}")
             self._handlers.setdefault(event, [])
             if event_to_attr and event in event_to_attr:
                 attr = event_to_attr[event]
@@ -193,10 +217,13 @@ class Engine(SavedState):
         """Whether handlers may be added for ``event`` (built-in or registered)."""
         return getattr(event, "event", event) in self._handlers
 
-    def fire_event(self, event: EventEnum) -> None:
+    def fire_event(self, event: EventEnum | str) -> None:
         """Fire a registered custom event; its filters count how often it has fired."""
         if event not in self._handlers:
-            raise ValueError(f"unknown event {event!r}: register it with engine.register_events")
+            raise ValueError(
+                f"Event {event!r} is not a valid event for this {type(self).__name__}: "
+                "register it with engine.register_events(...)"
+            )
         self._fire_counts[event] = self._fire_counts.get(event, 0) + 1
         self._fire(event)
 
@@ -268,6 +295,11 @@ class Engine(SavedState):
             trainer.run(loader, max_epochs=3)   # returns at iteration 100
             trainer.run(loader, max_epochs=3)   # iterations 101, 102, ...
         """
+        if not self.interrupt_resume_enabled:
+            raise RuntimeError(
+                "Engine 'interrupt/resume' feature is disabled: interrupt() needs "
+                f"{type(self).__name__}.interrupt_resume_enabled = True (the default)"
+            )
         if self._firing in _MID_ITERATION:
             warnings.warn(
                 f"interrupt() called in {self._firing.name} takes effect at the end of this "
@@ -291,7 +323,9 @@ class Engine(SavedState):
                 trainer.set_data(fine_tuning_loader)
         """
         if not isinstance(data, Iterable):
-            raise TypeError(f"data must be iterable (a list, a DataLoader), got {data!r}")
+            raise TypeError(
+                f"Argument data should be iterable (a list, a DataLoader), got {data!r}"
+            )
         self.state.dataloader = data
         self._flow = DataFlow(data)
         if not self._running:
@@ -321,7 +355,9 @@ class Engine(SavedState):
         unless a handler (other than an :func:`observer`) is registered for it.
         """
         if data is not None and not isinstance(data, Iterable):
-            raise TypeError(f"data must be iterable (a list, a DataLoader), got {data!r}")
+            raise TypeError(
+                f"Argument data should be iterable (a list, a DataLoader), got {data!r}"
+            )
         rc.check_run_args(max_epochs, epoch_length, max_iters)
         rc.apply_limits(self.state, max_epochs, max_iters)
         data, self._next_data = (data if data is not None else self._next_data), None
@@ -388,7 +424,10 @@ class Engine(SavedState):
         if epoch_length is None:
             epoch_length = data_length(data) if data is not None else s.epoch_length
         if data is None and epoch_length is None:
-            raise ValueError("run() without data needs epoch_length (the iterations per epoch)")
+            raise ValueError(
+                "epoch_length should be provided if data is None: run(epoch_length=n) "
+                "processes n batches of None per epoch"
+            )
         s.iteration = s.epoch = 0
         s.max_iters = max_iters
         s.max_epochs = None if max_iters is not None else (max_epochs or 1)
@@ -404,14 +443,18 @@ class Engine(SavedState):
         s = self.state
         if epoch_length is not None and s.epoch_length not in (None, epoch_length):
             raise ValueError(
-                f"epoch_length={epoch_length} differs from the resumed run's {s.epoch_length}"
+                f"Argument epoch_length should be same as in the state: got {epoch_length}, "
+                f"the resumed run's is {s.epoch_length}"
             )
         if data is None and self._restored is None and self._flow is not None:
             data = s.dataloader  # go on over the data in use
         if s.epoch_length is None:
             s.epoch_length = epoch_length if epoch_length is not None else data_length(data)
         if data is None and s.epoch_length is None:
-            raise ValueError("run() without data needs epoch_length (the iterations per epoch)")
+            raise ValueError(
+                "epoch_length should be provided if data is None: run(epoch_length=n) "
+                "processes n batches of None per epoch"
+            )
         source = data if data is not None else rc.NoData(s.epoch_length)  # type: ignore[arg-type]
         if self._restored is not None:
             s.dataloader, self._flow = data, DataFlow(source)
@@ -462,6 +505,7 @@ class Engine(SavedState):
         s.times["COMPLETED"] = time.perf_counter() - run_start
         self.board.complete(s.iteration)
         self._fire(Events.COMPLETED)
+        s.times["COMPLETED"] = time.perf_counter() - run_start  # with its handlers, as Ignite
 
     def _start_board(self, resuming: bool) -> None:
         """The board's run: from the next iteration to the last this rank will reach."""
@@ -506,6 +550,7 @@ class Engine(SavedState):
             self.board.end_epoch(s.iteration)  # values as of the epoch's last iteration
         if not skip_completed:
             self._fire(Events.EPOCH_COMPLETED)
+            s.times["EPOCH_COMPLETED"] = time.perf_counter() - epoch_start  # with its handlers
         self.should_terminate_single_epoch = False
         self._check_stop(rc.AFTER_EPOCH)
 

@@ -9,16 +9,20 @@ same event with a filter, and ``|`` joins events into an :class:`EventsList`::
     @trainer.on(Events.STARTED | Events.EPOCH_COMPLETED(once=[2, 5]))
     def save(): ...
 
-Custom events are members of a user's ``EventEnum`` subclass, registered with
-``engine.register_events`` and fired with ``engine.fire_event``.
+Custom events are members of a user's ``EventEnum`` subclass (or plain strings),
+registered with ``engine.register_events`` and fired with ``engine.fire_event``.
+Every event, filtered or not, is a :class:`CallableEventWithFilter` (PyTorch-Ignite's
+name for it).
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Union
+
+from distengine.engine.signature import check_signature
 
 if TYPE_CHECKING:
     from distengine.engine.engine import Engine
@@ -26,7 +30,28 @@ if TYPE_CHECKING:
 EventFilter = Callable[["Engine", int], bool]
 
 
-class EventEnum(Enum):
+class CallableEventWithFilter:
+    """An event and its filter (``None``: every firing passes): what a handler is added for.
+
+    The common base of every :class:`EventEnum` member (no filter) and of the
+    :class:`FilteredEvent` that calling a member makes; PyTorch-Ignite's name,
+    for ``isinstance`` checks. An event and the same event with a filter
+    compare equal, as in Ignite.
+
+    Example::
+
+        assert isinstance(Events.STARTED, CallableEventWithFilter)
+        assert isinstance(Events.EPOCH_COMPLETED(every=2), CallableEventWithFilter)
+        assert Events.EPOCH_COMPLETED(every=2) == Events.EPOCH_COMPLETED
+    """
+
+    __slots__ = ()
+
+    def __or__(self, other: AnyEvent) -> EventsList:
+        return EventsList([self]) | other  # type: ignore[list-item]
+
+
+class EventEnum(CallableEventWithFilter, Enum):
     """Base class of event enumerations; subclass it for custom events.
 
     Example::
@@ -48,9 +73,6 @@ class EventEnum(Enum):
     ) -> FilteredEvent:
         """This event, fired only when the filter passes (see :func:`make_filter`)."""
         return FilteredEvent(self, make_filter(event_filter, every, once, before, after))
-
-    def __or__(self, other: AnyEvent) -> EventsList:
-        return EventsList([self]) | other
 
     @property
     def event(self) -> EventEnum:
@@ -91,7 +113,7 @@ class Events(EventEnum):
     COMPLETED = "completed"
 
 
-class FilteredEvent:
+class FilteredEvent(CallableEventWithFilter):
     """An event with a filter ``(engine, count) -> bool``; made by calling an event.
 
     ``count`` is the engine's counter for the event: ``state.iteration`` for
@@ -106,11 +128,26 @@ class FilteredEvent:
         self.event = event
         self.filter = event_filter
 
+    @property
+    def name(self) -> str:
+        """The event's name (``"EPOCH_COMPLETED"``)."""
+        return self.event.name
+
+    @property
+    def value(self) -> Any:
+        """The event's value (``"epoch_completed"``)."""
+        return self.event.value
+
     def __call__(self, *args: Any, **kwargs: Any) -> FilteredEvent:
         raise ValueError(f"{self!r} already has a filter; an event takes one filter call")
 
-    def __or__(self, other: AnyEvent) -> EventsList:
-        return EventsList([self]) | other
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CallableEventWithFilter):
+            return self.event is getattr(other, "event", other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.event)
 
     def __repr__(self) -> str:
         return f"{self.event!r} with filter {self.filter!r}"
@@ -133,7 +170,9 @@ class EventsList:
         elif isinstance(event, (EventEnum, FilteredEvent)):
             self._events.append(event)
         else:
-            raise TypeError(f"cannot combine {event!r} with events: expected an event or events")
+            raise TypeError(
+                f"Argument event should be Events or CallableEventWithFilter, got {event!r}"
+            )
 
     def __or__(self, other: AnyEvent) -> EventsList:
         joined = EventsList(self._events)
@@ -145,6 +184,9 @@ class EventsList:
 
     def __len__(self) -> int:
         return len(self._events)
+
+    def __getitem__(self, index: int) -> EventEnum | FilteredEvent:
+        return self._events[index]
 
     def __repr__(self) -> str:
         return " | ".join(map(repr, self._events))
@@ -176,18 +218,21 @@ def make_filter(
         ).items()
         if v is not None
     }
-    if not given:
-        raise ValueError("an event filter needs one of: event_filter, every, once, before, after")
-    if event_filter is not None or once is not None:
-        if len(given) > 1:
-            raise ValueError(
-                f"event_filter and once cannot be combined with other filters, got {sorted(given)}"
-            )
+    alone = event_filter is not None or once is not None
+    if not given or (alone and len(given) > 1):
+        raise ValueError(
+            "Only one of the input arguments should be specified, except before, after and "
+            "every (which combine): event_filter, once, or every/before/after; got "
+            f"{sorted(given) or 'none'}"
+        )
+    if alone:
         if event_filter is not None:
             if not callable(event_filter):
                 raise TypeError(
-                    f"event_filter must be callable (engine, count), got {event_filter!r}"
+                    "Argument event_filter should be a callable (engine, count) -> bool, "
+                    f"got {event_filter!r}"
                 )
+            check_signature(event_filter, "event_filter", ("engine", "event"))
             return event_filter
         return _once_filter(once)
     _check_int("every", every, minimum=1)
@@ -196,19 +241,27 @@ def make_filter(
     return _range_filter(every, before, after)
 
 
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
+
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if value is not None and (
-        not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum
-    ):
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if value is not None and not _is_int(value, minimum):
+        bound = "than zero" if minimum == 1 else "or equal to zero"
+        raise ValueError(
+            f"Argument {name} should be integer and greater {bound} (an int >= {minimum}), "
+            f"got {value!r}"
+        )
 
 
 def _once_filter(once: int | Sequence[int]) -> EventFilter:
-    values = [once] if isinstance(once, numbers.Integral) else list(once)
-    for value in values:
-        _check_int("once", value, minimum=1)
-    if not values:
-        raise ValueError("once must be an int >= 1 or a non-empty list of them, got []")
+    iterable = isinstance(once, Iterable) and not isinstance(once, str)
+    values = list(once) if iterable else [once]
+    if not values or not all(_is_int(value, 1) for value in values):
+        raise ValueError(
+            "Argument once should either be a positive integer or a list of positive integers, "
+            f"got {once!r}"
+        )
     wanted = frozenset(values)
 
     def once_filter(engine: Engine, count: int) -> bool:

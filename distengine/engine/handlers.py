@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from distengine.engine.events import EventEnum, EventFilter, Events
+from distengine.engine.signature import check_signature
 
 if TYPE_CHECKING:
     from distengine.engine.engine import Engine
@@ -39,7 +40,7 @@ def is_observer(fn: Callable[..., Any]) -> bool:
 class HandlerRecord:
     """A handler as registered: the callable, its extra arguments and its filter."""
 
-    __slots__ = ("fn", "args", "kwargs", "with_engine", "filter")
+    __slots__ = ("fn", "args", "kwargs", "with_engine", "filter", "__weakref__")
 
     def __init__(
         self,
@@ -80,8 +81,22 @@ def takes_engine(fn: Callable[..., Any], n_event_args: int, args: tuple, kwargs:
     )
 
 
+def check_process_function(fn: Any) -> None:
+    """``fn`` can be called as ``fn(engine, batch)``; else a ValueError naming its parameters."""
+    if not callable(fn):
+        raise ValueError(
+            "Engine must be given a processing function in order to run: a callable "
+            f"(engine, batch) -> output, got {fn!r}"
+        )
+    check_signature(fn, "process function", ("engine", "batch"))
+
+
 class RemovableEventHandle:
     """What ``add_event_handler`` returns: removes the handler, also as a context manager.
+
+    It holds the engine and the handler weakly (as PyTorch-Ignite's does):
+    ``handle.engine()`` and ``handle.handler()`` give them, or None once the
+    engine is gone or the handler removed.
 
     Example::
 
@@ -91,16 +106,30 @@ class RemovableEventHandle:
 
     def __init__(self, engine: Engine, entries: list[tuple[EventEnum, HandlerRecord]]) -> None:
         self._engine = weakref.ref(engine)
-        self._entries = entries
+        self._entries = [(event, weakref.ref(record)) for event, record in entries]
+
+    @property
+    def engine(self) -> Callable[[], Engine | None]:
+        """A weak reference to the engine: call it for the engine (None once it is gone)."""
+        return self._engine
+
+    @property
+    def handler(self) -> Callable[[], Callable[..., Any] | None]:
+        """A weak reference to the handler: call it for the handler (None once removed)."""
+        return lambda: next((r.fn for r in self._records()), None)
+
+    def _records(self) -> list[HandlerRecord]:
+        return [record for _, ref in self._entries if (record := ref()) is not None]
 
     def remove(self) -> None:
         """Remove the handler from every event it was added to (no-op if already gone)."""
         engine = self._engine()
         if engine is None:
             return
-        for event, record in self._entries:
+        for event, ref in self._entries:
+            record = ref()
             records = engine._handlers.get(event, [])
-            if record in records:
+            if record is not None and record in records:
                 records.remove(record)
 
     def __enter__(self) -> RemovableEventHandle:

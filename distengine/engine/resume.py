@@ -300,9 +300,10 @@ def data_layout(data: Any, world: int | None = None) -> dict[str, Any]:
     loader = data if isinstance(data, DataLoader) else None
     return {
         "world": get_world_size() if world is None else world,
-        "batch": loader.batch_size if loader is not None else None,
-        "workers": loader.num_workers if loader is not None else 0,
-        "iterable": loader is not None and isinstance(loader.dataset, IterableDataset),
+        # getattr: a DataLoader subclass may skip DataLoader.__init__ (a wrapper of another)
+        "batch": getattr(loader, "batch_size", None),
+        "workers": getattr(loader, "num_workers", 0),
+        "iterable": isinstance(getattr(loader, "dataset", None), IterableDataset),
     }
 
 
@@ -347,7 +348,8 @@ def _check_repositionable(data: Any, mid_pass: bool) -> None:
             f"cannot put the one-shot iterator {type(data).__name__} back at a saved position: "
             "resume over data that can be iterated again (a list, a DataLoader)"
         )
-    if mid_pass and isinstance(data, DataLoader) and data.num_workers > 0 and not data.in_order:
+    workers = getattr(data, "num_workers", 0)
+    if mid_pass and isinstance(data, DataLoader) and workers > 0 and not data.in_order:
         raise ValueError(
             "cannot resume mid-epoch over a DataLoader with in_order=False and "
             f"num_workers={data.num_workers}: its batch order is not reproducible; "

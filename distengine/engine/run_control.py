@@ -100,7 +100,10 @@ def check_run_args(max_epochs: Any, epoch_length: Any, max_iters: Any) -> None:
         ):
             raise ValueError(f"{name} must be a positive int or None, got {value!r}")
     if max_epochs is not None and max_iters is not None:
-        raise ValueError(f"give max_epochs ({max_epochs}) or max_iters ({max_iters}), not both")
+        raise ValueError(
+            "Arguments max_iters and max_epochs are mutually exclusive. Please provide only "
+            f"max_epochs or max_iters, not both (got {max_epochs} and {max_iters})"
+        )
 
 
 def apply_limits(state: Any, max_epochs: int | None, max_iters: int | None) -> None:
@@ -119,21 +122,31 @@ def apply_limits(state: Any, max_epochs: int | None, max_iters: int | None) -> N
         if getattr(state, other) is not None:
             raise ValueError(
                 f"run({name}={value}) on a run limited by {other}={getattr(state, other)}: "
-                f"set engine.state.{other} = None first to start a new run by {name}"
+                f"To switch from {other} to {name} mode during resume, you must first reset by "
+                f"setting 'engine.state.{other} = None' before calling run()"
             )
         if getattr(state, name) is not None:
-            if value < reached[1]:
-                raise ValueError(
-                    f"{name}={value} is below the {reached[0]} the run has reached "
-                    f"({reached[1]}): set engine.state.{name} = None first to start a new run"
-                )
+            check_limit(name, value, *reached)
             setattr(state, name, value)
+
+
+def check_limit(name: str, value: int, counter: str, reached: int) -> None:
+    """``value`` (of the limit ``name``) is not below what the run has ``reached``."""
+    if value < reached:
+        raise ValueError(
+            f"Argument {name} should be greater than or equal to the start {counter} defined "
+            f"in the state: {value} vs {reached}. Please, set engine.state.{name} = None "
+            "before calling engine.run() in order to restart the training from the beginning."
+        )
 
 
 def check_empty_shard(max_iters: int | None) -> None:
     """An empty epoch is a rank's empty shard (several ranks), never a whole run's data."""
     if not several_ranks():
-        raise ValueError("data is empty (len 0): an engine needs at least one batch per epoch")
+        raise ValueError(
+            "Input data has zero size. Please provide non-empty data: an engine needs at least "
+            "one batch per epoch (got len 0)"
+        )
     if max_iters is not None:
         raise ValueError(
             f"this rank's data is empty, so max_iters={max_iters} can never be reached; "

@@ -12,10 +12,12 @@ these methods from :class:`SavedState`.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 from distengine.distributed.env import get_rank, get_world_size
 from distengine.engine.resume import capture_rng
+from distengine.engine.run_control import check_limit
 
 STATE_DICT_KEYS = ("iteration", "epoch", "epoch_length", "max_epochs", "max_iters", "seed")
 PROCESS_KEY = "process_function"
@@ -86,10 +88,13 @@ class SavedState:
         is covered and what is refused). It also holds the process function's
         state (e.g. a TrainStep's GradScaler and pending gradients), that of
         every :meth:`register_stateful` object (the attached metrics) and the
-        ``state`` attributes named in :attr:`state_dict_user_keys`. Only
-        tensors and plain values: it loads with ``weights_only=True``.
+        ``state`` attributes named in :attr:`state_dict_user_keys`. As in
+        PyTorch-Ignite it holds one limit: ``max_iters`` if set, else
+        ``max_epochs``. Only tensors and plain values: it loads with
+        ``weights_only=True``.
         """
         state = {k: getattr(self.state, k) for k in STATE_DICT_KEYS}
+        del state["max_epochs" if self.state.max_iters is not None else "max_iters"]  # Ignite's
         if self._restored is not None:  # loaded, not run yet: what was loaded
             position, rng = self._restored["data_position"], self._restored["rng"]
             rng = rng or capture_rng(self.state.dataloader)
@@ -120,26 +125,28 @@ class SavedState:
         "epoch_length": 100}``) is refused: it cannot say where the data and
         the generators stood.
         """
-        if "rng" not in state_dict and ("epoch" in state_dict or "iteration" in state_dict):
+        check_state_dict(state_dict, self.state_dict_user_keys)
+        if "rng" not in state_dict and (state_dict.get("epoch") or state_dict.get("iteration")):
             raise ValueError(
                 f"this engine state dict ({sorted(state_dict)}) has no data position and "
                 "generator states, so the run cannot resume exactly: load a dict saved by "
                 "Engine.state_dict() (e.g. the engine saved in a Checkpoint)"
             )
-        missing = [k for k in ("iteration", "epoch", "rng") if k not in state_dict]
-        missing += [k for k in self._all_statefuls() if k not in state_dict]
-        missing += [k for k in self.state_dict_user_keys if k not in state_dict]
+        missing = [k for k in self._all_statefuls() if k not in state_dict]
         if missing:
-            raise ValueError(f"engine state dict lacks {missing}; it has {sorted(state_dict)}")
-        if state_dict.get("max_epochs") is None and state_dict.get("max_iters") is None:
-            raise ValueError("engine state dict needs max_epochs or max_iters")
+            raise ValueError(
+                f"Required state attribute {missing[0]!r} is absent in the engine state dict "
+                f"(keys {sorted(state_dict)}): load a dict saved by this engine's state_dict()"
+            )
         for name, obj in self._all_statefuls().items():
             obj.load_state_dict(state_dict[name])
-        self._load_position(state_dict, state_dict.get("data_position"), state_dict["rng"])
+        self._load_position(state_dict, state_dict.get("data_position"), state_dict.get("rng"))
 
     def _load_position(self, state: dict[str, Any], position: Any, rng: Any) -> None:
         for key in (*STATE_DICT_KEYS, *self.state_dict_user_keys):
             setattr(self.state, key, state.get(key))
+        self.state.iteration = self.state.iteration or 0  # Ignite's form of a fresh engine
+        self.state.epoch = self.state.epoch or 0
         self._in_epoch = bool(state.get("in_epoch", False))
         self._epoch_start_iteration = int(state.get("epoch_start_iteration", 0))
         self._restored = {"data_position": position, "rng": rng}
@@ -168,9 +175,12 @@ class SavedState:
         """
         self._check_same_position(states)
         absent = [k for k in self._all_statefuls() if k not in states[0]]
-        absent += [k for k in self.state_dict_user_keys if k not in states[0]]
         if absent:
-            raise ValueError(f"engine state dict lacks {absent}; it has {sorted(states[0])}")
+            raise ValueError(
+                f"Required state attribute {absent[0]!r} is absent in the engine state dict "
+                f"(keys {sorted(states[0])}): load states saved by this engine's state_dict()"
+            )
+        check_user_keys(states[0], self.state_dict_user_keys)
         for name, obj in self._all_statefuls().items():
             entries = [state[name] for state in states]
             if hasattr(obj, "load_per_rank_state_dicts"):
@@ -216,3 +226,83 @@ class SavedState:
             missing.append("max_epochs or max_iters")
         if missing:
             raise ValueError(f"engine state dict lacks {missing}; it has {sorted(states[0])}")
+
+
+def check_state_dict(state_dict: Any, user_keys: list[str]) -> None:
+    """The checks PyTorch-Ignite makes of an engine state dict, with its messages' key phrases.
+
+    A mapping with ``epoch_length``, ``iteration`` or ``epoch``, at most one
+    limit (``max_epochs`` or ``max_iters``; none only for an engine that never
+    ran), that limit not below the counters, and every key of
+    ``state_dict_user_keys``. A dict in Ignite's own form (no generator states)
+    must also give ``iteration`` or ``epoch``, not both, and a positive
+    ``epoch_length`` to compute the other.
+
+    Example::
+
+        check_state_dict({"iteration": 5, "epoch": 1, "epoch_length": 5, "max_epochs": 2}, [])
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(
+            "Argument state_dict should be a dictionary (one saved by Engine.state_dict()), "
+            f"got {type(state_dict).__name__}"
+        )
+    keys = sorted(map(str, state_dict))
+    ours = "rng" in state_dict  # saved by Engine.state_dict(): both counters
+    for required in ("epoch_length", "iteration", "epoch"):
+        either = not ours and ("iteration" in state_dict or "epoch" in state_dict)
+        if required not in state_dict and not (required != "epoch_length" and either):
+            raise ValueError(
+                f"Required state attribute {required!r} is absent in the engine state dict "
+                f"(keys {keys})"
+            )
+    if not ours:
+        _check_ignite_counters(state_dict)
+    limits = {k: state_dict.get(k) for k in ("max_epochs", "max_iters")}
+    given = [k for k, v in limits.items() if v is not None]
+    ran = bool(state_dict.get("iteration") or state_dict.get("epoch"))
+    if len(given) > 1 or (ran and not given):
+        raise ValueError(
+            f"engine state dict should contain exactly one of '{tuple(limits)}' keys with a "
+            f"value (the run's limit), got max_epochs={limits['max_epochs']!r}, "
+            f"max_iters={limits['max_iters']!r}"
+        )
+    length = state_dict["epoch_length"]
+    iteration = state_dict.get("iteration")
+    epoch = state_dict.get("epoch")
+    if epoch is None:
+        epoch = iteration // length if length else 0
+    if iteration is None:
+        iteration = epoch * length if length else 0
+    if limits["max_epochs"] is not None:
+        check_limit("max_epochs", limits["max_epochs"], "epoch", epoch)
+    if limits["max_iters"] is not None:
+        check_limit("max_iters", limits["max_iters"], "iteration", iteration)
+    check_user_keys(state_dict, user_keys)
+
+
+def check_user_keys(state_dict: Mapping[str, Any], user_keys: list[str]) -> None:
+    """Every ``state`` attribute named in ``engine.state_dict_user_keys`` is in ``state_dict``."""
+    for key in user_keys:
+        if key not in state_dict:
+            raise ValueError(
+                f"Required user state attribute {key!r} is absent in provided state_dict "
+                f"(keys {sorted(map(str, state_dict))}): it is named in "
+                "engine.state_dict_user_keys"
+            )
+
+
+def _check_ignite_counters(state_dict: Mapping[str, Any]) -> None:
+    """Ignite's form gives ``iteration`` or ``epoch``; the other comes from ``epoch_length``."""
+    if "iteration" in state_dict and "epoch" in state_dict:
+        raise ValueError(
+            "State dictionary should contain only one of 'iteration' or 'epoch' keys, got "
+            f"iteration={state_dict['iteration']!r}, epoch={state_dict['epoch']!r}"
+        )
+    count = state_dict.get("iteration", state_dict.get("epoch"))
+    length = state_dict["epoch_length"]
+    if count and not (isinstance(length, int) and length > 0):
+        raise ValueError(
+            "epoch_length must be a positive integer to calculate missing 'iteration' or "
+            f"'epoch' key, got epoch_length={length!r}"
+        )

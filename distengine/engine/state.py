@@ -82,10 +82,12 @@ class State:
         base = getattr(event, "event", event)
         attr = self.counter_for(base)
         if attr is None:
-            raise RuntimeError(f"unknown event {event!r}: no state attribute counts it")
+            raise RuntimeError(f"Unknown event name {event!r}: no state attribute counts it")
         return getattr(self, attr)
 
     def __repr__(self) -> str:
         shown = ("iteration", "epoch", "epoch_length", "max_epochs", "max_iters", "metrics")
-        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in shown)
-        return f"State({fields})"
+        fields = [f"{k}: {getattr(self, k)!r}" for k in shown]
+        kinds = ("dataloader", "output", "batch")  # as Ignite: their kinds, not their values
+        fields += [f"{k}: {type(getattr(self, k)).__name__}" for k in kinds]
+        return f"State({', '.join(fields)})"

@@ -56,6 +56,10 @@ def detach_hidden(hidden: Any) -> Any:
     return hidden
 
 
+#: PyTorch-Ignite's private name for :func:`detach_hidden`, for code that imports it.
+_detach_hidden = detach_hidden
+
+
 class TbpttStep:
     """``(engine, batch) -> mean loss``: one TBPTT iteration over a batch of sequences.
 

@@ -64,7 +64,7 @@ def test_a_resumed_deterministic_run_is_exact(stop_at):
 
 
 def test_it_needs_data_as_in_ignite():
-    with pytest.raises(ValueError, match="DeterministicEngine needs data"):
+    with pytest.raises(ValueError, match="does not support the option of data=None"):
         DeterministicEngine(step).run(max_epochs=1, epoch_length=2)
 
 
@@ -72,3 +72,47 @@ def test_the_same_numbers_as_ignites_deterministic_engine():
     ignite_engine = pytest.importorskip("ignite.engine")
     theirs = run(ignite_engine.DeterministicEngine, events=ignite_engine.Events)
     assert run(DeterministicEngine) == theirs
+
+
+def test_keep_random_state_leaves_every_generator_as_it_found_it():
+    import numpy
+
+    from distengine.engine.deterministic import keep_random_state
+
+    @keep_random_state
+    def plot_samples(fail=False):
+        manual_seed(0)  # a handler that seeds and draws
+        torch.rand(3), random.random(), numpy.random.rand()
+        if fail:
+            raise RuntimeError("plot failed")
+
+    def draws():
+        return torch.rand(2).tolist(), random.random(), numpy.random.rand()
+
+    manual_seed(54)
+    expected = [draws(), draws()]
+    manual_seed(54)
+    first = draws()
+    plot_samples()
+    with pytest.raises(RuntimeError, match="plot failed"):
+        plot_samples(fail=True)  # put back also when it raises
+    assert [first, draws()] == expected
+    assert plot_samples.__name__ == "plot_samples"
+
+
+def test_reproducible_batch_sampler_starts_a_pass_at_any_batch_in_the_plain_order():
+    from distengine.engine.deterministic import ReproducibleBatchSampler, update_dataloader
+
+    plain = DataLoader(list(range(20)), batch_size=4, shuffle=True)
+    torch.manual_seed(3)
+    expected = [b.tolist() for b in plain]
+    resumable = update_dataloader(plain, ReproducibleBatchSampler(plain.batch_sampler))
+    assert type(resumable) is DataLoader and resumable.dataset is plain.dataset
+    torch.manual_seed(3)
+    assert [b.tolist() for b in resumable] == expected
+    torch.manual_seed(3)
+    resumable.batch_sampler.start_iteration = 2
+    assert [b.tolist() for b in resumable] == expected[2:]
+    assert len(list(resumable)) == 5  # the next pass is whole again
+    with pytest.raises(TypeError, match="should be torch.utils.data.sampler.BatchSampler.*str"):
+        ReproducibleBatchSampler("abc")

@@ -137,11 +137,12 @@ def test_epoch_filter_and_or_composition():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(every=0), "every must be an int >= 1, got 0"),
-        (dict(once=[]), "once must be"),
-        (dict(once=2, every=3), "cannot be combined"),
-        (dict(before="3"), "before must be an int"),
-        (dict(), "needs one of"),
+        (dict(every=0), "every should be integer and greater than zero .*, got 0"),
+        (dict(once=[]), "once should either be a positive integer .*, got \\[\\]"),
+        (dict(once=2, every=3), r"Only one of .* got \['every', 'once'\]"),
+        (dict(before="3"), "before should be integer and greater or equal to zero"),
+        (dict(), "Only one of .* got none"),
+        (dict(event_filter=lambda x: x), r"takes parameters \['x'\] but will be called with"),
     ],
 )
 def test_bad_filters_are_rejected_with_the_value(kwargs, message):
@@ -237,3 +238,79 @@ def test_observer_handlers_do_not_swallow_the_exception():
     with pytest.raises(OSError, match="disk gone"):
         engine.run([1])
     assert len(seen) == 1
+
+
+def test_every_event_is_a_callable_event_with_filter_and_equals_itself_filtered():
+    from distengine.engine import CallableEventWithFilter, EventsList
+
+    filtered = Events.EPOCH_COMPLETED(every=2)
+    assert isinstance(Events.STARTED, CallableEventWithFilter)
+    assert isinstance(filtered, CallableEventWithFilter)
+    assert filtered == Events.EPOCH_COMPLETED and Events.EPOCH_COMPLETED == filtered
+    assert filtered != Events.ITERATION_COMPLETED and filtered != "epoch_completed"
+    assert hash(filtered) == hash(Events.EPOCH_COMPLETED)
+    assert (filtered.name, filtered.value) == ("EPOCH_COMPLETED", "epoch_completed")
+    both = Events.STARTED | filtered
+    assert isinstance(both, EventsList) and both[1] is filtered
+    with pytest.raises(TypeError, match="should be Events or CallableEventWithFilter, got 'abc'"):
+        Events.STARTED | "abc"
+
+
+def test_custom_events_may_be_strings_as_in_ignite():
+    engine = Engine(lambda e, b: e.fire_event("backward_started"))
+    engine.register_events("backward_started")
+    fired = []
+    engine.add_event_handler("backward_started", lambda e: fired.append(e.state.iteration))
+    engine.run([1, 2])
+    assert fired == [1, 2]
+    with pytest.raises(TypeError, match="Value at 1 of event_names should be a str or EventEnum"):
+        engine.register_events("ok", 5)
+    with pytest.raises(ValueError, match="'other' is not a valid event for this Engine"):
+        engine.add_event_handler("other", print)
+
+
+def test_a_handle_holds_the_engine_and_handler_weakly_and_an_unused_engine_is_freed():
+    import gc
+    import weakref
+
+    def log(engine):
+        pass
+
+    engine = Engine(lambda e, b: None)
+    handle = engine.add_event_handler(Events.EPOCH_STARTED, log)
+    assert handle.engine() is engine and handle.handler() is log
+    engine.run(range(3), max_epochs=2)
+    handle.remove()
+    assert handle.handler() is None and not engine.has_event_handler(log)
+    gc.disable()  # freed by reference counting alone, not by the cycle collector
+    try:
+        ref = weakref.ref(engine)
+        del engine
+        assert ref() is None and handle.engine() is None
+    finally:
+        gc.enable()
+
+
+def test_a_process_function_that_cannot_take_engine_and_batch_is_refused_at_once():
+    with pytest.raises(ValueError, match=r"takes parameters \['batch'\] but will be called with"):
+        Engine(lambda batch: batch)
+    with pytest.raises(ValueError, match="must be given a processing function.*got None"):
+        Engine(None)
+
+
+def test_state_times_include_the_epoch_and_run_handlers(monkeypatch):
+    import distengine.engine.engine as engine_module
+
+    clock = [0.0]
+    monkeypatch.setattr(engine_module.time, "perf_counter", lambda: clock[0])
+    engine = Engine(lambda e, b: clock.__setitem__(0, clock[0] + 1))  # 1 s per batch
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda: clock.__setitem__(0, clock[0] + 10))
+    engine.add_event_handler(Events.COMPLETED, lambda: clock.__setitem__(0, clock[0] + 100))
+    state = engine.run([1, 2], max_epochs=2)
+    assert state.times == {"EPOCH_COMPLETED": 12.0, "COMPLETED": 124.0}
+
+
+def test_interrupt_can_be_switched_off_as_in_ignite(monkeypatch):
+    monkeypatch.setattr(Engine, "interrupt_resume_enabled", False)
+    with pytest.raises(RuntimeError, match="'interrupt/resume' feature is disabled"):
+        Engine(lambda e, b: None).interrupt()

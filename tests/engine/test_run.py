@@ -214,7 +214,7 @@ def test_load_state_dict_rejects_incomplete_state():
     saved.run([1, 2])
     state = saved.state_dict()
     del state["epoch"]
-    with pytest.raises(ValueError, match="lacks \\['epoch'\\]"):
+    with pytest.raises(ValueError, match="Required state attribute 'epoch' is absent"):
         Engine(lambda e, b: b).load_state_dict(state)
 
 
@@ -238,3 +238,48 @@ def test_a_finished_run_asked_for_more_epochs_continues():
     again = restored.run([1, 2], max_epochs=3)  # finished: a new run starts from scratch
     assert again.iteration == 6 and seen_after == [1, 2, 1, 2, 1, 2, 1, 2]
     assert seen == [1, 2, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "state_dict, error, message",
+    [
+        ("not a dict", TypeError, "Argument state_dict should be a dictionary .*got str"),
+        ({}, ValueError, "Required state attribute 'epoch_length' is absent .*keys \\[\\]"),
+        ({"epoch_length": 5}, ValueError, "Required state attribute 'iteration' is absent"),
+        (
+            {"epoch_length": 5, "iteration": 10, "max_epochs": 5, "max_iters": 50},
+            ValueError,
+            "exactly one of '\\('max_epochs', 'max_iters'\\)'.*max_epochs=5, max_iters=50",
+        ),
+        ({"epoch": 5, "max_epochs": 3, "epoch_length": 10}, ValueError, "start epoch .*: 3 vs 5"),
+        ({"iteration": 9, "max_iters": 5, "epoch_length": 3}, ValueError, "iteration .*: 5 vs 9"),
+        (
+            {"iteration": 5, "epoch": 1, "epoch_length": 5, "max_epochs": 2},
+            ValueError,
+            "only one of 'iteration' or 'epoch' keys, got iteration=5, epoch=1",
+        ),
+        (
+            {"epoch": 2, "max_epochs": 9, "epoch_length": None},
+            ValueError,
+            "epoch_length must be a positive integer .*got epoch_length=None",
+        ),
+    ],
+)
+def test_a_bad_state_dict_is_refused_in_ignites_words_with_the_value(state_dict, error, message):
+    with pytest.raises(error, match=message):
+        Engine(lambda e, b: b).load_state_dict(state_dict)
+
+
+def test_the_state_dict_of_a_fresh_engine_loads_and_holds_one_limit():
+    engine = Engine(lambda e, b: b)
+    engine.load_state_dict(Engine(lambda e, b: b).state_dict())  # nothing to resume: starts anew
+    assert engine.run([1, 2]).iteration == 2
+    by_iters = Engine(lambda e, b: b)
+    by_iters.run([1, 2], max_iters=3)
+    saved = by_iters.state_dict()
+    assert saved["max_iters"] == 3 and "max_epochs" not in saved
+    assert "max_iters" not in engine.state_dict() and engine.state_dict()["max_epochs"] == 1
+    user_keys = Engine(lambda e, b: b)
+    user_keys.state_dict_user_keys.append("alpha")
+    with pytest.raises(ValueError, match="Required user state attribute 'alpha' is absent"):
+        user_keys.load_state_dict(saved)

@@ -107,7 +107,9 @@ def test_a_handler_replacing_the_batch_feeds_the_process_function():
 def test_fewer_epochs_than_reached_raise_and_a_reset_restarts():
     engine = Engine(lambda e, b: None)
     engine.run([1, 2], max_epochs=3)
-    with pytest.raises(ValueError, match="max_epochs=2 is below the epoch the run has reached"):
+    with pytest.raises(
+        ValueError, match="max_epochs should be greater than or equal to the start epoch.*: 2 vs 3"
+    ):
         engine.run([1, 2], max_epochs=2)
     engine.state.max_epochs = None  # Ignite's documented way to start anew
     state = engine.run([1, 2], max_epochs=2)
@@ -121,9 +123,9 @@ def test_run_without_data_processes_none_batches_and_needs_epoch_length():
         engine.add_event_handler(event, lambda: data_events.append(1))
     state = engine.run(max_epochs=2, epoch_length=3)
     assert batches == [None] * 6 and data_events == [] and state.iteration == 6
-    with pytest.raises(ValueError, match="needs epoch_length"):
+    with pytest.raises(ValueError, match="epoch_length should be provided if data is None"):
         Engine(lambda e, b: None).run(max_epochs=2)
-    with pytest.raises(TypeError, match="must be iterable"):
+    with pytest.raises(TypeError, match="data should be iterable"):
         Engine(lambda e, b: None).run(5)
 
 
@@ -185,7 +187,7 @@ def test_a_user_key_missing_from_saved_states_is_refused_on_any_world_size():
         restored = Engine(lambda e, b: None)
         restored.state_dict_user_keys.append("alpha")
         state = saved.state_dict()
-        with pytest.raises(ValueError, match=r"lacks \['alpha'\]"):
+        with pytest.raises(ValueError, match="Required user state attribute 'alpha' is absent"):
             getattr(restored, load)(state if load == "load_state_dict" else [state])
 
 
