@@ -16,6 +16,8 @@ from distengine.handlers.early_stopping import EarlyStopping
 from distengine.handlers.logging import setup_logger
 from distengine.handlers.model_checkpoint import ModelCheckpoint
 from distengine.handlers.param_scheduler import (
+    BaseParamScheduler,
+    BatchSizeScheduler,
     ConcatScheduler,
     CosineAnnealingScheduler,
     CyclicalScheduler,
@@ -30,16 +32,28 @@ from distengine.handlers.param_scheduler import (
 from distengine.handlers.preemption import EXIT_PREEMPTED, Preemption
 from distengine.handlers.progress_bar import ProgressBar
 from distengine.handlers.save_handler import BaseSaveHandler
+from distengine.handlers.state_param_scheduler import (
+    ExpStateScheduler,
+    LambdaStateScheduler,
+    MultiStepStateScheduler,
+    PiecewiseLinearStateScheduler,
+    StateParamScheduler,
+    StepStateScheduler,
+)
 from distengine.handlers.telemetry import Telemetry
 from distengine.handlers.tensorboard_logger import TensorboardLogger, global_step_from_engine
 from distengine.handlers.terminate_on_nan import TerminateOnNan
 from distengine.handlers.time_limit import TimeLimit
+from distengine.handlers.time_profilers import BasicTimeProfiler, HandlersTimeProfiler
 from distengine.handlers.timer import Timer
 from distengine.handlers.watchdog import HangWatchdog
 
 __all__ = [
     "EXIT_PREEMPTED",
+    "BaseParamScheduler",
     "BaseSaveHandler",
+    "BasicTimeProfiler",
+    "BatchSizeScheduler",
     "HangWatchdog",
     "Preemption",
     "Checkpoint",
@@ -48,14 +62,21 @@ __all__ = [
     "CyclicalScheduler",
     "DiskSaver",
     "EarlyStopping",
+    "ExpStateScheduler",
+    "HandlersTimeProfiler",
+    "LambdaStateScheduler",
     "LRScheduler",
     "LinearCyclicalScheduler",
     "ModelCheckpoint",
+    "MultiStepStateScheduler",
     "ParamGroupScheduler",
     "ParamScheduler",
     "PiecewiseLinear",
+    "PiecewiseLinearStateScheduler",
     "ProgressBar",
     "ReduceLROnPlateauScheduler",
+    "StateParamScheduler",
+    "StepStateScheduler",
     "Telemetry",
     "TensorboardLogger",
     "TerminateOnNan",
