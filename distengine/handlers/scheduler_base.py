@@ -79,12 +79,13 @@ class BaseParamScheduler(ABC):
         """Restore a :meth:`state_dict`; an error names missing keys."""
         if not isinstance(state_dict, Mapping):
             raise TypeError(
-                f"{type(self).__name__}.load_state_dict takes a dict, got {type(state_dict)}"
+                f"Argument state_dict should be a dictionary, but given {type(state_dict)}"
             )
         missing = [name for name in self._state_attrs if name not in state_dict]
         if missing:
             raise ValueError(
-                f"{type(self).__name__} state dict: missing {missing} (has {sorted(state_dict)})"
+                f"Required state attribute '{missing[0]}' is absent in provided state_dict of "
+                f"{type(self).__name__} (missing {missing}, has {sorted(state_dict)})"
             )
         for name in self._state_attrs:
             current = getattr(self, name)
@@ -143,8 +144,8 @@ class ParamScheduler(BaseParamScheduler):
         groups = getattr(optimizer, "param_groups", None)
         if not isinstance(optimizer, torch.optim.Optimizer) and not isinstance(groups, Sequence):
             raise TypeError(
-                f"optimizer must be a torch Optimizer (or have param_groups), "
-                f"got {type(optimizer).__name__}"
+                "Argument optimizer should be torch.optim.Optimizer (or have param_groups), "
+                f"but given {type(optimizer).__name__}"
             )
         if param_group_index is not None and not (
             isinstance(param_group_index, int) and 0 <= param_group_index < len(groups)
@@ -180,6 +181,7 @@ class ParamScheduler(BaseParamScheduler):
         if isinstance(value, (list, tuple)):
             if len(value) != len(groups):
                 raise ValueError(
+                    "size of value is different than optimizer_param_groups: "
                     f"{type(self).__name__} gave {len(value)} values for {len(groups)} param groups"
                 )
             for group, item in zip(groups, value):
