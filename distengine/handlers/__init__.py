@@ -10,7 +10,7 @@ Example::
     trainer.add_event_handler(Events.EPOCH_COMPLETED, Checkpoint(to_save, "checkpoints"))
 """
 
-from distengine.handlers.checkpoint import Checkpoint, find_latest_checkpoint
+from distengine.handlers.checkpoint import Checkpoint, CheckpointEvents, find_latest_checkpoint
 from distengine.handlers.disk_saver import DiskSaver
 from distengine.handlers.early_stopping import EarlyStopping
 from distengine.handlers.logging import setup_logger
@@ -57,6 +57,7 @@ __all__ = [
     "HangWatchdog",
     "Preemption",
     "Checkpoint",
+    "CheckpointEvents",
     "ConcatScheduler",
     "CosineAnnealingScheduler",
     "CyclicalScheduler",

@@ -30,12 +30,18 @@ from distengine.checkpoint.stateful import check_stateful, gather_states, load_s
 from distengine.distributed import get_world_size
 from distengine.distributed.consensus import decide
 from distengine.distributed.sharding import is_sharded
-from distengine.engine import Engine, Events
+from distengine.engine import Engine, EventEnum, Events
 from distengine.handlers.checkpoint_naming import get_default_score_fn, setup_filename_pattern
 from distengine.handlers.save_handler import BaseSaveHandler
 from distengine.handlers.watchdog import suspended
 
-__all__ = ["BaseSaveHandler", "Checkpoint", "find_latest_checkpoint", "load_checkpoint_file"]
+__all__ = [
+    "BaseSaveHandler",
+    "Checkpoint",
+    "CheckpointEvents",
+    "find_latest_checkpoint",
+    "load_checkpoint_file",
+]
 
 #: Metadata keys Checkpoint computes itself (the sidecar's or manifest's own among them).
 _COMPUTED = (
@@ -51,6 +57,26 @@ _COMPUTED = (
 _RESERVED = tuple(dict.fromkeys(("crc32", *_COMPUTED, *MANIFEST_KEYS)))
 
 Metadata = Mapping[str, Any] | Callable[[Engine], Mapping[str, Any]]
+
+
+class CheckpointEvents(EventEnum):
+    """Events a :class:`Checkpoint` fires on the engine it is called with.
+
+    ``SAVED_CHECKPOINT``: a checkpoint was written (every rank fires it, after
+    the save the ranks agreed on). Also ``Checkpoint.SAVED_CHECKPOINT``. The
+    first save registers the events on the engine; to add a handler before
+    it, register them yourself.
+
+    Example::
+
+        trainer.register_events(*CheckpointEvents)
+
+        @trainer.on(Checkpoint.SAVED_CHECKPOINT)
+        def announce(engine):
+            print("saved", checkpoint.last_checkpoint)
+    """
+
+    SAVED_CHECKPOINT = "saved_checkpoint"
 
 
 def _accepts_metadata(save_handler: Callable[..., Any]) -> bool:
@@ -105,6 +131,8 @@ class Checkpoint:
         checkpoint.last_checkpoint    # Path("runs/exp1/checkpoints/checkpoint_<iteration>.pt")
     """
 
+    #: Fired on the engine after each save (see :class:`CheckpointEvents`).
+    SAVED_CHECKPOINT = CheckpointEvents.SAVED_CHECKPOINT
     get_default_score_fn = staticmethod(get_default_score_fn)
     setup_filename_pattern = staticmethod(setup_filename_pattern)
 
@@ -162,16 +190,17 @@ class Checkpoint:
         self._warned_async = False
 
     @property
-    def last_checkpoint(self) -> Path | None:
+    def last_checkpoint(self) -> Path | str | None:
         """The path of the most recent save (under the saver's folder), or None before one.
 
         A sharded checkpoint's is its folder (with ``async_save``, committed
-        by the next save or :meth:`wait`).
+        by the next save or :meth:`wait`). A save handler without a folder
+        (your own storage) gets the file name, a str, as in PyTorch-Ignite.
         """
         if self._last is None:
             return None
         folder = getattr(self.save_handler, "dirname", None)
-        return Path(folder) / self._last if folder is not None else Path(self._last)
+        return Path(folder) / self._last if folder is not None else self._last
 
     def __call__(self, engine: Engine) -> None:
         step, score = self._agreed_step_and_score(engine)
@@ -201,6 +230,19 @@ class Checkpoint:
         self.saved, self._last = kept, filename
         for _, old in dropped:
             self._remove(old)
+        self._announce(engine)
+
+    @staticmethod
+    def _announce(engine: Engine) -> None:
+        """Fire SAVED_CHECKPOINT on ``engine`` (registered at its first save there); the
+        handlers after this one still see the event they were called for."""
+        if not isinstance(engine, Engine):
+            return
+        if not engine.has_registered_events(CheckpointEvents.SAVED_CHECKPOINT):
+            engine.register_events(*CheckpointEvents)
+        current = engine.last_event_name
+        engine.fire_event(CheckpointEvents.SAVED_CHECKPOINT)
+        engine.last_event_name = current
 
     def _holds_shards(self) -> bool:
         """Whether a module or optimizer to save is sharded (the same answer on every rank)."""

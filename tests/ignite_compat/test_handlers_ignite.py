@@ -180,6 +180,11 @@ def test_early_stopping_old_argument_names_warn_and_still_work():
     assert (stopper.threshold, stopper.cumulative) == (0.2, True)
     with pytest.raises(ValueError, match="threshold_mode must be 'abs' or 'rel', got 'pct'"):
         dh.EarlyStopping(2, lambda e: 0.0, trainer, threshold_mode="pct")
+    with pytest.warns(DeprecationWarning, match="'min_delta_mode' is deprecated"):
+        stopper.min_delta_mode = "rel"  # Ignite's setters too
+    with pytest.warns(DeprecationWarning, match="'min_delta' is deprecated"):
+        stopper.min_delta = 0.5
+    assert (stopper.threshold, stopper.threshold_mode) == (0.5, "rel")
 
 
 def test_early_stopping_attach_resets_with_the_trainer():
@@ -222,3 +227,39 @@ def test_global_step_from_engine_gives_the_counter_of_the_event_as_ignite(librar
     assert by_iteration(evaluator, Events.COMPLETED) == 8
     custom = handlers.global_step_from_engine(trainer, fallback_attr="iteration")
     assert custom(evaluator, "not an event") == 8
+
+
+def test_checkpoint_fires_saved_checkpoint_after_each_save_and_keeps_the_event_for_the_rest(
+    tmp_path,
+):
+    model = nn.Linear(2, 2)
+    trainer = de.Engine(lambda e, b: None)
+    trainer.register_events(*dh.CheckpointEvents)
+    checkpoint = dh.Checkpoint({"model": model}, tmp_path, n_saved=1)
+    saved, steps_seen_after = [], []
+    trainer.add_event_handler(de.Events.EPOCH_COMPLETED, checkpoint)
+    trainer.add_event_handler(
+        de.Events.EPOCH_COMPLETED, lambda e: steps_seen_after.append(e.last_event_name)
+    )
+    trainer.on(dh.Checkpoint.SAVED_CHECKPOINT)(lambda e: saved.append(checkpoint.last_checkpoint))
+    trainer.run(range(2), max_epochs=3)
+    assert saved == [tmp_path / "model_2.pt", tmp_path / "model_4.pt", tmp_path / "model_6.pt"]
+    assert steps_seen_after == [de.Events.EPOCH_COMPLETED] * 3
+
+
+def test_tensorboard_handlers_refuse_another_logger_and_name_histograms_as_ignite(tmp_path):
+    from unittest.mock import MagicMock
+
+    from distengine.handlers.tensorboard_logger import WeightsHistHandler
+
+    trainer = de.Engine(lambda e, b: None)
+    handler = WeightsHistHandler(nn.Linear(2, 1), whitelist=["bias"])
+    with pytest.raises(
+        RuntimeError, match="'WeightsHistHandler' works only with TensorboardLogger"
+    ):
+        handler(trainer, MagicMock(), de.Events.EPOCH_COMPLETED)
+    logger = dh.TensorboardLogger(tmp_path)
+    logger.writer = MagicMock()
+    handler(trainer, logger, de.Events.EPOCH_COMPLETED)
+    (call,) = logger.writer.add_histogram.call_args_list
+    assert (call.kwargs["tag"], call.kwargs["global_step"]) == ("weights/bias", 0)
