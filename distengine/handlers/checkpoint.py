@@ -79,6 +79,14 @@ class CheckpointEvents(EventEnum):
     SAVED_CHECKPOINT = "saved_checkpoint"
 
 
+def _as_score(value: Any) -> float:
+    """A score_function's output as a float (a number or a one-element tensor)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"Output of score_function should be a number, got {value!r}") from None
+
+
 def _accepts_metadata(save_handler: Callable[..., Any]) -> bool:
     """Whether ``save_handler(checkpoint, filename, metadata)`` fits its signature."""
     try:
@@ -293,7 +301,7 @@ class Checkpoint:
     def _agreed_step_and_score(self, engine: Engine) -> tuple[int, float | None]:
         """This rank's step and score, then rank 0's for every rank (one tiny broadcast)."""
         step = self._global_step(engine)
-        score = float(self.score_function(engine)) if self.score_function else None
+        score = _as_score(self.score_function(engine)) if self.score_function else None
         if get_world_size() > 1:
             step, score = decide((step, math.nan if score is None else score))
             score = None if self.score_function is None else score

@@ -245,6 +245,9 @@ def test_checkpoint_fires_saved_checkpoint_after_each_save_and_keeps_the_event_f
     trainer.run(range(2), max_epochs=3)
     assert saved == [tmp_path / "model_2.pt", tmp_path / "model_4.pt", tmp_path / "model_6.pt"]
     assert steps_seen_after == [de.Events.EPOCH_COMPLETED] * 3
+    scored = dh.Checkpoint({"model": model}, tmp_path, score_function=lambda e: {"acc": 1})
+    with pytest.raises(ValueError, match="score_function should be a number, got {'acc': 1}"):
+        scored(trainer)
 
 
 def test_tensorboard_handlers_refuse_another_logger_and_name_histograms_as_ignite(tmp_path):
