@@ -13,6 +13,7 @@ Example::
 from distengine.handlers.checkpoint import Checkpoint, CheckpointEvents, find_latest_checkpoint
 from distengine.handlers.disk_saver import DiskSaver
 from distengine.handlers.early_stopping import EarlyStopping
+from distengine.handlers.ema_handler import EMAHandler
 from distengine.handlers.logging import setup_logger
 from distengine.handlers.model_checkpoint import ModelCheckpoint
 from distengine.handlers.param_scheduler import (
@@ -40,6 +41,7 @@ from distengine.handlers.state_param_scheduler import (
     StateParamScheduler,
     StepStateScheduler,
 )
+from distengine.handlers.stores import EpochOutputStore
 from distengine.handlers.telemetry import Telemetry
 from distengine.handlers.tensorboard_logger import TensorboardLogger, global_step_from_engine
 from distengine.handlers.terminate_on_nan import TerminateOnNan
@@ -62,7 +64,9 @@ __all__ = [
     "CosineAnnealingScheduler",
     "CyclicalScheduler",
     "DiskSaver",
+    "EMAHandler",
     "EarlyStopping",
+    "EpochOutputStore",
     "ExpStateScheduler",
     "HandlersTimeProfiler",
     "LambdaStateScheduler",

@@ -1,12 +1,14 @@
-"""BatchSizeScheduler, the state parameter schedulers and the time profilers, from the user's side.
+"""Handlers from PyTorch-Ignite 0.5.5 that distengine took over, from the user's side:
+BatchSizeScheduler, the state parameter schedulers, EMAHandler, EpochOutputStore, the profilers.
 
-Each scheduler's state is saved with the trainer's and the resumed run sees
-what the uninterrupted one saw; the profilers time the user's handlers and
-write on rank 0 only.
+Each one's state is saved with the trainer's and the resumed run sees what
+the uninterrupted one saw; the profilers time the user's handlers and write
+on rank 0 only.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 
@@ -19,6 +21,8 @@ from distengine.engine.handlers import handler_lists
 from distengine.handlers import (
     BasicTimeProfiler,
     BatchSizeScheduler,
+    EMAHandler,
+    EpochOutputStore,
     HandlersTimeProfiler,
     PiecewiseLinearStateScheduler,
 )
@@ -172,3 +176,37 @@ def profile_on_every_rank(folder: str) -> int:
 def test_each_rank_profiles_itself_and_rank_0_writes(ranks2, tmp_path):
     assert ranks2.run(profile_on_every_rank, str(tmp_path), timeout=30) == [2, 2]
     assert sorted(os.listdir(tmp_path)) == ["profile0.csv"]
+
+
+def _ema_run(stop_at=None, saved=None):
+    """An EMA (with a momentum warm-up) and an output store over a model that steps by 1."""
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.ones_(model.weight)
+    trainer = Engine(lambda e, b: model.weight.data.add_(1).item())
+    ema = EMAHandler(model, momentum=0.5, momentum_warmup=0.1, warmup_iters=4)
+    store = EpochOutputStore()
+    ema.attach(trainer)
+    store.attach(trainer)
+    to_save = {"trainer": trainer, "ema": ema, "store": store, "model": model}
+    states = {}
+    if stop_at is not None:
+
+        @trainer.on(Events.ITERATION_COMPLETED(once=stop_at))
+        def save_and_stop(engine):
+            states.update({k: copy.deepcopy(v.state_dict()) for k, v in to_save.items()})
+            engine.terminate()
+
+    if saved is not None:
+        for key, obj in to_save.items():
+            obj.load_state_dict(saved[key])
+    trainer.run(range(6), max_epochs=1)
+    return ema.ema_model.weight.item(), list(store.data), states
+
+
+def test_ema_and_output_store_resume_where_they_stood():
+    weight, outputs, _ = _ema_run()
+    assert outputs == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    _, _, saved = _ema_run(stop_at=2)  # in the momentum's warm-up, mid-epoch
+    resumed_weight, resumed_outputs, _ = _ema_run(saved=saved)
+    assert resumed_outputs == outputs
+    assert resumed_weight == pytest.approx(weight)
