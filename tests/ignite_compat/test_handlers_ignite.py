@@ -266,3 +266,25 @@ def test_tensorboard_handlers_refuse_another_logger_and_name_histograms_as_ignit
     handler(trainer, logger, de.Events.EPOCH_COMPLETED)
     (call,) = logger.writer.add_histogram.call_args_list
     assert (call.kwargs["tag"], call.kwargs["global_step"]) == ("weights/bias", 0)
+
+
+def test_logger_utils_is_ignites_module_path_of_the_setup_functions():
+    from unittest.mock import MagicMock
+
+    import distengine.handlers.logger_utils as logger_utils
+    from distengine.engine import common
+
+    assert common.setup_tb_logging is logger_utils.setup_tb_logging
+    logger, trainer, evaluator = MagicMock(), de.Engine(lambda e, b: b), de.Engine(lambda e, b: b)
+    logger_utils._setup_logging(logger, trainer, None, {"val": evaluator}, 10, ["loss"], ["acc"])
+    calls = logger.attach_output_handler.call_args_list
+    assert [(c.kwargs["tag"], c.kwargs["metric_names"]) for c in calls] == [
+        ("training", ["loss"]),
+        ("val", ["acc"]),
+    ]
+    with pytest.raises(TypeError, match="optimizers should be either a single optimizer.*'abc'"):
+        logger_utils._setup_logging(logger, trainer, "abc", None, 1)
+    with pytest.raises(DeprecationWarning, match="setup_any_logging is deprecated"):
+        common.setup_any_logging(None, None, None, None, None, None)
+    with pytest.raises(NotImplementedError, match="WandBLogger"):
+        logger_utils.setup_wandb_logging(trainer)
