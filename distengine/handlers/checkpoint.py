@@ -105,7 +105,11 @@ class Checkpoint:
     where ``name`` is ``checkpoint`` (or the only key of ``to_save``) and
     ``step`` is the engine's **iteration**, as in PyTorch-Ignite
     (``global_step_transform(engine, event)`` chooses another). With
-    ``score_function`` the best scores are kept, else the latest steps.
+    ``score_function`` the best scores are kept, else the latest steps;
+    ``score_name`` alone scores by ``engine.state.metrics[score_name]``.
+    Attached to ``EXCEPTION_RAISED`` it saves the state at the failure (on
+    one process: with several ranks the others may not be failing, and a
+    save needs them all, so it warns and saves nothing).
     Rank 0's score and step decide for every rank (one tiny
     broadcast), so ranks never disagree on whether to save. Only checkpoints
     this handler wrote are ever removed. Objects that declare
@@ -164,8 +168,8 @@ class Checkpoint:
             raise ValueError("to_save cannot hold 'checkpointer' when include_self=True")
         if n_saved is not None and (not isinstance(n_saved, int) or n_saved < 1):
             raise ValueError(f"n_saved must be a positive int or None (keep all), got {n_saved!r}")
-        if score_name is not None and score_function is None:
-            raise ValueError("score_name needs a score_function")
+        if score_name is not None and score_function is None:  # Ignite 0.5.5: the metric's value
+            score_function = get_default_score_fn(score_name)
         if isinstance(save_handler, (str, os.PathLike)):
             save_handler = DiskSaver(save_handler, require_empty=False)
         if not callable(save_handler):
@@ -210,7 +214,17 @@ class Checkpoint:
         folder = getattr(self.save_handler, "dirname", None)
         return Path(folder) / self._last if folder is not None else self._last
 
-    def __call__(self, engine: Engine) -> None:
+    def __call__(self, engine: Engine, *event_args: Any) -> None:
+        if event_args and isinstance(event_args[0], BaseException):  # on EXCEPTION_RAISED
+            if get_world_size() > 1:
+                warnings.warn(
+                    f"Checkpoint on EXCEPTION_RAISED ({type(event_args[0]).__name__}) saves "
+                    f"nothing with {get_world_size()} ranks: a save needs every rank and the "
+                    "others may not be failing; resume from the last checkpoint saved",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                return
         step, score = self._agreed_step_and_score(engine)
         priority = score if score is not None else float(step)
         if not self._worth_keeping(priority):

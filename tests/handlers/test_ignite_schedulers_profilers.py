@@ -21,6 +21,7 @@ from distengine.engine.handlers import handler_lists
 from distengine.handlers import (
     BasicTimeProfiler,
     BatchSizeScheduler,
+    Checkpoint,
     EMAHandler,
     EpochOutputStore,
     HandlersTimeProfiler,
@@ -210,3 +211,24 @@ def test_ema_and_output_store_resume_where_they_stood():
     resumed_weight, resumed_outputs, _ = _ema_run(saved=saved)
     assert resumed_outputs == outputs
     assert resumed_weight == pytest.approx(weight)
+
+
+def checkpoint_on_failing_ranks(folder: str) -> list[str]:
+    import warnings
+
+    def crash(engine, batch):
+        raise RuntimeError(f"rank {torch.distributed.get_rank()} crashed")
+
+    trainer = Engine(crash)
+    checkpoint = Checkpoint({"model": torch.nn.Linear(1, 1)}, folder)
+    trainer.add_event_handler(Events.EXCEPTION_RAISED, checkpoint)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.run([0], max_epochs=1)
+    return [str(w.message) for w in caught if "EXCEPTION_RAISED" in str(w.message)]
+
+
+def test_checkpoint_on_exception_with_several_ranks_warns_instead_of_hanging(ranks2, tmp_path):
+    for said in ranks2.run(checkpoint_on_failing_ranks, str(tmp_path), timeout=30):
+        assert len(said) == 1 and "saves nothing with 2 ranks" in said[0]
+    assert list(tmp_path.glob("*.pt")) == []

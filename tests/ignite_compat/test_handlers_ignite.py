@@ -288,3 +288,25 @@ def test_logger_utils_is_ignites_module_path_of_the_setup_functions():
         common.setup_any_logging(None, None, None, None, None, None)
     with pytest.raises(NotImplementedError, match="WandBLogger"):
         logger_utils.setup_wandb_logging(trainer)
+
+
+def test_checkpoint_scores_by_score_name_alone_and_saves_on_an_exception(tmp_path):
+    model = nn.Linear(2, 2)
+    evaluator = de.Engine(lambda e, b: None)
+    evaluator.state.metrics = {"acc": 0.5}
+    evaluator.state.iteration = 3
+    best = dh.Checkpoint({"model": model}, tmp_path / "best", score_name="acc", n_saved=1)
+    best(evaluator)
+    evaluator.state.metrics, evaluator.state.iteration = {"acc": 0.25}, 4
+    best(evaluator)  # a worse score is not kept
+    assert best.last_checkpoint.name == "model_3_acc=0.5000.pt"
+
+    def crash(engine, batch):
+        raise RuntimeError("training crash")
+
+    trainer = de.Engine(crash)
+    trainer.add_event_handler(
+        de.Events.EXCEPTION_RAISED, dh.Checkpoint({"model": model}, tmp_path / "crash")
+    )
+    trainer.run([0, 0], max_epochs=1)  # the handler takes the exception, as in Ignite
+    assert sorted(p.name for p in (tmp_path / "crash").glob("*.pt")) == ["model_1.pt"]
