@@ -45,9 +45,20 @@ from distengine.handlers import (
     DiskSaver,
     EarlyStopping,
     ProgressBar,
-    TensorboardLogger,
     TerminateOnNan,
     global_step_from_engine,
+)
+from distengine.handlers.logger_utils import (  # Ignite 0.5.5 moved them there; both paths work
+    _setup_logging,  # noqa: F401
+    setup_any_logging,  # noqa: F401
+    setup_clearml_logging,
+    setup_mlflow_logging,
+    setup_neptune_logging,
+    setup_plx_logging,
+    setup_tb_logging,
+    setup_trains_logging,
+    setup_visdom_logging,
+    setup_wandb_logging,
 )
 from distengine.metrics import GpuInfo, RunningAverage
 
@@ -200,82 +211,6 @@ def empty_cuda_cache(_: Engine) -> None:
     """Release cached CUDA memory and collect garbage (a handler)."""
     torch.cuda.empty_cache()
     gc.collect()
-
-
-def setup_tb_logging(
-    output_path: str | os.PathLike,
-    trainer: Engine,
-    optimizers: torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer] | None = None,
-    evaluators: Engine | Mapping[str, Engine] | None = None,
-    log_every_iters: int | None = 100,
-    *,
-    trainer_metric_names: str | list[str] = "all",
-    evaluator_metric_names: str | list[str] = "all",
-    **kwargs: Any,
-) -> TensorboardLogger:
-    """A :class:`TensorboardLogger` in ``output_path`` logging training, learning rates and
-    evaluations.
-
-    It logs the trainer's metrics as ``training/<name>`` every
-    ``log_every_iters`` iterations (None: every one), each optimizer's
-    learning rate (``lr/group_<i>``, tagged by its key in a dict), and each
-    evaluator's metrics when it completes, as ``<key>/<name>`` (a single
-    evaluator is ``validation``) at the trainer's epoch. ``kwargs`` go to the
-    logger. Runs no collective: rank 0 alone may call it.
-
-    Example::
-
-        tb = common.setup_tb_logging("runs/exp1/tb", trainer, optimizer,
-                                     evaluators={"training": train_eval, "test": evaluator})
-        ...
-        tb.close()
-    """
-    if optimizers is not None and not isinstance(optimizers, (torch.optim.Optimizer, Mapping)):
-        raise TypeError(f"optimizers must be an optimizer or a dict of them, got {optimizers!r}")
-    if evaluators is not None and not isinstance(evaluators, (Engine, Mapping)):
-        raise TypeError(f"evaluators must be an engine or a dict of them, got {evaluators!r}")
-    every = Events.ITERATION_COMPLETED(every=log_every_iters or 1)
-    logger = TensorboardLogger(log_dir=output_path, **kwargs)
-    logger.attach_output_handler(trainer, every, "training", metric_names=trainer_metric_names)
-    if isinstance(optimizers, torch.optim.Optimizer):
-        optimizers = {None: optimizers}  # type: ignore[dict-item]
-    for tag, optimizer in (optimizers or {}).items():
-        logger.attach_opt_params_handler(
-            trainer, Events.ITERATION_STARTED(every=log_every_iters or 1), optimizer, tag=tag
-        )
-    if isinstance(evaluators, Engine):
-        evaluators = {"validation": evaluators}
-    step = global_step_from_engine(trainer)
-    for tag, evaluator in (evaluators or {}).items():
-        logger.attach_output_handler(
-            evaluator,
-            Events.COMPLETED,
-            tag,
-            metric_names=evaluator_metric_names,
-            global_step_transform=step,
-        )
-    return logger
-
-
-def _no_logger(name: str, logger: str) -> Callable[..., Any]:
-    def setup(*args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError(
-            f"{name} needs PyTorch-Ignite's {logger}, which distengine does not have: "
-            "log to TensorBoard with setup_tb_logging, or attach your own handlers"
-        )
-
-    setup.__name__ = setup.__qualname__ = name
-    setup.__doc__ = f"Raises NotImplementedError: distengine has no {logger}."
-    return setup
-
-
-setup_visdom_logging = _no_logger("setup_visdom_logging", "VisdomLogger")
-setup_mlflow_logging = _no_logger("setup_mlflow_logging", "MLflowLogger")
-setup_neptune_logging = _no_logger("setup_neptune_logging", "NeptuneLogger")
-setup_wandb_logging = _no_logger("setup_wandb_logging", "WandBLogger")
-setup_plx_logging = _no_logger("setup_plx_logging", "PolyaxonLogger")
-setup_clearml_logging = _no_logger("setup_clearml_logging", "ClearMLLogger")
-setup_trains_logging = _no_logger("setup_trains_logging", "ClearMLLogger (formerly Trains)")
 
 
 def gen_save_best_models_by_val_score(

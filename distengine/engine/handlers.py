@@ -137,3 +137,17 @@ class RemovableEventHandle:
 
     def __exit__(self, *exc: Any) -> None:
         self.remove()
+
+
+def handler_lists(engine: Engine) -> dict[EventEnum, list[HandlerRecord]]:
+    """``engine``'s handlers by event: the live lists, in call order.
+
+    For tools that time or wrap every handler (the time profilers): insert at
+    0 to run first, append to run last, set ``record.fn`` to wrap one.
+
+    Example::
+
+        for event, records in handler_lists(trainer).items():
+            print(event, [r.fn for r in records])
+    """
+    return engine._handlers

@@ -298,10 +298,11 @@ def data_layout(data: Any, world: int | None = None) -> dict[str, Any]:
         data_layout(loader)   # {'world': 2, 'batch': 32, 'workers': 0, 'iterable': False}
     """
     loader = data if isinstance(data, DataLoader) else None
+    batch = getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
     return {
         "world": get_world_size() if world is None else world,
         # getattr: a DataLoader subclass may skip DataLoader.__init__ (a wrapper of another)
-        "batch": getattr(loader, "batch_size", None),
+        "batch": batch if batch is not None else getattr(loader, "batch_size", None),
         "workers": getattr(loader, "num_workers", 0),
         "iterable": isinstance(getattr(loader, "dataset", None), IterableDataset),
     }
@@ -310,16 +311,27 @@ def data_layout(data: Any, world: int | None = None) -> dict[str, Any]:
 def layout_problem(saved: dict[str, Any] | None, now: dict[str, Any]) -> str | None:
     """Why a pass drawn with layout ``saved`` cannot go on with ``now`` (None: it can).
 
-    On the same number of ranks every layout goes on (the data is the
-    caller's). On another: the global batch (per-rank batch times ranks) must
-    be the same, and an ``IterableDataset`` must be read without workers
-    there and then. ``saved`` None (written before layouts were saved): no check.
+    On the same number of ranks the per-rank batch must be the one the pass
+    was drawn with (a BatchSizeScheduler may have changed it since); the
+    rest is the caller's. On another: the global batch (per-rank batch times
+    ranks) must be the same, and an ``IterableDataset`` must be read without
+    workers there and then. ``saved`` None (written before layouts were
+    saved): no check.
 
     Example::
 
         layout_problem(data_layout(loader, world=3), data_layout(loader, world=2))
     """
-    if saved is None or saved["world"] == now["world"]:
+    if saved is None:
+        return None
+    if saved["world"] == now["world"]:
+        if None not in (saved["batch"], now["batch"]) and saved["batch"] != now["batch"]:
+            return (
+                f"the pass was drawn in batches of {saved['batch']} per rank and the data now "
+                f"gives batches of {now['batch']}: the run would not continue the same "
+                "samples; resume with the batch size of the save (a BatchSizeScheduler saved "
+                "in the same checkpoint puts it back) and do not change it in the middle of a pass"
+            )
         return None
     ranks = f"{saved['world']} ranks when saved, {now['world']} now"
     if saved["batch"] is not None and now["batch"] is not None:
@@ -433,6 +445,7 @@ class DataFlow:
     def _reopen(self, final_rng: dict[str, Any]) -> None:
         """The pass that began at ``_start``, ``_drawn`` batches in; then ``final_rng``."""
         start = self._start
+        self.length = data_length(self.data)
         restore_rng(start["rng"], self.data)  # type: ignore[index]
         set_sampler_epoch(self.data, start["epoch"] - 1)  # type: ignore[index]
         self._it, self._parked = self._iterate(self._drawn), False
@@ -440,6 +453,7 @@ class DataFlow:
 
     def _open(self, epoch: int, iteration: int) -> None:
         set_sampler_epoch(self.data, epoch - 1)
+        self.length = data_length(self.data)  # a BatchSizeScheduler may have changed it
         self._start = {
             "epoch": epoch,
             "iteration": iteration,

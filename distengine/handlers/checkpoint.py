@@ -30,12 +30,18 @@ from distengine.checkpoint.stateful import check_stateful, gather_states, load_s
 from distengine.distributed import get_world_size
 from distengine.distributed.consensus import decide
 from distengine.distributed.sharding import is_sharded
-from distengine.engine import Engine, Events
+from distengine.engine import Engine, EventEnum, Events
 from distengine.handlers.checkpoint_naming import get_default_score_fn, setup_filename_pattern
 from distengine.handlers.save_handler import BaseSaveHandler
 from distengine.handlers.watchdog import suspended
 
-__all__ = ["BaseSaveHandler", "Checkpoint", "find_latest_checkpoint", "load_checkpoint_file"]
+__all__ = [
+    "BaseSaveHandler",
+    "Checkpoint",
+    "CheckpointEvents",
+    "find_latest_checkpoint",
+    "load_checkpoint_file",
+]
 
 #: Metadata keys Checkpoint computes itself (the sidecar's or manifest's own among them).
 _COMPUTED = (
@@ -51,6 +57,34 @@ _COMPUTED = (
 _RESERVED = tuple(dict.fromkeys(("crc32", *_COMPUTED, *MANIFEST_KEYS)))
 
 Metadata = Mapping[str, Any] | Callable[[Engine], Mapping[str, Any]]
+
+
+class CheckpointEvents(EventEnum):
+    """Events a :class:`Checkpoint` fires on the engine it is called with.
+
+    ``SAVED_CHECKPOINT``: a checkpoint was written (every rank fires it, after
+    the save the ranks agreed on). Also ``Checkpoint.SAVED_CHECKPOINT``. The
+    first save registers the events on the engine; to add a handler before
+    it, register them yourself.
+
+    Example::
+
+        trainer.register_events(*CheckpointEvents)
+
+        @trainer.on(Checkpoint.SAVED_CHECKPOINT)
+        def announce(engine):
+            print("saved", checkpoint.last_checkpoint)
+    """
+
+    SAVED_CHECKPOINT = "saved_checkpoint"
+
+
+def _as_score(value: Any) -> float:
+    """A score_function's output as a float (a number or a one-element tensor)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"Output of score_function should be a number, got {value!r}") from None
 
 
 def _accepts_metadata(save_handler: Callable[..., Any]) -> bool:
@@ -71,7 +105,11 @@ class Checkpoint:
     where ``name`` is ``checkpoint`` (or the only key of ``to_save``) and
     ``step`` is the engine's **iteration**, as in PyTorch-Ignite
     (``global_step_transform(engine, event)`` chooses another). With
-    ``score_function`` the best scores are kept, else the latest steps.
+    ``score_function`` the best scores are kept, else the latest steps;
+    ``score_name`` alone scores by ``engine.state.metrics[score_name]``.
+    Attached to ``EXCEPTION_RAISED`` it saves the state at the failure (on
+    one process: with several ranks the others may not be failing, and a
+    save needs them all, so it warns and saves nothing).
     Rank 0's score and step decide for every rank (one tiny
     broadcast), so ranks never disagree on whether to save. Only checkpoints
     this handler wrote are ever removed. Objects that declare
@@ -105,6 +143,8 @@ class Checkpoint:
         checkpoint.last_checkpoint    # Path("runs/exp1/checkpoints/checkpoint_<iteration>.pt")
     """
 
+    #: Fired on the engine after each save (see :class:`CheckpointEvents`).
+    SAVED_CHECKPOINT = CheckpointEvents.SAVED_CHECKPOINT
     get_default_score_fn = staticmethod(get_default_score_fn)
     setup_filename_pattern = staticmethod(setup_filename_pattern)
 
@@ -128,8 +168,8 @@ class Checkpoint:
             raise ValueError("to_save cannot hold 'checkpointer' when include_self=True")
         if n_saved is not None and (not isinstance(n_saved, int) or n_saved < 1):
             raise ValueError(f"n_saved must be a positive int or None (keep all), got {n_saved!r}")
-        if score_name is not None and score_function is None:
-            raise ValueError("score_name needs a score_function")
+        if score_name is not None and score_function is None:  # Ignite 0.5.5: the metric's value
+            score_function = get_default_score_fn(score_name)
         if isinstance(save_handler, (str, os.PathLike)):
             save_handler = DiskSaver(save_handler, require_empty=False)
         if not callable(save_handler):
@@ -162,18 +202,29 @@ class Checkpoint:
         self._warned_async = False
 
     @property
-    def last_checkpoint(self) -> Path | None:
+    def last_checkpoint(self) -> Path | str | None:
         """The path of the most recent save (under the saver's folder), or None before one.
 
         A sharded checkpoint's is its folder (with ``async_save``, committed
-        by the next save or :meth:`wait`).
+        by the next save or :meth:`wait`). A save handler without a folder
+        (your own storage) gets the file name, a str, as in PyTorch-Ignite.
         """
         if self._last is None:
             return None
         folder = getattr(self.save_handler, "dirname", None)
-        return Path(folder) / self._last if folder is not None else Path(self._last)
+        return Path(folder) / self._last if folder is not None else self._last
 
-    def __call__(self, engine: Engine) -> None:
+    def __call__(self, engine: Engine, *event_args: Any) -> None:
+        if event_args and isinstance(event_args[0], BaseException):  # on EXCEPTION_RAISED
+            if get_world_size() > 1:
+                warnings.warn(
+                    f"Checkpoint on EXCEPTION_RAISED ({type(event_args[0]).__name__}) saves "
+                    f"nothing with {get_world_size()} ranks: a save needs every rank and the "
+                    "others may not be failing; resume from the last checkpoint saved",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                return
         step, score = self._agreed_step_and_score(engine)
         priority = score if score is not None else float(step)
         if not self._worth_keeping(priority):
@@ -201,6 +252,19 @@ class Checkpoint:
         self.saved, self._last = kept, filename
         for _, old in dropped:
             self._remove(old)
+        self._announce(engine)
+
+    @staticmethod
+    def _announce(engine: Engine) -> None:
+        """Fire SAVED_CHECKPOINT on ``engine`` (registered at its first save there); the
+        handlers after this one still see the event they were called for."""
+        if not isinstance(engine, Engine):
+            return
+        if not engine.has_registered_events(CheckpointEvents.SAVED_CHECKPOINT):
+            engine.register_events(*CheckpointEvents)
+        current = engine.last_event_name
+        engine.fire_event(CheckpointEvents.SAVED_CHECKPOINT)
+        engine.last_event_name = current
 
     def _holds_shards(self) -> bool:
         """Whether a module or optimizer to save is sharded (the same answer on every rank)."""
@@ -251,7 +315,7 @@ class Checkpoint:
     def _agreed_step_and_score(self, engine: Engine) -> tuple[int, float | None]:
         """This rank's step and score, then rank 0's for every rank (one tiny broadcast)."""
         step = self._global_step(engine)
-        score = float(self.score_function(engine)) if self.score_function else None
+        score = _as_score(self.score_function(engine)) if self.score_function else None
         if get_world_size() > 1:
             step, score = decide((step, math.nan if score is None else score))
             score = None if self.score_function is None else score

@@ -89,11 +89,34 @@ class EarlyStopping:
         _renamed("min_delta", "threshold")
         return self.threshold
 
+    @min_delta.setter
+    def min_delta(self, value: float) -> None:
+        _renamed("min_delta", "threshold")
+        self.threshold = value
+
+    @property
+    def min_delta_mode(self) -> str:
+        """Deprecated name of :attr:`threshold_mode`."""
+        _renamed("min_delta_mode", "threshold_mode")
+        return self.threshold_mode
+
+    @min_delta_mode.setter
+    def min_delta_mode(self, value: str) -> None:
+        _renamed("min_delta_mode", "threshold_mode")
+        if value not in ("abs", "rel"):
+            raise ValueError(f"min_delta_mode must be 'abs' or 'rel', got {value!r}")
+        self.threshold_mode = value
+
     @property
     def cumulative_delta(self) -> bool:
         """Deprecated name of :attr:`cumulative`."""
         _renamed("cumulative_delta", "cumulative")
         return self.cumulative
+
+    @cumulative_delta.setter
+    def cumulative_delta(self, value: bool) -> None:
+        _renamed("cumulative_delta", "cumulative")
+        self.cumulative = value
 
     def __call__(self, engine: Engine) -> None:
         score = decide(float(self.score_function(engine)))

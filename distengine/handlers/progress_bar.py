@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -45,6 +46,13 @@ def _shown(name: str, value: Any) -> dict[str, Any]:
             return {name: value.item()}
         if value.dim() == 1:
             return {f"{name}_{i}": v for i, v in enumerate(value.tolist())}
+        warnings.warn(
+            f"ProgressBar can not log tensor with {value.dim()} dimensions ({name!r}): "
+            "it is left out of the bar",
+            UserWarning,
+            stacklevel=2,
+        )
+        return {}
     return {name: value}
 
 
@@ -123,9 +131,9 @@ class ProgressBar:
         """Advance on ``event_name``, close on ``closing_event_name`` (unfiltered); rank 0 draws."""
         if metric_names is not None and metric_names != "all":
             if not isinstance(metric_names, (list, tuple)):
-                raise ValueError(
-                    f"metric_names must be None, 'all' or a list, got {metric_names!r}"
-                )
+                raise TypeError(f"metric_names must be None, 'all' or a list, got {metric_names!r}")
+        if output_transform is not None and not callable(output_transform):
+            raise TypeError(f"output_transform must be callable, got {output_transform!r}")
         if getattr(closing_event_name, "filter", None) is not None:
             raise ValueError("Closing Event should not be a filtered event")
         start, end = getattr(event_name, "event", event_name), closing_event_name

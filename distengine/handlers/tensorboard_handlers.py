@@ -87,6 +87,16 @@ class BaseHandler:
     def __call__(self, engine: Engine, logger: Any, event_name: Any) -> None:
         raise NotImplementedError
 
+    def check_logger(self, logger: Any) -> None:
+        """Refuse a logger other than a TensorboardLogger (these handlers write to its writer)."""
+        from distengine.handlers.tensorboard_logger import TensorboardLogger
+
+        if not isinstance(logger, TensorboardLogger):
+            raise RuntimeError(
+                f"Handler '{type(self).__name__}' works only with TensorboardLogger, "
+                f"got {type(logger).__name__}"
+            )
+
 
 class OutputHandler(BaseHandler):
     """Logs metrics, the transformed output and state attributes as ``<tag>/<name>`` scalars.
@@ -158,9 +168,12 @@ class OutputHandler(BaseHandler):
         return values
 
     def __call__(self, engine: Engine, logger: Any, event_name: Any) -> None:
+        self.check_logger(logger)
         step = self.global_step_transform(engine, event_name)
         if not isinstance(step, numbers.Integral):
-            raise TypeError(f"global_step_transform must return an int, got {step!r}")
+            raise TypeError(
+                f"global_step must be int, got {step!r}: global_step_transform must return an int"
+            )
         values = self.values(engine)
         steps = {name: int(step) for name in values if name in engine.state.metrics}
         own_step = self.global_step_transform is event_step
@@ -228,13 +241,15 @@ class OptimizerParamsHandler(BaseHandler):
     """
 
     def __init__(self, optimizer: Any, param_name: str = "lr", tag: str | None = None) -> None:
-        if not isinstance(getattr(optimizer, "param_groups", None), Sequence):
+        groups = getattr(optimizer, "param_groups", None)
+        if not isinstance(optimizer, torch.optim.Optimizer) and not isinstance(groups, Sequence):
             raise TypeError(
                 f"optimizer must have param_groups (a torch optimizer), got {optimizer!r}"
             )
         self.optimizer, self.param_name, self.tag = optimizer, param_name, tag
 
     def __call__(self, engine: Engine, logger: Any, event_name: Any) -> None:
+        self.check_logger(logger)
         step = event_step(engine, event_name)
         prefix = f"{self.tag}/" if self.tag else ""
         for i, group in enumerate(self.optimizer.param_groups):
@@ -299,6 +314,7 @@ class _ScalarHandler(_ParametersHandler):
         self.reduction = reduction
 
     def __call__(self, engine: Engine, logger: Any, event_name: Any) -> None:
+        self.check_logger(logger)
         step = event_step(engine, event_name)
         what = f"{self.kind}_{getattr(self.reduction, '__name__', 'reduction')}"
         for name, tensor in self.tensors():
@@ -307,9 +323,13 @@ class _ScalarHandler(_ParametersHandler):
 
 class _HistHandler(_ParametersHandler):
     def __call__(self, engine: Engine, logger: Any, event_name: Any) -> None:
+        self.check_logger(logger)
         step = event_step(engine, event_name)
         for name, tensor in self.tensors():
-            logger.writer.add_histogram(self.key(name, self.kind), tensor.cpu().numpy(), step)
+            values = tensor.cpu().numpy()
+            logger.writer.add_histogram(
+                tag=self.key(name, self.kind), values=values, global_step=step
+            )
 
 
 class WeightsScalarHandler(_ScalarHandler):

@@ -51,6 +51,8 @@ class _NoWriter:
 class TensorboardLogger:
     """Writes scalars, histograms and hparams to ``log_dir``; a no-op on ranks other than 0.
 
+    Without ``log_dir``, torch's SummaryWriter picks ``runs/<date>_<host>``.
+
     View with ``tensorboard --logdir <log_dir>``.
 
     Example::
@@ -61,12 +63,13 @@ class TensorboardLogger:
         tb.attach_opt_params_handler(trainer, Events.ITERATION_STARTED, optimizer)
     """
 
-    def __init__(self, log_dir: str | os.PathLike, **writer_kwargs: Any) -> None:
-        self.log_dir = str(log_dir)
+    def __init__(self, log_dir: str | os.PathLike | None = None, **writer_kwargs: Any) -> None:
+        self.log_dir = None if log_dir is None else str(log_dir)
         if get_rank() == 0:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer: Any = SummaryWriter(log_dir=self.log_dir, **writer_kwargs)
+            self.log_dir = self.writer.log_dir  # without log_dir: runs/<date>_<host>, as torch's
         else:
             self.writer = _NoWriter()
 

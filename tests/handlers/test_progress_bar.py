@@ -96,6 +96,10 @@ def test_desc_output_metrics_and_state_attributes(monkeypatch, kind):
     assert final.startswith("Training [2/2]: [4/4] 100%"), final
     assert "loss=0.5" in final and "acc_0=0.25" in final and "acc_1=0.75" in final
     assert "alpha=3" in final
+    grid = Engine(lambda e, b: torch.zeros(2, 2))
+    ProgressBar(file=out, mininterval=0.0).attach(grid, output_transform=lambda x: {"grid": x})
+    with pytest.warns(UserWarning, match="can not log tensor with 2 dimensions \\('grid'\\)"):
+        grid.run(range(2))  # Ignite's warning; the bar goes on without it
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -198,8 +202,10 @@ def test_attach_refuses_what_ignite_refuses():
         ProgressBar().attach(
             engine, event_name=Events.EPOCH_COMPLETED, closing_event_name=Events.EPOCH_STARTED
         )
-    with pytest.raises(ValueError, match="metric_names must be None, 'all' or a list"):
+    with pytest.raises(TypeError, match="metric_names must be None, 'all' or a list"):
         ProgressBar().attach(engine, metric_names="loss")
+    with pytest.raises(TypeError, match="output_transform must be callable, got 1"):
+        ProgressBar().attach(engine, output_transform=1)
 
 
 IGNITE_FORMS = {  # each way Ignite's docs attach a bar: (attach kwargs, epochs, final position)

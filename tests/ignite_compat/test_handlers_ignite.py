@@ -180,6 +180,11 @@ def test_early_stopping_old_argument_names_warn_and_still_work():
     assert (stopper.threshold, stopper.cumulative) == (0.2, True)
     with pytest.raises(ValueError, match="threshold_mode must be 'abs' or 'rel', got 'pct'"):
         dh.EarlyStopping(2, lambda e: 0.0, trainer, threshold_mode="pct")
+    with pytest.warns(DeprecationWarning, match="'min_delta_mode' is deprecated"):
+        stopper.min_delta_mode = "rel"  # Ignite's setters too
+    with pytest.warns(DeprecationWarning, match="'min_delta' is deprecated"):
+        stopper.min_delta = 0.5
+    assert (stopper.threshold, stopper.threshold_mode) == (0.5, "rel")
 
 
 def test_early_stopping_attach_resets_with_the_trainer():
@@ -222,3 +227,86 @@ def test_global_step_from_engine_gives_the_counter_of_the_event_as_ignite(librar
     assert by_iteration(evaluator, Events.COMPLETED) == 8
     custom = handlers.global_step_from_engine(trainer, fallback_attr="iteration")
     assert custom(evaluator, "not an event") == 8
+
+
+def test_checkpoint_fires_saved_checkpoint_after_each_save_and_keeps_the_event_for_the_rest(
+    tmp_path,
+):
+    model = nn.Linear(2, 2)
+    trainer = de.Engine(lambda e, b: None)
+    trainer.register_events(*dh.CheckpointEvents)
+    checkpoint = dh.Checkpoint({"model": model}, tmp_path, n_saved=1)
+    saved, steps_seen_after = [], []
+    trainer.add_event_handler(de.Events.EPOCH_COMPLETED, checkpoint)
+    trainer.add_event_handler(
+        de.Events.EPOCH_COMPLETED, lambda e: steps_seen_after.append(e.last_event_name)
+    )
+    trainer.on(dh.Checkpoint.SAVED_CHECKPOINT)(lambda e: saved.append(checkpoint.last_checkpoint))
+    trainer.run(range(2), max_epochs=3)
+    assert saved == [tmp_path / "model_2.pt", tmp_path / "model_4.pt", tmp_path / "model_6.pt"]
+    assert steps_seen_after == [de.Events.EPOCH_COMPLETED] * 3
+    scored = dh.Checkpoint({"model": model}, tmp_path, score_function=lambda e: {"acc": 1})
+    with pytest.raises(ValueError, match="score_function should be a number, got {'acc': 1}"):
+        scored(trainer)
+
+
+def test_tensorboard_handlers_refuse_another_logger_and_name_histograms_as_ignite(tmp_path):
+    from unittest.mock import MagicMock
+
+    from distengine.handlers.tensorboard_logger import WeightsHistHandler
+
+    trainer = de.Engine(lambda e, b: None)
+    handler = WeightsHistHandler(nn.Linear(2, 1), whitelist=["bias"])
+    with pytest.raises(
+        RuntimeError, match="'WeightsHistHandler' works only with TensorboardLogger"
+    ):
+        handler(trainer, MagicMock(), de.Events.EPOCH_COMPLETED)
+    logger = dh.TensorboardLogger(tmp_path)
+    logger.writer = MagicMock()
+    handler(trainer, logger, de.Events.EPOCH_COMPLETED)
+    (call,) = logger.writer.add_histogram.call_args_list
+    assert (call.kwargs["tag"], call.kwargs["global_step"]) == ("weights/bias", 0)
+
+
+def test_logger_utils_is_ignites_module_path_of_the_setup_functions():
+    from unittest.mock import MagicMock
+
+    import distengine.handlers.logger_utils as logger_utils
+    from distengine.engine import common
+
+    assert common.setup_tb_logging is logger_utils.setup_tb_logging
+    logger, trainer, evaluator = MagicMock(), de.Engine(lambda e, b: b), de.Engine(lambda e, b: b)
+    logger_utils._setup_logging(logger, trainer, None, {"val": evaluator}, 10, ["loss"], ["acc"])
+    calls = logger.attach_output_handler.call_args_list
+    assert [(c.kwargs["tag"], c.kwargs["metric_names"]) for c in calls] == [
+        ("training", ["loss"]),
+        ("val", ["acc"]),
+    ]
+    with pytest.raises(TypeError, match="optimizers should be either a single optimizer.*'abc'"):
+        logger_utils._setup_logging(logger, trainer, "abc", None, 1)
+    with pytest.raises(DeprecationWarning, match="setup_any_logging is deprecated"):
+        common.setup_any_logging(None, None, None, None, None, None)
+    with pytest.raises(NotImplementedError, match="WandBLogger"):
+        logger_utils.setup_wandb_logging(trainer)
+
+
+def test_checkpoint_scores_by_score_name_alone_and_saves_on_an_exception(tmp_path):
+    model = nn.Linear(2, 2)
+    evaluator = de.Engine(lambda e, b: None)
+    evaluator.state.metrics = {"acc": 0.5}
+    evaluator.state.iteration = 3
+    best = dh.Checkpoint({"model": model}, tmp_path / "best", score_name="acc", n_saved=1)
+    best(evaluator)
+    evaluator.state.metrics, evaluator.state.iteration = {"acc": 0.25}, 4
+    best(evaluator)  # a worse score is not kept
+    assert best.last_checkpoint.name == "model_3_acc=0.5000.pt"
+
+    def crash(engine, batch):
+        raise RuntimeError("training crash")
+
+    trainer = de.Engine(crash)
+    trainer.add_event_handler(
+        de.Events.EXCEPTION_RAISED, dh.Checkpoint({"model": model}, tmp_path / "crash")
+    )
+    trainer.run([0, 0], max_epochs=1)  # the handler takes the exception, as in Ignite
+    assert sorted(p.name for p in (tmp_path / "crash").glob("*.pt")) == ["model_1.pt"]

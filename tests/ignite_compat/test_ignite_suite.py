@@ -77,8 +77,17 @@ SUBSET = {
         "test_disk_saver_atomic",
         "test_checkpoint_load_objects_from_saved_file",
     ],
+    "handlers/test_param_scheduler.py": [
+        "test_batch_size_scheduler[True]",
+        "test_batch_size_scheduler_state_dict",
+    ],
+    "handlers/test_state_param_scheduler.py": [
+        "test_pwlinear_scheduler_linear_increase_history[3-milestones_values0-True-expected_param_history0]",
+        "test_multistep_scheduler[3-10-0.99-milestones0]",
+        "test_param_scheduler_attach_exception",
+    ],
 }
-AT_LEAST = 155  # tests that pass (parametrised cases counted one by one); 165 at writing
+AT_LEAST = 160  # tests that pass (parametrised cases counted one by one); 170 at writing
 # these modules read idist.has_native_dist_support/has_xla_support/has_hvd_support when imported
 NEEDS_IDIST_FLAGS = {
     "metrics/test_mean_squared_error.py",
