@@ -46,6 +46,8 @@ __all__ = [
 if TYPE_CHECKING:
     from distengine.engine import Engine
 
+_RESULT_MODES = ("flatten", "named", "both")
+
 
 def _reducing(compute: Callable[[Metric], Any]) -> Callable[[Metric], Any]:
     """Make ``compute`` see reduced states, and compute once per reduction."""
@@ -91,7 +93,10 @@ class Metric(ABC):
     is copied). An output that is a mapping is read at the keys in
     ``required_output_keys``; an output of two lists (of tensors or numbers)
     is fed one item at a time unless ``skip_unrolling=True``, as in
-    PyTorch-Ignite.
+    PyTorch-Ignite. A value that is a mapping is published in
+    ``engine.state.metrics`` under the metric's name and each of its keys
+    (``metrics_result_mode="both"``), or only under the name (``"named"``) or
+    the keys (``"flatten"``).
 
     Example::
 
@@ -128,9 +133,18 @@ class Metric(ABC):
         output_transform: Callable[[Any], Any] = lambda output: output,
         device: str | torch.device | None = None,
         skip_unrolling: bool = False,
+        metrics_result_mode: str = "both",
     ) -> None:
         if not callable(output_transform):
-            raise TypeError(f"output_transform must be callable, got {output_transform!r}")
+            raise TypeError(
+                f"Argument output_transform should be callable, got {output_transform!r}"
+            )
+        if metrics_result_mode not in _RESULT_MODES:
+            raise ValueError(
+                f"Argument metrics_result_mode should be one of {_RESULT_MODES}, "
+                f"got {metrics_result_mode!r}"
+            )
+        self._metrics_result_mode = metrics_result_mode
         self._output_transform = output_transform
         if device is None and self._ignite_style:
             device = "cpu"  # Ignite's default, which its style of metric relies on
@@ -190,9 +204,9 @@ class Metric(ABC):
 
     def reset(self) -> None:
         """Forget everything seen: every declared state back to its default."""
-        for spec in self._specs.values():
+        for spec in self.__dict__.get("_specs", {}).values():  # none before __init__ ran
             setattr(self, spec.name, spec.fresh(self._device))
-        self._host_counts.clear()
+        self.__dict__.get("_host_counts", {}).clear()
 
     def tally(self, name: str, n: int) -> None:
         """Add ``n`` to the sum state ``name`` on the host: counts known from shapes
@@ -349,7 +363,7 @@ class Metric(ABC):
         """
         from distengine.metrics.group import publish
 
-        publish(engine, name, self.compute(), per_epoch=True)
+        publish(engine, name, self.compute(), True, getattr(self, "_metrics_result_mode", "both"))
 
     def _feed(self, output: Any) -> None:
         """``update`` with the engine's output: transformed, keys picked, lists unrolled."""

@@ -116,7 +116,7 @@ def test_detach_and_is_attached():
     assert not acc.is_attached(evaluator)
     evaluator.run([(torch.tensor([[0.0, 1.0]]), torch.tensor([1]))])
     assert "acc" not in evaluator.state.metrics
-    with pytest.raises(ValueError, match="usage must be one of"):
+    with pytest.raises(ValueError, match="usage should be .* got .weekly"):
         acc.attach(evaluator, "acc", usage="weekly")
 
 
