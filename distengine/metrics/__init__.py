@@ -14,6 +14,7 @@ from distengine.metrics.accumulation import GeometricAverage, VariableAccumulati
 from distengine.metrics.accuracy import Accuracy
 from distengine.metrics.average import Average
 from distengine.metrics.average_precision import AveragePrecision
+from distengine.metrics.classification_report import ClassificationReport
 from distengine.metrics.cohen_kappa import CohenKappa
 from distengine.metrics.confusion_matrix import (
     ConfusionMatrix,
@@ -28,8 +29,10 @@ from distengine.metrics.confusion_matrix import (
 from distengine.metrics.divergences import Entropy, JSDivergence, KLDivergence, MutualInformation
 from distengine.metrics.epoch_metric import EpochMetric
 from distengine.metrics.gpu_info import GpuInfo
+from distengine.metrics.hsic import HSIC
 from distengine.metrics.loss import Loss
 from distengine.metrics.matthews_corrcoef import MatthewsCorrCoef
+from distengine.metrics.maximum_mean_discrepancy import MaximumMeanDiscrepancy
 from distengine.metrics.metric import Metric
 from distengine.metrics.metrics_lambda import MetricsLambda
 from distengine.metrics.precision_recall import Fbeta, FbetaScore, Precision, Recall
@@ -61,6 +64,7 @@ __all__ = [
     "AveragePrecision",
     "BatchFiltered",
     "BatchWise",
+    "ClassificationReport",
     "CohenKappa",
     "ConfusionMatrix",
     "CosineSimilarity",
@@ -71,12 +75,14 @@ __all__ = [
     "Fbeta",
     "FbetaScore",
     "GeometricAverage",
+    "HSIC",
     "IoU",
     "JSDivergence",
     "JaccardIndex",
     "KLDivergence",
     "Loss",
     "MatthewsCorrCoef",
+    "MaximumMeanDiscrepancy",
     "MeanAbsoluteError",
     "MeanPairwiseDistance",
     "MeanSquaredError",

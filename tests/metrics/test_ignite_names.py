@@ -1,13 +1,21 @@
 """Names PyTorch-Ignite users import that distengine added for them: ``utils._tree_map``,
-``Metric(metrics_result_mode=...)``."""
+``Metric(metrics_result_mode=...)``, ``ClassificationReport``, ``HSIC``,
+``MaximumMeanDiscrepancy`` (the last three also on 2 ranks)."""
 
+import json
 from collections import namedtuple
 
 import pytest
 import torch
 
 from distengine.engine import Engine
-from distengine.metrics import Metric
+from distengine.metrics import (
+    HSIC,
+    ClassificationReport,
+    MaximumMeanDiscrepancy,
+    Metric,
+    NotComputableError,
+)
 from distengine.utils import _tree_map
 
 
@@ -67,3 +75,117 @@ def test_metrics_result_mode_is_checked_and_a_name_clash_raises_only_when_named(
     flat = Engine(lambda e, b: b)
     _Mapping({"m": 1}, metrics_result_mode="flatten").attach(flat, "m")
     assert flat.run([0]).metrics == {"m": 1}
+
+
+# ------------------------------------------------- ClassificationReport, HSIC, MMD
+def _report_data():  # Ignite's docstring example: its printed report is the expected one
+    y = torch.tensor([2, 0, 2, 1, 0, 1])
+    y_pred = torch.tensor(
+        [
+            [0.0266, 0.1719, 0.3055],
+            [0.6886, 0.3978, 0.8176],
+            [0.9230, 0.0197, 0.8395],
+            [0.1785, 0.2670, 0.6084],
+            [0.8448, 0.7177, 0.7288],
+            [0.7748, 0.9542, 0.8573],
+        ]
+    )
+    return y_pred, y
+
+
+def test_classification_report_gives_ignites_report_as_a_dict_or_json_with_labels():
+    engine = Engine(lambda e, b: b)
+    ClassificationReport(output_dict=True).attach(engine, "cr")
+    ClassificationReport(labels=["cat", "dog", "bird"]).attach(engine, "text")
+    metrics = engine.run([_report_data()]).metrics
+    report = metrics["cr"]
+    assert list(report) == ["0", "1", "2", "macro avg"]
+    assert report["1"] == {"precision": 1.0, "recall": 0.5, "f1-score": pytest.approx(2 / 3)}
+    assert report["macro avg"]["precision"] == pytest.approx(0.6111, abs=1e-4)
+    assert report["macro avg"]["f1-score"] == pytest.approx(0.5222, abs=1e-4)
+    assert metrics["macro avg"] == report["macro avg"]  # each key is published too
+    text = json.loads(metrics["text"])
+    assert list(text) == ["cat", "dog", "bird", "macro avg"] and text["dog"] == report["1"]
+    short = ClassificationReport(labels=["a", "b"])
+    short.update(_report_data())
+    with pytest.raises(ValueError, match="labels name 2 classes, the data has 3"):
+        short.compute()
+
+
+def _sine_batch():  # Ignite's HSIC docstring example
+    x = torch.arange(50.0).reshape(10, 5)
+    return x, torch.sin(x * torch.pi * 2 / 50)
+
+
+def _mmd(x, y, var):
+    """The unbiased squared MMD of one batch, written out pair by pair."""
+    n = x.shape[0]
+
+    def k(a, b):
+        return torch.exp(-((a - b) ** 2).sum() / (2 * var))
+
+    xx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    xy = sum(k(x[i], y[j]) for i in range(n) for j in range(n)) / (n * n)
+    return float(xx + yy - 2 * xy)
+
+
+def test_hsic_and_mmd_give_ignites_values_and_check_their_batches():
+    engine = Engine(lambda e, b: b)
+    HSIC().attach(engine, "hsic")
+    assert engine.run([_sine_batch()]).metrics["hsic"] == pytest.approx(0.0922664627, abs=1e-7)
+    with pytest.raises(ValueError, match="at least 4 samples, got only 3"):
+        HSIC(ignore_invalid_batch=False).update((torch.ones(3, 2), torch.ones(3, 2)))
+    skipped = HSIC()
+    skipped.update((torch.ones(3, 2), torch.ones(3, 2)))
+    with pytest.raises(NotComputableError, match="HSIC must have at least one batch"):
+        skipped.compute()
+
+    torch.manual_seed(0)
+    batches = [(torch.randn(6, 3), torch.rand(6, 3) + 0.5) for _ in range(2)]
+    mmd = MaximumMeanDiscrepancy(var=2.0)
+    for batch in batches:
+        mmd.update(batch)
+    expected = (sum(_mmd(x, y, 2.0) for x, y in batches) / 2) ** 0.5
+    assert mmd.compute() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="x and y must be in the same shape"):
+        mmd.update((torch.ones(4, 2), torch.ones(3, 2)))
+
+
+def _kernel_and_report_batches():
+    torch.manual_seed(3)
+    out = []
+    for _ in range(3):
+        x = torch.randn(8, 4)
+        out.append((x, torch.sin(3 * x) + 0.1 * torch.randn(8, 4), torch.randint(0, 3, (8,))))
+    return out
+
+
+def _evaluate(batches):
+    from tests.metrics.test_ranks import CollectiveCounter
+
+    engine = Engine(lambda e, b: b)
+    HSIC(output_transform=lambda b: b[:2]).attach(engine, "hsic")
+    MaximumMeanDiscrepancy(output_transform=lambda b: b[:2]).attach(engine, "mmd")
+    report = ClassificationReport(output_dict=True, output_transform=lambda b: (b[0][:, :3], b[2]))
+    report.attach(engine, "cr")
+    with CollectiveCounter() as counter:
+        metrics = engine.run(batches).metrics
+    return {k: metrics[k] for k in ("hsic", "mmd", "cr")}, counter.count
+
+
+def _evaluate_rank_share():
+    import torch.distributed as dist
+
+    batches = _kernel_and_report_batches()
+    mine = batches[:1] if dist.get_rank() == 0 else batches[1:]  # uneven: 1 and 2 batches
+    return _evaluate(mine)
+
+
+def test_on_two_ranks_they_equal_one_process_over_all_the_batches(ranks2):
+    expected, _ = _evaluate(_kernel_and_report_batches())
+    for metrics, collectives in ranks2.run(_evaluate_rank_share):
+        assert metrics["hsic"] == pytest.approx(expected["hsic"], rel=1e-9)
+        assert metrics["mmd"] == pytest.approx(expected["mmd"], rel=1e-9)
+        assert metrics["cr"] == expected["cr"]
+        assert collectives == 2  # fixed states in one gather; the report's lazy counts: one more
