@@ -11,6 +11,7 @@ import torch
 from distengine.engine import Engine
 from distengine.metrics import (
     HSIC,
+    Accuracy,
     ClassificationReport,
     MaximumMeanDiscrepancy,
     Metric,
@@ -189,3 +190,49 @@ def test_on_two_ranks_they_equal_one_process_over_all_the_batches(ranks2):
         assert metrics["mmd"] == pytest.approx(expected["mmd"], rel=1e-9)
         assert metrics["cr"] == expected["cr"]
         assert collectives == 2  # fixed states in one gather; the report's lazy counts: one more
+
+
+# ------------------------------------------------------------ _state_dict_all_req_keys
+class _Collect(Metric):
+    """An Ignite-style metric: its state is attributes, listed for checkpoints."""
+
+    _state_dict_all_req_keys = ("_values", "_count", "_inner")
+
+    def __init__(self):
+        self._inner = {"acc": Accuracy()}
+        super().__init__()
+
+    def reset(self):
+        self._values, self._count = [], 0
+        self._inner["acc"].reset()
+
+    def update(self, output):
+        self._values.append(output[0].sum())
+        self._count += 1
+        self._inner["acc"].update(output)
+
+    def compute(self):
+        return float(sum(self._values)), self._count, self._inner["acc"].compute()
+
+
+def test_state_dict_saves_the_attributes_of_state_dict_all_req_keys(tmp_path):
+    metric = _Collect()
+    for hits in (1, 2):
+        metric.update(
+            (torch.tensor([[0.0, 1.0], [0.0, 1.0]]), torch.tensor([1] * hits + [0] * (2 - hits)))
+        )
+    value = metric.compute()
+    torch.save(metric.state_dict(), tmp_path / "m.pt")
+    metric.reset()
+    metric.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+    assert metric.compute() == value == (4.0, 2, 0.75)
+    wrapped = {"__metric_state_per_rank": [metric.state_dict()]}  # Ignite's form loads too
+    metric.load_state_dict(wrapped)
+    assert metric.compute() == value
+    with pytest.raises(ValueError, match="size equal world_size: 1, but got 2"):
+        metric.load_state_dict({"__metric_state_per_rank": [{}, {}]})
+    with pytest.raises(ValueError, match=r"keeps \['_values', '_count', '_inner'\] .* per rank"):
+        metric.load_per_rank_state_dicts([metric.state_dict()] * 2)  # another world size
+    metric._count = "three"
+    with pytest.raises(TypeError, match="unsupported type.*str in _Collect"):
+        metric.state_dict()
