@@ -10,6 +10,7 @@ Example::
     evaluator.state.metrics     # {"accuracy": 0.97, "loss": 0.11}, the same on every rank
 """
 
+from distengine.metrics import clustering  # noqa: F401 - ignite.metrics.clustering's place
 from distengine.metrics.accumulation import GeometricAverage, VariableAccumulation
 from distengine.metrics.accuracy import Accuracy
 from distengine.metrics.average import Average

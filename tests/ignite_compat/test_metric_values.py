@@ -279,6 +279,18 @@ def test_classification_report_gives_ignites_report(kwargs, make):
         _assert_same(list(mine[key].values()), list(row.values()), key)
 
 
+@pytest.mark.parametrize("name", ["SilhouetteScore", "CalinskiHarabaszScore", "DaviesBouldinScore"])
+def test_clustering_scores_give_ignites_values(name):
+    batches = [(_r(8, 3) + 2 * labels[:, None], labels) for labels in _batches(lambda: _i(3, 8))]
+    scores = []
+    for module in (dm, im):
+        metric = getattr(module.clustering, name)()
+        for batch in batches:
+            metric.update(batch)
+        scores.append(metric.compute())
+    _assert_same(*scores, name)
+
+
 def test_every_metric_both_have_is_compared():
     shared = set(im.__all__) & set(dm.__all__)
     compared = {name for name, _, _ in CASES.values()} | FROM_CONFUSION_MATRIX | COMPOSED

@@ -1,6 +1,7 @@
 """Names PyTorch-Ignite users import that distengine added for them: ``utils._tree_map``,
 ``Metric(metrics_result_mode=...)``, ``ClassificationReport``, ``HSIC``,
-``MaximumMeanDiscrepancy`` (the last three also on 2 ranks)."""
+``MaximumMeanDiscrepancy``, ``metrics.clustering`` (these four also on 2 ranks), attributes of
+``_state_dict_all_req_keys`` in state dicts."""
 
 import json
 from collections import namedtuple
@@ -16,6 +17,11 @@ from distengine.metrics import (
     MaximumMeanDiscrepancy,
     Metric,
     NotComputableError,
+)
+from distengine.metrics.clustering import (
+    CalinskiHarabaszScore,
+    DaviesBouldinScore,
+    SilhouetteScore,
 )
 from distengine.utils import _tree_map
 
@@ -170,9 +176,10 @@ def _evaluate(batches):
     MaximumMeanDiscrepancy(output_transform=lambda b: b[:2]).attach(engine, "mmd")
     report = ClassificationReport(output_dict=True, output_transform=lambda b: (b[0][:, :3], b[2]))
     report.attach(engine, "cr")
+    SilhouetteScore(output_transform=lambda b: (b[0], b[2])).attach(engine, "silhouette")
     with CollectiveCounter() as counter:
         metrics = engine.run(batches).metrics
-    return {k: metrics[k] for k in ("hsic", "mmd", "cr")}, counter.count
+    return {k: metrics[k] for k in ("hsic", "mmd", "cr", "silhouette")}, counter.count
 
 
 def _evaluate_rank_share():
@@ -189,7 +196,9 @@ def test_on_two_ranks_they_equal_one_process_over_all_the_batches(ranks2):
         assert metrics["hsic"] == pytest.approx(expected["hsic"], rel=1e-9)
         assert metrics["mmd"] == pytest.approx(expected["mmd"], rel=1e-9)
         assert metrics["cr"] == expected["cr"]
-        assert collectives == 2  # fixed states in one gather; the report's lazy counts: one more
+        assert metrics["silhouette"] == pytest.approx(expected["silhouette"], rel=1e-9)
+        assert collectives == 3  # fixed states in one gather; lazy counts (int64) and the
+        # silhouette's rows (float32 features; int64 labels go with the counts): one per dtype
 
 
 # ------------------------------------------------------------ _state_dict_all_req_keys
@@ -236,3 +245,29 @@ def test_state_dict_saves_the_attributes_of_state_dict_all_req_keys(tmp_path):
     metric._count = "three"
     with pytest.raises(TypeError, match="unsupported type.*str in _Collect"):
         metric.state_dict()
+
+
+def test_clustering_scores_read_features_and_labels_and_are_sklearns():
+    from sklearn import metrics as sk
+
+    torch.manual_seed(1)
+    labels = torch.randint(0, 3, (12,))
+    features = torch.randn(12, 2) + 3 * labels[:, None]
+    for cls, score in (
+        (SilhouetteScore, sk.silhouette_score),
+        (CalinskiHarabaszScore, sk.calinski_harabasz_score),
+        (DaviesBouldinScore, sk.davies_bouldin_score),
+    ):
+        engine = Engine(lambda e, b: b)
+        cls().attach(engine, "s")
+        batches = [{"features": features[:5], "labels": labels[:5]}]
+        batches.append({"features": features[5:], "labels": labels[5:]})
+        value = engine.run(batches).metrics["s"]
+        assert value == pytest.approx(score(features.numpy(), labels.numpy()), rel=1e-6)
+    single = SilhouetteScore()
+    single.update((features[:3], torch.zeros(3, dtype=torch.long)))  # one cluster: undefined
+    assert single.compute() != single.compute()  # nan
+    with pytest.raises(ValueError, match=r"Features should be of shape \(batch_size, n_targets\)"):
+        SilhouetteScore().update((features[:, 0], labels))
+    with pytest.raises(ValueError, match="Incoherent types between input labels and stored labels"):
+        single.update((features[:3], torch.zeros(3)))
