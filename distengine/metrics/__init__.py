@@ -36,6 +36,7 @@ from distengine.metrics.matthews_corrcoef import MatthewsCorrCoef
 from distengine.metrics.maximum_mean_discrepancy import MaximumMeanDiscrepancy
 from distengine.metrics.metric import Metric
 from distengine.metrics.metrics_lambda import MetricsLambda
+from distengine.metrics.nlp import CharacterErrorRate, Perplexity
 from distengine.metrics.precision_recall import Fbeta, FbetaScore, Precision, Recall
 from distengine.metrics.precision_recall_curve import PrecisionRecallCurve
 from distengine.metrics.regression import (
@@ -65,6 +66,7 @@ __all__ = [
     "AveragePrecision",
     "BatchFiltered",
     "BatchWise",
+    "CharacterErrorRate",
     "ClassificationReport",
     "CohenKappa",
     "ConfusionMatrix",
@@ -92,6 +94,7 @@ __all__ = [
     "MetricsLambda",
     "MutualInformation",
     "NotComputableError",
+    "Perplexity",
     "Precision",
     "PrecisionRecallCurve",
     "ROC_AUC",

@@ -174,6 +174,16 @@ CASES = {
         {"var": 2.0},
         _batches(lambda: (_r(8, 3, 2), _r(8, 3, 2))),
     ),
+    "perplexity (N, C, L), ignored tokens": (
+        "Perplexity",
+        {"ignore_index": 0},
+        _batches(lambda: (_r(4, 5, 6), _i(5, 4, 6))),
+    ),
+    "character error rate": (
+        "CharacterErrorRate",
+        {},
+        [(["helo", "cat"], ["hello", "bat"]), ("", "abc"), (["café wörld"], ["cafe world"])],
+    ),
     "average (N, 3)": ("Average", {}, _batches(lambda: _r(8, 3))),
     "average (N,) is one example": ("Average", {}, _batches(lambda: _r(8))),
     "average 0-d": ("Average", {}, _batches(lambda: _r(()))),

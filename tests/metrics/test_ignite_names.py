@@ -13,10 +13,12 @@ from distengine.engine import Engine
 from distengine.metrics import (
     HSIC,
     Accuracy,
+    CharacterErrorRate,
     ClassificationReport,
     MaximumMeanDiscrepancy,
     Metric,
     NotComputableError,
+    Perplexity,
 )
 from distengine.metrics.clustering import (
     CalinskiHarabaszScore,
@@ -177,9 +179,12 @@ def _evaluate(batches):
     report = ClassificationReport(output_dict=True, output_transform=lambda b: (b[0][:, :3], b[2]))
     report.attach(engine, "cr")
     SilhouetteScore(output_transform=lambda b: (b[0], b[2])).attach(engine, "silhouette")
+    Perplexity(output_transform=lambda b: (b[0], b[2])).attach(engine, "ppl")
+    as_text = lambda b: ([str(v) for v in b[2].tolist()], ["1"] * len(b[2]))  # noqa: E731
+    CharacterErrorRate(output_transform=as_text).attach(engine, "cer")
     with CollectiveCounter() as counter:
         metrics = engine.run(batches).metrics
-    return {k: metrics[k] for k in ("hsic", "mmd", "cr", "silhouette")}, counter.count
+    return {k: metrics[k] for k in ("hsic", "mmd", "cr", "silhouette", "ppl", "cer")}, counter.count
 
 
 def _evaluate_rank_share():
@@ -197,6 +202,8 @@ def test_on_two_ranks_they_equal_one_process_over_all_the_batches(ranks2):
         assert metrics["mmd"] == pytest.approx(expected["mmd"], rel=1e-9)
         assert metrics["cr"] == expected["cr"]
         assert metrics["silhouette"] == pytest.approx(expected["silhouette"], rel=1e-9)
+        assert metrics["ppl"] == pytest.approx(expected["ppl"], rel=1e-9)
+        assert metrics["cer"] == expected["cer"] and 0 < expected["cer"] < 1
         assert collectives == 3  # fixed states in one gather; lazy counts (int64) and the
         # silhouette's rows (float32 features; int64 labels go with the counts): one per dtype
 
@@ -271,3 +278,31 @@ def test_clustering_scores_read_features_and_labels_and_are_sklearns():
         SilhouetteScore().update((features[:, 0], labels))
     with pytest.raises(ValueError, match="Incoherent types between input labels and stored labels"):
         single.update((features[:3], torch.zeros(3)))
+
+
+def test_nlp_metrics_and_helpers_give_ignites_values():
+    from distengine.metrics.nlp.utils import lcs, modified_precision, ngrams
+
+    cer = CharacterErrorRate()
+    cer.update((["helo", "cat"], ["hello", "bat"]))
+    cer.update(("café", "cafe"))
+    assert cer.compute() == pytest.approx(3 / 12)
+    with pytest.raises(ValueError, match="y_pred and y must have the same length"):
+        cer.update((["a"], ["a", "b"]))
+    empty = CharacterErrorRate()
+    empty.update((["abc"], [""]))
+    assert empty.compute() == 1.0  # errors, but no reference characters
+
+    logits, ids = torch.randn(2, 5, 3), torch.tensor([[1, 4, 0], [2, 0, 3]])
+    ppl = Perplexity(ignore_index=0)
+    ppl.update((logits, ids))
+    nll = torch.nn.functional.cross_entropy(logits, ids, ignore_index=0)  # mean over 4 tokens
+    assert ppl.compute() == pytest.approx(nll.exp().item(), rel=1e-6)
+    with pytest.raises(ValueError, match="exactly one more dimension than y"):
+        ppl.update((logits, ids[0]))
+    with pytest.raises(NotComputableError, match="Perplexity must have at least one example"):
+        Perplexity().compute()
+
+    assert ngrams("abab", 2) == {("a", "b"): 2, ("b", "a"): 1}
+    assert lcs("abcde", "ace") == 3 and lcs("", "abc") == 0
+    assert modified_precision([["the", "cat"], ["the", "the", "dog"]], ["the"] * 3, 1) == (2, 3)
