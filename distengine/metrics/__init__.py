@@ -39,6 +39,7 @@ from distengine.metrics.metrics_lambda import MetricsLambda
 from distengine.metrics.nlp import CharacterErrorRate, Perplexity
 from distengine.metrics.precision_recall import Fbeta, FbetaScore, Precision, Recall
 from distengine.metrics.precision_recall_curve import PrecisionRecallCurve
+from distengine.metrics.rec_sys import HitRate
 from distengine.metrics.regression import (
     MeanAbsoluteError,
     MeanSquaredError,
@@ -79,6 +80,7 @@ __all__ = [
     "FbetaScore",
     "GeometricAverage",
     "HSIC",
+    "HitRate",
     "IoU",
     "JSDivergence",
     "JaccardIndex",

@@ -179,6 +179,16 @@ CASES = {
         {"ignore_index": 0},
         _batches(lambda: (_r(4, 5, 6), _i(5, 4, 6))),
     ),
+    "hit rate, rows without hits left out": (
+        "HitRate",
+        {"top_k": [1, 3]},
+        _batches(lambda: (_r(6, 5), _i(2, 6, 5) * _i(2, 6, 1))),
+    ),
+    "hit rate, rows without hits count": (
+        "HitRate",
+        {"top_k": 2, "ignore_zero_hits": False},
+        _batches(lambda: (_r(6, 5), _i(2, 6, 5) * _i(2, 6, 1))),
+    ),
     "character error rate": (
         "CharacterErrorRate",
         {},

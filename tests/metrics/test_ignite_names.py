@@ -15,6 +15,7 @@ from distengine.metrics import (
     Accuracy,
     CharacterErrorRate,
     ClassificationReport,
+    HitRate,
     MaximumMeanDiscrepancy,
     Metric,
     NotComputableError,
@@ -182,9 +183,12 @@ def _evaluate(batches):
     Perplexity(output_transform=lambda b: (b[0], b[2])).attach(engine, "ppl")
     as_text = lambda b: ([str(v) for v in b[2].tolist()], ["1"] * len(b[2]))  # noqa: E731
     CharacterErrorRate(output_transform=as_text).attach(engine, "cer")
+    HitRate(top_k=[1, 2], output_transform=lambda b: (b[0], (b[1] > 0).long())).attach(engine, "hr")
     with CollectiveCounter() as counter:
         metrics = engine.run(batches).metrics
-    return {k: metrics[k] for k in ("hsic", "mmd", "cr", "silhouette", "ppl", "cer")}, counter.count
+    return {
+        k: metrics[k] for k in ("hsic", "mmd", "cr", "silhouette", "ppl", "cer", "hr")
+    }, counter.count
 
 
 def _evaluate_rank_share():
@@ -204,6 +208,7 @@ def test_on_two_ranks_they_equal_one_process_over_all_the_batches(ranks2):
         assert metrics["silhouette"] == pytest.approx(expected["silhouette"], rel=1e-9)
         assert metrics["ppl"] == pytest.approx(expected["ppl"], rel=1e-9)
         assert metrics["cer"] == expected["cer"] and 0 < expected["cer"] < 1
+        assert metrics["hr"] == expected["hr"] and 0 < expected["hr"][0] < expected["hr"][1]
         assert collectives == 3  # fixed states in one gather; lazy counts (int64) and the
         # silhouette's rows (float32 features; int64 labels go with the counts): one per dtype
 
@@ -306,3 +311,16 @@ def test_nlp_metrics_and_helpers_give_ignites_values():
     assert ngrams("abab", 2) == {("a", "b"): 2, ("b", "a"): 1}
     assert lcs("abcde", "ace") == 3 and lcs("", "abc") == 0
     assert modified_precision([["the", "cat"], ["the", "the", "dog"]], ["the"] * 3, 1) == (2, 3)
+
+
+def test_hit_rate_counts_rows_with_a_relevant_item_among_the_top_k():
+    scores = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.8, 0.1], [0.3, 0.2, 0.1]])
+    relevant = torch.tensor([[0, 0, 1], [0, 1, 0], [0, 0, 0]])
+    rate = HitRate(top_k=[2, 1])
+    rate.update((scores, relevant))
+    assert rate.top_k == [1, 2] and rate.compute() == [0.5, 1.0]  # the third row has no hit
+    counting = HitRate(top_k=2, ignore_zero_hits=False)
+    counting.update((scores, relevant))
+    assert counting.compute() == [2 / 3]
+    with pytest.raises(ValueError, match="top_k must be list of positive integers only"):
+        HitRate(top_k=[0])
