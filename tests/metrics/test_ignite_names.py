@@ -324,3 +324,26 @@ def test_hit_rate_counts_rows_with_a_relevant_item_among_the_top_k():
     assert counting.compute() == [2 / 3]
     with pytest.raises(ValueError, match="top_k must be list of positive integers only"):
         HitRate(top_k=[0])
+
+
+def test_a_metric_written_on_ignites_base_regression_gets_checked_pairs():
+    from distengine.metrics.regression._base import _BaseRegression, _torch_median
+
+    class SumOfErrors(_BaseRegression):
+        def reset(self):
+            self._sum = 0.0
+
+        def _update(self, output):
+            y_pred, y = output
+            assert y_pred.shape == y.shape == (3,)
+            self._sum += (y - y_pred).abs().sum().item()
+
+        def compute(self):
+            return self._sum
+
+    metric = SumOfErrors()
+    metric.update((torch.zeros(3, 1), torch.ones(3, 1)))
+    assert metric.compute() == 3.0
+    with pytest.raises(TypeError, match="Input y dtype should be float"):
+        metric.update((torch.zeros(3), torch.ones(3, dtype=torch.long)))
+    assert _torch_median(torch.tensor([4.0, 1.0, 3.0, 2.0])) == 2.5
