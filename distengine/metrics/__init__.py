@@ -36,6 +36,7 @@ from distengine.metrics.matthews_corrcoef import MatthewsCorrCoef
 from distengine.metrics.maximum_mean_discrepancy import MaximumMeanDiscrepancy
 from distengine.metrics.metric import Metric
 from distengine.metrics.metrics_lambda import MetricsLambda
+from distengine.metrics.multilabel_confusion_matrix import MultiLabelConfusionMatrix
 from distengine.metrics.nlp import CharacterErrorRate, Perplexity
 from distengine.metrics.precision_recall import Fbeta, FbetaScore, Precision, Recall
 from distengine.metrics.precision_recall_curve import PrecisionRecallCurve
@@ -94,6 +95,7 @@ __all__ = [
     "Metric",
     "MetricUsage",
     "MetricsLambda",
+    "MultiLabelConfusionMatrix",
     "MutualInformation",
     "NotComputableError",
     "Perplexity",

@@ -189,6 +189,16 @@ CASES = {
         {"top_k": 2, "ignore_zero_hits": False},
         _batches(lambda: (_r(6, 5), _i(2, 6, 5) * _i(2, 6, 1))),
     ),
+    "multilabel confusion matrix (N, C, H)": (
+        "MultiLabelConfusionMatrix",
+        {"num_classes": 4},
+        _batches(lambda: (_i(2, 6, 4, 3), _i(2, 6, 4, 3))),
+    ),
+    "multilabel confusion matrix normalized": (
+        "MultiLabelConfusionMatrix",
+        {"num_classes": 3, "normalized": True},
+        _batches(lambda: (_i(2, 6, 3), _i(2, 6, 3))),
+    ),
     "character error rate": (
         "CharacterErrorRate",
         {},

@@ -18,6 +18,7 @@ from distengine.metrics import (
     HitRate,
     MaximumMeanDiscrepancy,
     Metric,
+    MultiLabelConfusionMatrix,
     NotComputableError,
     Perplexity,
 )
@@ -184,10 +185,12 @@ def _evaluate(batches):
     as_text = lambda b: ([str(v) for v in b[2].tolist()], ["1"] * len(b[2]))  # noqa: E731
     CharacterErrorRate(output_transform=as_text).attach(engine, "cer")
     HitRate(top_k=[1, 2], output_transform=lambda b: (b[0], (b[1] > 0).long())).attach(engine, "hr")
+    as_labels = lambda b: ((b[0] > 0).long(), (b[1] > 0).long())  # noqa: E731
+    MultiLabelConfusionMatrix(4, output_transform=as_labels).attach(engine, "mlcm")
     with CollectiveCounter() as counter:
         metrics = engine.run(batches).metrics
     return {
-        k: metrics[k] for k in ("hsic", "mmd", "cr", "silhouette", "ppl", "cer", "hr")
+        k: metrics[k] for k in ("hsic", "mmd", "cr", "silhouette", "ppl", "cer", "hr", "mlcm")
     }, counter.count
 
 
@@ -208,6 +211,7 @@ def test_on_two_ranks_they_equal_one_process_over_all_the_batches(ranks2):
         assert metrics["silhouette"] == pytest.approx(expected["silhouette"], rel=1e-9)
         assert metrics["ppl"] == pytest.approx(expected["ppl"], rel=1e-9)
         assert metrics["cer"] == expected["cer"] and 0 < expected["cer"] < 1
+        assert torch.equal(metrics["mlcm"], expected["mlcm"]) and expected["mlcm"].sum() == 96
         assert metrics["hr"] == expected["hr"] and 0 < expected["hr"][0] < expected["hr"][1]
         assert collectives == 3  # fixed states in one gather; lazy counts (int64) and the
         # silhouette's rows (float32 features; int64 labels go with the counts): one per dtype
@@ -347,3 +351,14 @@ def test_a_metric_written_on_ignites_base_regression_gets_checked_pairs():
     with pytest.raises(TypeError, match="Input y dtype should be float"):
         metric.update((torch.zeros(3), torch.ones(3, dtype=torch.long)))
     assert _torch_median(torch.tensor([4.0, 1.0, 3.0, 2.0])) == 2.5
+
+
+def test_multilabel_confusion_matrix_counts_each_class_and_refuses_non_binary_at_compute():
+    mlcm = MultiLabelConfusionMatrix(num_classes=2)
+    mlcm.update((torch.tensor([[1, 0], [1, 1]]), torch.tensor([[1, 1], [0, 1]])))
+    assert mlcm.compute().tolist() == [[[0, 1], [0, 1]], [[0, 0], [1, 1]]]
+    mlcm.update((torch.tensor([[2, 0]]), torch.tensor([[1, 0]])))  # no host sync here
+    with pytest.raises(ValueError, match="1 value.s. did not"):
+        mlcm.compute()
+    with pytest.raises(ValueError, match="y_pred does not have correct number of classes: 3 vs 2"):
+        mlcm.update((torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 2, dtype=torch.long)))
