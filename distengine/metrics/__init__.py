@@ -29,6 +29,7 @@ from distengine.metrics.confusion_matrix import (
 )
 from distengine.metrics.divergences import Entropy, JSDivergence, KLDivergence, MutualInformation
 from distengine.metrics.epoch_metric import EpochMetric
+from distengine.metrics.frequency import Frequency
 from distengine.metrics.gpu_info import GpuInfo
 from distengine.metrics.hsic import HSIC
 from distengine.metrics.loss import Loss
@@ -79,6 +80,7 @@ __all__ = [
     "EpochWise",
     "Fbeta",
     "FbetaScore",
+    "Frequency",
     "GeometricAverage",
     "HSIC",
     "HitRate",

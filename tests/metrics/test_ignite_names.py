@@ -9,12 +9,13 @@ from collections import namedtuple
 import pytest
 import torch
 
-from distengine.engine import Engine
+from distengine.engine import Engine, Events
 from distengine.metrics import (
     HSIC,
     Accuracy,
     CharacterErrorRate,
     ClassificationReport,
+    Frequency,
     HitRate,
     MaximumMeanDiscrepancy,
     Metric,
@@ -362,3 +363,35 @@ def test_multilabel_confusion_matrix_counts_each_class_and_refuses_non_binary_at
         mlcm.compute()
     with pytest.raises(ValueError, match="y_pred does not have correct number of classes: 3 vs 2"):
         mlcm.update((torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 2, dtype=torch.long)))
+
+
+def _items_per_second():
+    """Frequency on a fake clock: each iteration takes 2 s and brings rank + 3 items."""
+    import distengine.distributed as idist
+    import distengine.metrics.frequency as frequency
+
+    clock, original = [100.0], frequency._now
+    frequency._now = lambda: clock[0]
+    try:
+        engine = Engine(lambda e, b: {"n": idist.get_rank() + 3})
+        tick = lambda: clock.__setitem__(0, clock[0] + 2)  # noqa: E731
+        engine.add_event_handler(Events.ITERATION_STARTED, tick)
+        Frequency(output_transform=lambda out: out["n"]).attach(
+            engine, "wps", event_name=Events.ITERATION_COMPLETED(every=2)
+        )
+        seen = []
+        engine.add_event_handler(
+            Events.ITERATION_COMPLETED(every=2), lambda e: seen.append(e.state.metrics["wps"])
+        )
+        engine.run(range(4), max_epochs=1)
+        return seen
+    finally:
+        frequency._now = original
+
+
+def test_frequency_is_items_per_second_published_at_its_event():
+    assert _items_per_second() == [1, 1]  # 3 items every 2 s, as an int
+
+
+def test_frequency_on_two_ranks_is_every_ranks_items_over_the_mean_time(ranks2):
+    assert ranks2.run(_items_per_second) == [[3, 3]] * 2  # (3 + 4) items every 2 s, as an int
