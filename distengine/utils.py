@@ -22,6 +22,7 @@ import torch
 from distengine.distributed.utils import manual_seed
 
 __all__ = [
+    "_tree_map",
     "apply_to_tensor",
     "apply_to_type",
     "convert_tensor",
@@ -61,6 +62,26 @@ def apply_to_type(x: Any, input_type: type | tuple[type, ...], func: Callable[[A
     if isinstance(x, Sequence):
         return type(x)([apply_to_type(v, input_type, func) for v in x])
     raise TypeError(f"x must hold {input_type}, mappings or sequences; found {type(x).__name__}")
+
+
+def _tree_map(func: Callable[..., Any], x: Any, key: int | str | None = None) -> Any:
+    """``func(leaf, key=k)`` applied to every leaf of ``x`` (nested mappings and sequences),
+    as PyTorch-Ignite's private ``ignite.utils._tree_map``.
+
+    ``k`` is the leaf's key in its mapping or its index in its list or tuple (``None`` in a
+    named tuple and for ``x`` itself). Containers keep their type; strings are leaves.
+
+    Example::
+
+        _tree_map(lambda v, key: (key, v), {"a": [5, 6]})   # {"a": [(0, 5), (1, 6)]}
+    """
+    if isinstance(x, Mapping):
+        return type(x)({k: _tree_map(func, v, key=k) for k, v in x.items()})
+    if isinstance(x, tuple) and hasattr(x, "_fields"):  # a named tuple
+        return type(x)(*(_tree_map(func, v) for v in x))
+    if isinstance(x, Sequence) and not isinstance(x, (str, bytes)):
+        return type(x)([_tree_map(func, v, key=i) for i, v in enumerate(x)])
+    return func(x, key=key)
 
 
 def apply_to_tensor(x: Any, func: Callable[[torch.Tensor], Any]) -> Any:

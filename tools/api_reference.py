@@ -17,6 +17,7 @@ MODULES = [
     "distengine.distributed",
     "distengine.metrics",
     "distengine.metrics.regression",
+    "distengine.metrics.clustering",
     "distengine.handlers",
     "distengine.checkpoint",
     "distengine.exceptions",

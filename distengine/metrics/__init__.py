@@ -10,10 +10,12 @@ Example::
     evaluator.state.metrics     # {"accuracy": 0.97, "loss": 0.11}, the same on every rank
 """
 
+from distengine.metrics import clustering  # noqa: F401 - ignite.metrics.clustering's place
 from distengine.metrics.accumulation import GeometricAverage, VariableAccumulation
 from distengine.metrics.accuracy import Accuracy
 from distengine.metrics.average import Average
 from distengine.metrics.average_precision import AveragePrecision
+from distengine.metrics.classification_report import ClassificationReport
 from distengine.metrics.cohen_kappa import CohenKappa
 from distengine.metrics.confusion_matrix import (
     ConfusionMatrix,
@@ -27,13 +29,19 @@ from distengine.metrics.confusion_matrix import (
 )
 from distengine.metrics.divergences import Entropy, JSDivergence, KLDivergence, MutualInformation
 from distengine.metrics.epoch_metric import EpochMetric
+from distengine.metrics.frequency import Frequency
 from distengine.metrics.gpu_info import GpuInfo
+from distengine.metrics.hsic import HSIC
 from distengine.metrics.loss import Loss
 from distengine.metrics.matthews_corrcoef import MatthewsCorrCoef
+from distengine.metrics.maximum_mean_discrepancy import MaximumMeanDiscrepancy
 from distengine.metrics.metric import Metric
 from distengine.metrics.metrics_lambda import MetricsLambda
+from distengine.metrics.multilabel_confusion_matrix import MultiLabelConfusionMatrix
+from distengine.metrics.nlp import CharacterErrorRate, Perplexity
 from distengine.metrics.precision_recall import Fbeta, FbetaScore, Precision, Recall
 from distengine.metrics.precision_recall_curve import PrecisionRecallCurve
+from distengine.metrics.rec_sys import HitRate
 from distengine.metrics.regression import (
     MeanAbsoluteError,
     MeanSquaredError,
@@ -61,6 +69,8 @@ __all__ = [
     "AveragePrecision",
     "BatchFiltered",
     "BatchWise",
+    "CharacterErrorRate",
+    "ClassificationReport",
     "CohenKappa",
     "ConfusionMatrix",
     "CosineSimilarity",
@@ -70,21 +80,27 @@ __all__ = [
     "EpochWise",
     "Fbeta",
     "FbetaScore",
+    "Frequency",
     "GeometricAverage",
+    "HSIC",
+    "HitRate",
     "IoU",
     "JSDivergence",
     "JaccardIndex",
     "KLDivergence",
     "Loss",
     "MatthewsCorrCoef",
+    "MaximumMeanDiscrepancy",
     "MeanAbsoluteError",
     "MeanPairwiseDistance",
     "MeanSquaredError",
     "Metric",
     "MetricUsage",
     "MetricsLambda",
+    "MultiLabelConfusionMatrix",
     "MutualInformation",
     "NotComputableError",
+    "Perplexity",
     "Precision",
     "PrecisionRecallCurve",
     "ROC_AUC",

@@ -108,7 +108,10 @@ def _kappa(conf: torch.Tensor, weights: str | None) -> float:
     """Kappa from a confusion table (rows: true labels), as scikit-learn computes it."""
     n = conf.sum()
     if n == 0:
-        raise NotComputableError("CohenKappa cannot be computed on an empty confusion matrix")
+        raise NotComputableError(
+            "Confusion matrix must have at least one example before it can be computed "
+            "(CohenKappa's is empty)"
+        )
     row, col = conf.sum(1), conf.sum(0)
     if weights is None:
         observed, expected = conf.trace() / n, (row * col).sum() / (n * n)

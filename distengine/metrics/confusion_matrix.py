@@ -42,7 +42,10 @@ class ConfusionMatrix(Metric):
     ) -> None:
         super().__init__(output_transform, device, skip_unrolling)
         if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+            raise ValueError(
+                f"Argument num_classes needs to be > 1: num_classes must be an int >= 2, "
+                f"got {num_classes!r}"
+            )
         if average not in NORMALISATIONS:
             raise ValueError(f"average must be one of {NORMALISATIONS}, got {average!r}")
         self.num_classes = num_classes
@@ -55,14 +58,21 @@ class ConfusionMatrix(Metric):
         y_pred, y = pair(output, "ConfusionMatrix")
         self._follow(y_pred)
         c = self.num_classes
-        if (
-            y_pred.dim() != y.dim() + 1
-            or y_pred.shape[1] != c
-            or (y_pred.shape[:1] + y_pred.shape[2:] != y.shape)
-        ):
+        if y_pred.dim() >= 2 and y_pred.shape[1] != c:
             raise ValueError(
-                f"ConfusionMatrix(num_classes={c}) expects y_pred (N, {c}, ...) and y (N, ...), "
-                f"got {tuple(y_pred.shape)} and {tuple(y.shape)}"
+                f"y_pred does not have correct number of classes: {y_pred.shape[1]} vs {c} "
+                f"(ConfusionMatrix(num_classes={c}))"
+            )
+        if y_pred.dim() != y.dim() + 1:
+            raise ValueError(
+                f"y_pred must have shape (batch_size, num_classes (currently set to {c}), ...) "
+                "and y must have shape of (batch_size, ...), but given "
+                f"{tuple(y_pred.shape)} and {tuple(y.shape)} (ConfusionMatrix(num_classes={c}))"
+            )
+        if y_pred.shape[:1] + y_pred.shape[2:] != y.shape:
+            raise ValueError(
+                f"y and y_pred must have compatible shapes: y_pred {tuple(y_pred.shape)} should "
+                f"be y {tuple(y.shape)} with the classes as dim 1 (ConfusionMatrix({c}))"
             )
         # cell target * c + pred, shifted by one; a label outside [0, c) lands in a bin
         cells = predicted_classes(y_pred).reshape(-1).add(y.reshape(-1), alpha=c)
@@ -85,10 +95,15 @@ class ConfusionMatrix(Metric):
 
 def _checked(cm: Any, averages: tuple[str | None, ...], what: str) -> ConfusionMatrix:
     if not isinstance(cm, ConfusionMatrix):
-        raise TypeError(f"{what} needs a ConfusionMatrix, got {type(cm).__name__}")
+        raise TypeError(
+            f"Argument cm should be instance of ConfusionMatrix, but given {type(cm)}: "
+            f"{what} needs a ConfusionMatrix"
+        )
     if cm.average not in averages:
+        either = " or ".join(repr(a) for a in averages)
         raise ValueError(
-            f"{what} needs a ConfusionMatrix with average in {averages}, got {cm.average!r}"
+            f"ConfusionMatrix should have average attribute either {either}, but given "
+            f"{cm.average!r}: {what} needs a ConfusionMatrix with average in {averages}"
         )
     return cm
 
@@ -100,7 +115,8 @@ def _check_ignore(cm: ConfusionMatrix, ignore_index: int | None) -> None:
         and 0 <= ignore_index < cm.num_classes
     ):
         raise ValueError(
-            f"ignore_index must be None or an int in [0, {cm.num_classes}), got {ignore_index!r}"
+            f"ignore_index should be integer and in the range of [0, {cm.num_classes}), but "
+            f"given {ignore_index} (or None)"
         )
 
 

@@ -65,14 +65,25 @@ def publishable(value: Any, per_epoch: bool) -> Any:
     return value
 
 
-def publish(engine: Engine, name: str | None, value: Any, per_epoch: bool) -> None:
-    """Put ``value`` in ``engine.state.metrics[name]``; a mapping also puts each of its keys."""
-    if isinstance(value, Mapping):
-        if name in value:
-            raise ValueError(f"metric name {name!r} clashes with a key of its value {list(value)}")
+def publish(
+    engine: Engine, name: str | None, value: Any, per_epoch: bool, mode: str = "both"
+) -> None:
+    """Put ``value`` in ``engine.state.metrics[name]``; a mapping value goes under ``name``
+    (``mode`` "named"), under each of its keys ("flatten") or both ("both")."""
+    if not isinstance(value, Mapping):
+        if name is not None:
+            engine.state.metrics[name] = publishable(value, per_epoch)
+        return
+    named = name is not None and mode in ("named", "both")
+    if named and name in value:
+        raise ValueError(
+            f"Argument name {name!r} is conflicting with mapping keys: {list(value)} "
+            "(the metric's value is a mapping published under its name and each key)"
+        )
+    if mode in ("flatten", "both"):
         for key, item in value.items():
             engine.state.metrics[key] = publishable(item, per_epoch)
-    if name is not None:
+    if named:
         engine.state.metrics[name] = publishable(value, per_epoch)
 
 
@@ -207,7 +218,13 @@ class MetricGroup:
             return
         with reduced_states([m for _, m in done]):
             for name, metric in done:
-                publish(engine, name, metric.compute(), event is Events.EPOCH_COMPLETED)
+                publish(
+                    engine,
+                    name,
+                    metric.compute(),
+                    event is Events.EPOCH_COMPLETED,
+                    getattr(metric, "_metrics_result_mode", "both"),
+                )
 
     def _accumulating(self) -> list[Metric]:
         """Every metric that holds state, in attachment order (lambdas looked through)."""

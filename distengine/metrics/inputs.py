@@ -156,14 +156,14 @@ def picked(output: Mapping, keys: tuple[str, ...] | None, metric: str) -> tuple:
     ``required_output_keys``); errors name the missing keys."""
     if keys is None:
         raise TypeError(
-            f"{metric} expects its (transformed) output as a tuple or a value, got a "
-            f"{type(output).__name__}; pick the value with output_transform"
+            f"Transformed engine output for {metric} metric should be a tuple/list, but given "
+            f"{type(output)}: pick the value with output_transform or set required_output_keys"
         )
     missing = [key for key in keys if key not in output]
     if missing:
         raise ValueError(
-            f"{metric}: a mapping output must hold the keys {list(keys)}; missing {missing} "
-            f"(it has {list(output)})"
+            f"When transformed engine's output is a mapping, it should contain {tuple(keys)} keys, "
+            f"but given {list(output)} ({metric} is missing {missing})"
         )
     return tuple(output[key] for key in keys)
 
@@ -185,8 +185,9 @@ def unrolled(output: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         return None
     if len(output) != 2 or len(output[0]) != len(output[1]):
         raise ValueError(
-            "an output made of lists is fed item by item and needs 2 lists of the same length, "
-            f"got {len(output)} list(s) of lengths {[len(item) for item in output]}"
+            "Output should have 2 items of the same length (an output of 2 lists of the same "
+            f"length is fed item by item), got {len(output)} list(s) of lengths "
+            f"{[len(item) for item in output]}"
         )
     pairs = []
     for a, b in zip(output[0], output[1]):

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from distengine.distributed import get_rank
+from distengine.distributed import get_rank, get_world_size
+from distengine.metrics.ignite_state import (
+    PER_RANK,
+    attribute_keys,
+    attribute_state,
+    restore_attributes,
+    this_ranks,
+)
 from distengine.metrics.ignite_style import (
     declare_shadows,
     reinit__is_reduced,
@@ -45,6 +52,16 @@ __all__ = [
 
 if TYPE_CHECKING:
     from distengine.engine import Engine
+
+_RESULT_MODES = ("flatten", "named", "both")
+#: The base class's own attributes, as its constructor makes them.
+_BOOKKEEPING: dict[str, Callable[[], Any]] = {
+    "_specs": dict,
+    "_host_counts": dict,
+    "_cache": dict,
+    "_synced": lambda: False,
+    "_device": lambda: None,
+}
 
 
 def _reducing(compute: Callable[[Metric], Any]) -> Callable[[Metric], Any]:
@@ -91,7 +108,10 @@ class Metric(ABC):
     is copied). An output that is a mapping is read at the keys in
     ``required_output_keys``; an output of two lists (of tensors or numbers)
     is fed one item at a time unless ``skip_unrolling=True``, as in
-    PyTorch-Ignite.
+    PyTorch-Ignite. A value that is a mapping is published in
+    ``engine.state.metrics`` under the metric's name and each of its keys
+    (``metrics_result_mode="both"``), or only under the name (``"named"``) or
+    the keys (``"flatten"``).
 
     Example::
 
@@ -120,6 +140,10 @@ class Metric(ABC):
 
     #: Each rank accumulates its own state: a checkpoint keeps every rank's.
     checkpoint_per_rank = True
+    #: Attributes (PyTorch-Ignite's convention) that :meth:`state_dict` saves besides the states.
+    _state_dict_all_req_keys: tuple[str, ...] = ()
+    #: The key of PyTorch-Ignite's per-rank form, which :meth:`load_state_dict` also takes.
+    __state_dict_key_per_rank = PER_RANK
     #: Keys read, in this order, from an engine output that is a mapping.
     required_output_keys: tuple[str, ...] | None = ("y_pred", "y")
 
@@ -128,9 +152,18 @@ class Metric(ABC):
         output_transform: Callable[[Any], Any] = lambda output: output,
         device: str | torch.device | None = None,
         skip_unrolling: bool = False,
+        metrics_result_mode: str = "both",
     ) -> None:
         if not callable(output_transform):
-            raise TypeError(f"output_transform must be callable, got {output_transform!r}")
+            raise TypeError(
+                f"Argument output_transform should be callable, got {output_transform!r}"
+            )
+        if metrics_result_mode not in _RESULT_MODES:
+            raise ValueError(
+                f"Argument metrics_result_mode should be one of {_RESULT_MODES}, "
+                f"got {metrics_result_mode!r}"
+            )
+        self._metrics_result_mode = metrics_result_mode
         self._output_transform = output_transform
         if device is None and self._ignite_style:
             device = "cpu"  # Ignite's default, which its style of metric relies on
@@ -229,26 +262,34 @@ class Metric(ABC):
         """The metric's value from the (reduced) state."""
 
     def state_dict(self) -> dict[str, Any]:
-        """This rank's accumulated (unreduced) state, for checkpoints (one per rank)."""
+        """This rank's accumulated (unreduced) state, for checkpoints (one per rank): the
+        declared states and the attributes named in ``_state_dict_all_req_keys`` (Ignite's)."""
         self.flush_counts()
         state = {}
         for spec in self._specs.values():
             value = getattr(self, spec.name)
             state[spec.name] = list(value) if isinstance(value, list) else value
+        state.update(attribute_state(self))
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; errors name missing or unexpected keys."""
+        """Restore a :meth:`state_dict` (or this rank's entry of PyTorch-Ignite's per-rank
+        form); errors name missing or unexpected keys."""
+        state_dict = this_ranks(state_dict, self)
         declare_shadows(self)
-        missing = set(self._specs) - set(state_dict)
-        unexpected = set(state_dict) - set(self._specs)
+        attributes = attribute_keys(self)
+        missing = (set(self._specs) | set(attributes)) - set(state_dict)
+        unexpected = set(state_dict) - set(self._specs) - set(attributes)
         if missing or unexpected:
             raise ValueError(
-                f"{type(self).__name__} state dict: missing {sorted(missing)}, "
-                f"unexpected {sorted(unexpected)}"
+                "Incorrect state_dict object. Argument state_dict should be a dictionary "
+                f"provided by Metric.state_dict(): {type(self).__name__} state dict: missing "
+                f"{sorted(missing)}, unexpected {sorted(unexpected)}"
             )
+        restore_attributes(self, state_dict)
         device = self._device
-        for name, value in state_dict.items():
+        for name in self._specs:
+            value = state_dict[name]
             if isinstance(value, list):
                 value = [v.to(device) if device is not None else v for v in value]
             elif isinstance(value, torch.Tensor) and device is not None:
@@ -265,6 +306,13 @@ class Metric(ABC):
         start their sum and ``cat`` states empty and share the max/min, so the
         reduced value over the new ranks is the one over the saved ranks.
         """
+        attributes = attribute_keys(self)
+        if attributes:
+            raise ValueError(
+                f"{type(self).__name__} keeps {attributes} (its _state_dict_all_req_keys) per "
+                f"rank: a state saved by {len(states)} ranks cannot be loaded on "
+                f"{get_world_size()}; resume with {len(states)} ranks"
+            )
         declare_shadows(self)  # Ignite-style attributes travel as declared states too
         merged = {}
         for name, spec in self._specs.items():
@@ -349,7 +397,7 @@ class Metric(ABC):
         """
         from distengine.metrics.group import publish
 
-        publish(engine, name, self.compute(), per_epoch=True)
+        publish(engine, name, self.compute(), True, getattr(self, "_metrics_result_mode", "both"))
 
     def _feed(self, output: Any) -> None:
         """``update`` with the engine's output: transformed, keys picked, lists unrolled."""
@@ -417,6 +465,10 @@ class Metric(ABC):
         return MetricsLambda(operator.neg, self)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name in _BOOKKEEPING:  # a subclass whose __init__ never called Metric's (as Ignite's
+            value = _BOOKKEEPING[name]()  # tests do): an empty one of its own, made once
+            self.__dict__[name] = value
+            return value
         # a method of the metric's tensor value, e.g. (precision * 2).mean(), cm.diag();
         # anything else (a typo such as .atach) is an error, not a silent new metric
         if name.startswith("_") or not callable(getattr(torch.Tensor, name, None)):

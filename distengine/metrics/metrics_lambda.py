@@ -26,14 +26,19 @@ class MetricsLambda(Metric):
     _reset_on_init = False
 
     def __init__(
-        self, fn: Callable[..., Any], *args: Any, skip_unrolling: bool = False, **kwargs: Any
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        skip_unrolling: bool = False,
+        metrics_result_mode: str = "both",
+        **kwargs: Any,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"MetricsLambda needs a callable, got {fn!r}")
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
-        super().__init__(skip_unrolling=skip_unrolling)
+        super().__init__(skip_unrolling=skip_unrolling, metrics_result_mode=metrics_result_mode)
 
     def dependencies(self) -> list[Metric]:
         return [a for a in (*self.args, *self.kwargs.values()) if isinstance(a, Metric)]

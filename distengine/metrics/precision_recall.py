@@ -252,7 +252,7 @@ class FbetaScore(_ClassCounts):
     def __init__(self, beta: float = 1.0, average: bool | str | None = True, **kwargs: Any) -> None:
         super().__init__(average=average, **kwargs)
         if not beta > 0:
-            raise ValueError(f"beta must be > 0, got {beta!r}")
+            raise ValueError(f"Beta should be a positive integer or float, got {beta!r}")
         self.beta2 = float(beta) ** 2
         self._mean_of_per_class = average is True
 
@@ -302,7 +302,7 @@ def Fbeta(  # noqa: N802 - named like the function users know from PyTorch-Ignit
         Fbeta(beta=1.0).attach(evaluator, "f1")
     """
     if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta!r}")
+        raise ValueError(f"Beta should be a positive integer or float, got {beta!r}")
     if precision is None and recall is None:
         return FbetaScore(
             beta,
@@ -336,7 +336,8 @@ def _fbeta_of(
         per_class = isinstance(metric, cls) and metric.average in (False, None)
         if metric is not None and not per_class:
             raise ValueError(
-                f"Fbeta needs a {cls.__name__} with average=False or None, got {metric!r}"
+                f"Input {cls.__name__.lower()} metric should have average=False: Fbeta needs a "
+                f"{cls.__name__} with average=False or None, got {metric!r}"
             )
     kwargs = dict(
         output_transform=given._output_transform,

@@ -81,12 +81,20 @@ class RunningAverage(Metric):
         device: str | torch.device | None = None,
         every: int | None = None,
     ) -> None:
-        if (src is None) == (output_transform is None):
-            raise ValueError("give exactly one of src (a Metric) or output_transform")
         if src is not None and not isinstance(src, Metric):
-            raise TypeError(f"src must be a Metric, got {type(src).__name__}")
+            raise TypeError(f"Argument src should be a Metric or None, got {type(src).__name__}")
         if not isinstance(alpha, (int, float)) or not 0.0 < alpha <= 1.0:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
+            raise ValueError(f"Argument alpha should be a float between 0.0 and 1.0, got {alpha!r}")
+        if src is not None and output_transform is not None:
+            raise ValueError(
+                "Argument output_transform should be None if src is a Metric "
+                "(give exactly one of src (a Metric) or output_transform)"
+            )
+        if src is None and output_transform is None:
+            raise ValueError(
+                "Argument output_transform should not be None if src corresponds to the output "
+                "of process function (give exactly one of src (a Metric) or output_transform)"
+            )
         super().__init__(output_transform or (lambda output: output), device)
         self.src = copy.deepcopy(src) if src is not None else None
         self.alpha, self.epoch_bound = float(alpha), epoch_bound

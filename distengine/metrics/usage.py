@@ -196,5 +196,11 @@ def as_usage(usage: str | MetricUsage) -> MetricUsage:
     if isinstance(usage, str) and usage in _BY_NAME:
         return _BY_NAME[usage]()
     if isinstance(usage, str):
-        raise ValueError(f"usage must be one of {sorted(_BY_NAME)} or a MetricUsage, got {usage!r}")
-    raise TypeError(f"usage must be a usage name or a MetricUsage, got {type(usage).__name__}")
+        raise ValueError(
+            "usage should be '(Running)EpochWise.usage_name' or "
+            f"'((SingleEpoch)Running)BatchWise.usage_name' (one of {sorted(_BY_NAME)}) "
+            f"or a MetricUsage, got {usage!r}"
+        )
+    raise TypeError(
+        f"Unhandled usage type {type(usage)}: usage must be a usage name or a MetricUsage"
+    )

@@ -163,6 +163,47 @@ CASES = {
         {"num_classes": 5, "average": "recall"},
         _batches(lambda: (_r(8, 5, 3), _i(5, 8, 3))),
     ),
+    "hsic (N, 3, 2) median bandwidth": ("HSIC", {}, _batches(lambda: (_r(8, 3, 2), _r(8, 4)))),
+    "hsic sigmas, a batch of 3 skipped": (
+        "HSIC",
+        {"sigma_x": 2.0, "sigma_y": 0.5},
+        [(_r(8, 3), _r(8, 3)), (_r(3, 3), _r(3, 3)), (_r(6, 3), _r(6, 3))],
+    ),
+    "mmd (N, 3, 2)": (
+        "MaximumMeanDiscrepancy",
+        {"var": 2.0},
+        _batches(lambda: (_r(8, 3, 2), _r(8, 3, 2))),
+    ),
+    "perplexity (N, C, L), ignored tokens": (
+        "Perplexity",
+        {"ignore_index": 0},
+        _batches(lambda: (_r(4, 5, 6), _i(5, 4, 6))),
+    ),
+    "hit rate, rows without hits left out": (
+        "HitRate",
+        {"top_k": [1, 3]},
+        _batches(lambda: (_r(6, 5), _i(2, 6, 5) * _i(2, 6, 1))),
+    ),
+    "hit rate, rows without hits count": (
+        "HitRate",
+        {"top_k": 2, "ignore_zero_hits": False},
+        _batches(lambda: (_r(6, 5), _i(2, 6, 5) * _i(2, 6, 1))),
+    ),
+    "multilabel confusion matrix (N, C, H)": (
+        "MultiLabelConfusionMatrix",
+        {"num_classes": 4},
+        _batches(lambda: (_i(2, 6, 4, 3), _i(2, 6, 4, 3))),
+    ),
+    "multilabel confusion matrix normalized": (
+        "MultiLabelConfusionMatrix",
+        {"num_classes": 3, "normalized": True},
+        _batches(lambda: (_i(2, 6, 3), _i(2, 6, 3))),
+    ),
+    "character error rate": (
+        "CharacterErrorRate",
+        {},
+        [(["helo", "cat"], ["hello", "bat"]), ("", "abc"), (["café wörld"], ["cafe world"])],
+    ),
     "average (N, 3)": ("Average", {}, _batches(lambda: _r(8, 3))),
     "average (N,) is one example": ("Average", {}, _batches(lambda: _r(8))),
     "average 0-d": ("Average", {}, _batches(lambda: _r(()))),
@@ -181,7 +222,7 @@ CASES = {
 # built from a ConfusionMatrix (a Metric argument): below, and in test_against_ignite.py
 FROM_CONFUSION_MATRIX = {"IoU", "mIoU", "JaccardIndex", "DiceCoefficient"}
 # built from other metrics (checked on an engine below) or the base class
-COMPOSED = {"MetricsLambda", "RunningAverage", "Metric"}
+COMPOSED = {"MetricsLambda", "RunningAverage", "Metric", "ClassificationReport"}
 
 
 def _computed(module, name, kwargs, batches):
@@ -246,10 +287,45 @@ def test_confusion_matrix_functions_give_ignites_values_and_types(name, kwargs):
     _assert_same(*values, name)
 
 
+@pytest.mark.parametrize(
+    "kwargs, make",
+    [
+        ({"output_dict": True, "labels": ["a", "b", "c", "d"]}, lambda: (_r(8, 4, 3), _i(4, 8, 3))),
+        ({"beta": 2, "is_multilabel": True}, lambda: (_i(2, 8, 3), _i(2, 8, 3))),
+    ],
+)
+def test_classification_report_gives_ignites_report(kwargs, make):
+    import json
+
+    batches, reports = _batches(make), []
+    for engines, metrics in ((de, dm), (ie, im)):
+        engine = engines.Engine(lambda e, batch: batch)
+        metrics.ClassificationReport(**kwargs).attach(engine, "cr")
+        reports.append(engine.run(batches).metrics["cr"])
+    mine, theirs = (r if isinstance(r, dict) else json.loads(r) for r in reports)
+    assert list(mine) == list(theirs)
+    for key, row in theirs.items():
+        assert list(mine[key]) == list(row)
+        _assert_same(list(mine[key].values()), list(row.values()), key)
+
+
+@pytest.mark.parametrize("name", ["SilhouetteScore", "CalinskiHarabaszScore", "DaviesBouldinScore"])
+def test_clustering_scores_give_ignites_values(name):
+    batches = [(_r(8, 3) + 2 * labels[:, None], labels) for labels in _batches(lambda: _i(3, 8))]
+    scores = []
+    for module in (dm, im):
+        metric = getattr(module.clustering, name)()
+        for batch in batches:
+            metric.update(batch)
+        scores.append(metric.compute())
+    _assert_same(*scores, name)
+
+
 def test_every_metric_both_have_is_compared():
     shared = set(im.__all__) & set(dm.__all__)
     compared = {name for name, _, _ in CASES.values()} | FROM_CONFUSION_MATRIX | COMPOSED
     compared |= {"GpuInfo"}  # needs a GPU; without one both raise (test_ignite_names.py)
+    compared |= {"Frequency"}  # a rate over wall time: tests/metrics/test_ignite_names.py
     assert shared - compared == set(), "a metric both libraries have is not compared with Ignite"
 
 

@@ -221,7 +221,9 @@ def test_arithmetic_passes_on_only_tensor_methods():
 
 # ------------------------------------------------------------------ confusion-matrix family
 def test_confusion_matrix_family_argument_checks_as_in_ignite():
-    with pytest.raises(ValueError, match=r"ignore_index must be None or an int in \[0, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"ignore_index should be integer and in the range of \[0, 3\)"
+    ):
         IoU(ConfusionMatrix(3), ignore_index=3)
     with pytest.raises(ValueError, match="average in"):
         DiceCoefficient(ConfusionMatrix(3, average="recall"))
