@@ -29,8 +29,8 @@ What cannot be put back exactly is refused by a ValueError that names it: a
 one-shot iterator, a loader with ``in_order=False`` and workers saved
 mid-epoch, generator states that do not match the data's generators, a CUDA
 generator state where CUDA is not available, data shorter than the position,
-a pass resumed on another number of ranks that would draw other samples
-(:func:`layout_problem`).
+a pass resumed with another per-rank batch size, or on another number of
+ranks, that would draw other samples (:func:`layout_problem`).
 """
 
 from __future__ import annotations
