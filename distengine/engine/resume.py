@@ -29,12 +29,13 @@ What cannot be put back exactly is refused by a ValueError that names it: a
 one-shot iterator, a loader with ``in_order=False`` and workers saved
 mid-epoch, generator states that do not match the data's generators, a CUDA
 generator state where CUDA is not available, data shorter than the position,
-a pass resumed on another number of ranks that would draw other samples
-(:func:`layout_problem`).
+a pass resumed with another per-rank batch size, or on another number of
+ranks, that would draw other samples (:func:`layout_problem`).
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import random
 from collections.abc import Iterable, Iterator
@@ -226,11 +227,16 @@ class _EpochPlan:
         self.skip, self.pass_seed, self._rest = skip, pass_seed, None
 
     def draw(self) -> None:
-        """Draw this pass's order now (under the generator states in force now)."""
+        """Start this pass's order now (under the generator states in force now), past ``skip``.
+
+        The used batches are drawn and dropped, the rest is drawn as the run
+        goes: a sampler that draws lazily from its generator (a RandomSampler
+        given ``generator=`` draws again every 32 samples) then leaves it where
+        the uninterrupted pass would, so the next pass's order is the same.
+        """
         if self._rest is None:
             batches = enumerate(self.batch_sampler)
-            if self.skip:
-                batches = iter(list(itertools.islice(batches, self.skip, None)))
+            collections.deque(itertools.islice(batches, self.skip), maxlen=0)
             self._rest = batches
 
     def __iter__(self) -> Iterator[Any]:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from distengine.distributed import get_rank, get_world_size
+from distengine.metrics.ignite_style import _SHADOW
 from distengine.utils import _tree_map
 
 if TYPE_CHECKING:
@@ -35,9 +36,10 @@ PER_RANK = "__metric_state_per_rank"
 
 
 def attribute_keys(metric: Metric) -> list[str]:
-    """The ``_state_dict_all_req_keys`` that are not declared states."""
+    """The ``_state_dict_all_req_keys`` that are not declared states, nor carried by one (an
+    attribute of ``compute``'s ``sync_all_reduce``: saved, merged and restored as its state)."""
     keys = getattr(type(metric), "_state_dict_all_req_keys", ())
-    return [key for key in keys if key not in metric._specs]
+    return [key for key in keys if key not in metric._specs and _SHADOW + key not in metric._specs]
 
 
 def attribute_state(metric: Metric) -> dict[str, Any]:

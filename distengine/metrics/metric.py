@@ -279,7 +279,8 @@ class Metric(ABC):
         declare_shadows(self)
         attributes = attribute_keys(self)
         missing = (set(self._specs) | set(attributes)) - set(state_dict)
-        unexpected = set(state_dict) - set(self._specs) - set(attributes)
+        listed = getattr(type(self), "_state_dict_all_req_keys", ())  # carried ones: ignored
+        unexpected = set(state_dict) - set(self._specs) - set(attributes) - set(listed)
         if missing or unexpected:
             raise ValueError(
                 "Incorrect state_dict object. Argument state_dict should be a dictionary "
@@ -306,6 +307,7 @@ class Metric(ABC):
         start their sum and ``cat`` states empty and share the max/min, so the
         reduced value over the new ranks is the one over the saved ranks.
         """
+        declare_shadows(self)  # Ignite-style attributes travel as declared states too
         attributes = attribute_keys(self)
         if attributes:
             raise ValueError(
@@ -313,7 +315,6 @@ class Metric(ABC):
                 f"rank: a state saved by {len(states)} ranks cannot be loaded on "
                 f"{get_world_size()}; resume with {len(states)} ranks"
             )
-        declare_shadows(self)  # Ignite-style attributes travel as declared states too
         merged = {}
         for name, spec in self._specs.items():
             values = [state[name] for state in states if state.get(name) is not None]

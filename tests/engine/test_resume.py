@@ -80,6 +80,20 @@ def test_generator_loader_keeps_later_epochs_after_resume():
         assert_same_batches(want, batches_seen(loader, 3, stop))
 
 
+def test_a_sampler_drawing_lazily_from_the_generator_keeps_later_epochs_after_resume():
+    # bug: a resumed pass drew its whole order at once; a RandomSampler given generator= draws
+    # again every 32 samples, so the generator then stood elsewhere and epoch 2 was another
+    def loader():
+        gen = torch.Generator().manual_seed(5)
+        return DataLoader(
+            TensorDataset(torch.arange(40)), batch_size=3, shuffle=True, generator=gen
+        )
+
+    want = batches_seen(loader, max_epochs=2)
+    for stop in (2, 12):  # before and after the pass's second draw (sample 33)
+        assert_same_batches(want, batches_seen(loader, 2, stop))
+
+
 @pytest.mark.parametrize("persistent", [False, True], ids=["workers", "persistent-workers"])
 def test_workers_with_random_augmentation_resume_exactly(persistent):
     # bug: workers restarted with the epoch's first seeds and took other batches

@@ -28,6 +28,7 @@ from distengine.metrics.clustering import (
     DaviesBouldinScore,
     SilhouetteScore,
 )
+from distengine.metrics.metric import reinit__is_reduced, sync_all_reduce
 from distengine.utils import _tree_map
 
 
@@ -262,6 +263,40 @@ def test_state_dict_saves_the_attributes_of_state_dict_all_req_keys(tmp_path):
     metric._count = "three"
     with pytest.raises(TypeError, match="unsupported type.*str in _Collect"):
         metric.state_dict()
+
+
+class _IgniteAccuracy(Metric):
+    """Ignite's own pattern: the attributes compute reduces, also listed for checkpoints."""
+
+    _state_dict_all_req_keys = ("_num_correct", "_num_examples")
+
+    @reinit__is_reduced
+    def reset(self):
+        self._num_correct, self._num_examples = torch.tensor(0), 0
+
+    @reinit__is_reduced
+    def update(self, output):
+        self._num_correct += (output[0].argmax(1) == output[1]).sum()
+        self._num_examples += len(output[1])
+
+    @sync_all_reduce("_num_examples", "_num_correct:SUM")
+    def compute(self):
+        return self._num_correct.item() / self._num_examples
+
+
+def test_reduced_attributes_listed_for_checkpoints_still_resume_on_another_world_size():
+    # bug: listing them in _state_dict_all_req_keys (as Ignite's metrics do) refused a
+    # checkpoint of 2 ranks resumed on 1, which merged them before
+    saved = []
+    for y in (torch.tensor([0, 1, 1]), torch.tensor([0, 1])):
+        rank = _IgniteAccuracy()
+        rank.update((torch.eye(len(y)), y))
+        saved.append(rank.state_dict())
+    resumed = _IgniteAccuracy()
+    resumed.load_per_rank_state_dicts(saved)
+    assert resumed.compute() == 4 / 5
+    resumed.load_state_dict(saved[0])
+    assert resumed.compute() == 2 / 3
 
 
 def test_clustering_scores_read_features_and_labels_and_are_sklearns():
