@@ -28,8 +28,12 @@ class Frequency(Metric):
     ranks, divided by the ranks' mean elapsed time.
 
     ``attach(engine, name, event_name=Events.ITERATION_COMPLETED)`` publishes it as an int
-    at ``event_name`` (a filtered event such as ``ITERATION_COMPLETED(every=10)`` too); with
-    several ranks each publication is one collective, on every rank.
+    at ``event_name`` (a filtered event such as ``ITERATION_COMPLETED(every=10)`` too). With
+    several ranks it is the sum of the ranks' own rates, agreed through the engine's board
+    (``engine.board``: no collective of its own, so ranks that run different numbers of
+    iterations never wait on each other): as of the iteration before a filtered
+    ``event_name``, or of the board's last exchange (about every 0.5 s) on every iteration;
+    nothing is published before the ranks' first agreement.
 
     Example::
 
@@ -47,21 +51,36 @@ class Frequency(Metric):
         self.add_state("_n", torch.tensor(0))
         self.add_state("_elapsed", torch.tensor(0.0, dtype=torch.float64))
         self._start = _now()
+        self._items, self._seconds = 0, 0.0  # this rank's, on the host, for the board
+        self._agreed: int | None = None
 
     def reset(self) -> None:
         super().reset()
         self._start = _now()
+        self._items, self._seconds = 0, 0.0
 
     def update(self, output: Any) -> None:
-        self.tally("_n", int(output))
-        self._elapsed = torch.tensor(_now() - self._start, dtype=torch.float64)
+        n = int(output)
+        self.tally("_n", n)
+        self._items, self._seconds = self._items + n, _now() - self._start
+        self._elapsed = torch.tensor(self._seconds, dtype=torch.float64)
+
+    def _local_rate(self) -> float | None:
+        """This rank's items per second since the epoch started (None before its first)."""
+        return self._items / self._seconds if self._seconds > 0 else None
+
+    def _agree(self, mean: float | torch.Tensor) -> None:
+        self._agreed = int(float(mean) * get_world_size())
 
     def compute(self) -> float:
         return float(self._n) / float(self._elapsed) * get_world_size()
 
     def completed(self, engine: Engine, name: str) -> None:
         """Publish the frequency (an int) in ``engine.state.metrics[name]``."""
-        engine.state.metrics[name] = int(self.compute())
+        if get_world_size() <= 1:
+            engine.state.metrics[name] = int(self.compute())
+        elif self._agreed is not None:
+            engine.state.metrics[name] = self._agreed
 
     def attach(  # type: ignore[override] - PyTorch-Ignite's signature
         self, engine: Engine, name: str, event_name: EventEnum | Any = None
@@ -72,5 +91,7 @@ class Frequency(Metric):
 
         engine.add_event_handler(Events.EPOCH_STARTED, self.started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
+        if get_world_size() > 1:
+            engine.board.value((self, name), None, self._local_rate, self._agree, name=name)
         event = Events.ITERATION_COMPLETED if event_name is None else event_name
         engine.add_event_handler(event, self.completed, name)

@@ -400,8 +400,9 @@ def test_multilabel_confusion_matrix_counts_each_class_and_refuses_non_binary_at
         mlcm.update((torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 2, dtype=torch.long)))
 
 
-def _items_per_second():
-    """Frequency on a fake clock: each iteration takes 2 s and brings rank + 3 items."""
+def _items_per_second(batches=(4, 4), every=2):
+    """Frequency on a fake clock: each iteration takes 2 s and brings rank + 3 items;
+    rank r runs ``batches[r]`` iterations and reads the value at ``every`` (None: each)."""
     import distengine.distributed as idist
     import distengine.metrics.frequency as frequency
 
@@ -411,14 +412,11 @@ def _items_per_second():
         engine = Engine(lambda e, b: {"n": idist.get_rank() + 3})
         tick = lambda: clock.__setitem__(0, clock[0] + 2)  # noqa: E731
         engine.add_event_handler(Events.ITERATION_STARTED, tick)
-        Frequency(output_transform=lambda out: out["n"]).attach(
-            engine, "wps", event_name=Events.ITERATION_COMPLETED(every=2)
-        )
+        event = Events.ITERATION_COMPLETED(every=every) if every else Events.ITERATION_COMPLETED
+        Frequency(output_transform=lambda out: out["n"]).attach(engine, "wps", event_name=event)
         seen = []
-        engine.add_event_handler(
-            Events.ITERATION_COMPLETED(every=2), lambda e: seen.append(e.state.metrics["wps"])
-        )
-        engine.run(range(4), max_epochs=1)
+        engine.add_event_handler(event, lambda e: seen.append(e.state.metrics.get("wps")))
+        engine.run(range(batches[idist.get_rank()]), max_epochs=1)
         return seen
     finally:
         frequency._now = original
@@ -430,3 +428,9 @@ def test_frequency_is_items_per_second_published_at_its_event():
 
 def test_frequency_on_two_ranks_is_every_ranks_items_over_the_mean_time(ranks2):
     assert ranks2.run(_items_per_second) == [[3, 3]] * 2  # (3 + 4) items every 2 s, as an int
+
+
+def test_frequency_on_uneven_and_empty_shards_never_keeps_a_rank_waiting(ranks2):
+    # agreed through the board over the iterations every rank runs: as of the one before
+    assert ranks2.run(_items_per_second, (3, 1), None) == [[None, 3, 3], [None]]
+    assert ranks2.run(_items_per_second, (3, 0), None) == [[None, None, None], []]
